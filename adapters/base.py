@@ -1,0 +1,174 @@
+"""The adapter contract: the one interface every framework implements.
+
+An adapter module never imports its framework at module level (the suite must import without any
+framework installed); the framework is imported inside the class, the first time it is needed.
+Parameters and data arrive as NumPy arrays produced by the reference side; an adapter never
+initialises a weight of its own.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import importlib
+import importlib.util
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from bnbench.reference.model import check_batch
+from bnbench.reference.spec import Spec, check_parameters, state_names
+
+
+class AdapterError(RuntimeError):
+    """Base of the errors below; the message is meant for a person."""
+
+
+class Unavailable(AdapterError):
+    """The framework, mode or device cannot run here (not installed, no GPU, ...)."""
+
+
+class Unsupported(AdapterError):
+    """The framework cannot express this spec combination; the message says which and why."""
+
+
+@dataclasses.dataclass
+class Gradients:
+    """What one training-mode forward and backward of a batch gives, as NumPy arrays."""
+
+    loss: float
+    probs: np.ndarray
+    grads: Dict[str, np.ndarray]
+
+
+class Adapter(abc.ABC):
+    """One framework's implementation of the spec.
+
+    Subclasses declare ``name``, ``modes``, ``devices`` and ``requires`` (modules that must be
+    importable) and implement ``_build``, ``train_step``, ``gradients``, ``predict_proba``,
+    ``state``. ``tuning`` says, per mode, which framework flags the mode turns on, so that a
+    results table can publish them.
+    """
+
+    name: ClassVar[str]
+    modes: ClassVar[Tuple[str, ...]]
+    devices: ClassVar[Tuple[str, ...]] = ("cpu",)
+    requires: ClassVar[Tuple[str, ...]] = ()
+    install_hint: ClassVar[str] = ""
+    tuning: ClassVar[Dict[str, str]] = {}
+    description: ClassVar[str] = ""
+
+    # ------------------------------------------------------------------ class-level facts
+    @classmethod
+    def missing_requirement(cls) -> Optional[str]:
+        """Why the framework cannot be used here, without importing it (None when it is installed)."""
+        for module in cls.requires:
+            if importlib.util.find_spec(module) is None:
+                hint = f" ({cls.install_hint})" if cls.install_hint else ""
+                return f"{module} is not installed in this environment{hint}"
+        return None
+
+    @classmethod
+    def import_error(cls) -> Optional[str]:
+        """Import the framework; None when it works, else why not (one line)."""
+        missing = cls.missing_requirement()
+        if missing:
+            return missing
+        for module in cls.requires:
+            try:
+                importlib.import_module(module)
+            except Exception as error:  # a broken install must be a reason, not a crash
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                return f"importing {module} failed: {type(error).__name__}: {first_line}"
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        """The framework's version string (imports the framework)."""
+        module = importlib.import_module(cls.requires[0]) if cls.requires else None
+        return getattr(module, "__version__", "unknown")
+
+    @classmethod
+    def device_unavailable(cls, device: str) -> Optional[str]:
+        """Why ``device`` cannot be used here, or None. The default knows only the CPU."""
+        if device not in cls.devices:
+            return f"{cls.name} has no device {device!r}; devices: {', '.join(cls.devices)}"
+        if device != "cpu":
+            return f"{cls.name} adapter does not implement device {device!r}"
+        return None
+
+    @classmethod
+    def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+        """Why this framework cannot express ``spec`` in ``mode`` on ``device`` (None: it can)."""
+        return None
+
+    @classmethod
+    def check_combination(cls, spec: Spec, mode: str, device: str) -> None:
+        """Raise Unavailable / Unsupported with the reason, before anything is built."""
+        if mode not in cls.modes:
+            raise Unavailable(f"{cls.name} has no mode {mode!r}; modes: {', '.join(cls.modes)}")
+        if device not in cls.devices:
+            raise Unavailable(f"{cls.name} has no device {device!r}; devices: {', '.join(cls.devices)}")
+        problem = cls.import_error()
+        if problem:
+            raise Unavailable(problem)
+        problem = cls.device_unavailable(device)
+        if problem:
+            raise Unavailable(f"device {device!r} unavailable for {cls.name}: {problem}")
+        problem = cls.unsupported(spec, mode, device)
+        if problem:
+            raise Unsupported(f"unsupported by {cls.name} ({mode}, {device}): {problem}")
+
+    # ------------------------------------------------------------------ instances
+    def __init__(self, spec: Spec, params: Mapping[str, np.ndarray], *, mode: Optional[str] = None, device: str = "cpu"):
+        mode = self.modes[0] if mode is None else mode
+        self.check_combination(spec, mode, device)
+        self.spec = spec
+        self.mode = mode
+        self.device = device
+        self._build(check_parameters(spec, params))
+
+    @abc.abstractmethod
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        """Load the spec's arrays (names of SPEC.md) into the framework's own objects."""
+
+    @abc.abstractmethod
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        """One training step (forward, backward, running statistics, update); returns the loss."""
+
+    @abc.abstractmethod
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        """Loss, training-mode probabilities and gradients of one batch; changes nothing."""
+
+    @abc.abstractmethod
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Inference-mode softmax probabilities (running statistics); changes nothing."""
+
+    @abc.abstractmethod
+    def state(self) -> Dict[str, np.ndarray]:
+        """Every parameter and running statistic, by SPEC.md name, as NumPy arrays."""
+
+    # Timing support: the benchmarks put data on the device once and then time steps on it.
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        """Batch arrays in the form ``train_step_prepared`` / ``predict_prepared`` take."""
+        X, y = check_batch(self.spec, X, y, training=y is not None)
+        return X, y
+
+    def train_step_prepared(self, batch) -> float:
+        return self.train_step(*batch)
+
+    def predict_prepared(self, batch) -> None:
+        """Inference on a prepared batch, synchronised, result left on the device."""
+        self.predict_proba(batch[0])
+
+    def sync(self) -> None:
+        """Wait until all queued device work is done (the clock stops after this)."""
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, X: np.ndarray, y: Optional[np.ndarray] = None, *, training: bool = True):
+        return check_batch(self.spec, X, y, training=training)
+
+    def _ordered_state(self, arrays: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        return {name: np.asarray(arrays[name]) for name in state_names(self.spec)}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} mode={self.mode} device={self.device} dtype={self.spec.dtype}>"

@@ -1,0 +1,208 @@
+"""PyTorch: modes ``eager`` and ``compiled`` (torch.compile, inductor), devices ``cpu`` and ``cuda``."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, Gradients
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    modes = ("eager", "compiled")
+    devices = ("cpu", "cuda")
+    requires = ("torch",)
+    install_hint = "pip install 'bnbench[torch]' (torch==2.13.0)"
+    tuning = {
+        "eager": "F.batch_norm; optimizer as torch._foreach_* ops",
+        "compiled": "torch.compile(backend='inductor', fullgraph=True, dynamic=False) of forward+loss "
+                    "(AOTAutograd compiles the backward) and of inference; optimizer as torch._foreach_* ops",
+    }
+    description = "F.batch_norm with the spec's momentum and variance convention mapped explicitly"
+
+    @classmethod
+    def device_unavailable(cls, device: str) -> Optional[str]:
+        if device == "cuda":
+            torch = _torch()
+            if not torch.cuda.is_available():
+                build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+                return f"torch.cuda.is_available() is False (torch {torch.__version__}, {build}; no GPU visible)"
+            return None
+        return super().device_unavailable(device)
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        torch = _torch()
+        spec = self.spec
+        self.torch = torch
+        self.torch_device = torch.device(self.device)
+        self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+
+        # ---- the spec mapped onto torch, in one place -------------------------------------
+        # torch's BatchNorm momentum is the weight of the NEW value; the spec's, of the OLD one.
+        self.torch_bn_momentum = 1.0 - spec.bn_momentum
+        # torch updates running_var with the unbiased (m-1) batch variance. That is the spec's
+        # "unbiased" convention, so torch's own update is used there; for "biased" the running
+        # statistics are updated here from torch.var_mean(correction=0).
+        self.native_running_update = spec.running_var == "unbiased"
+        # torch.optim.SGD(momentum=b) keeps v = b v + g and starts v at g, not at (1-b) g; the
+        # spec's momentum and Adam are therefore written below with torch._foreach_* ops. The L2
+        # term is part of the loss (as in the spec), never torch's weight_decay.
+        # -------------------------------------------------------------------------------------
+
+        to_tensor = lambda array: torch.tensor(array, dtype=self.torch_dtype, device=self.torch_device)  # noqa: E731
+        self.param_names = trainable_names(spec)
+        self.stat_names = running_stat_names(spec)
+        self.params: List = [to_tensor(params[name]).requires_grad_(True) for name in self.param_names]
+        self.running: List = [to_tensor(params[name]) for name in self.stat_names]
+        self.velocity = [torch.zeros_like(p) for p in self.params] if spec.optimizer in ("momentum", "adam") else []
+        self.second_moment = [torch.zeros_like(p) for p in self.params] if spec.optimizer == "adam" else []
+        self.t = 0
+        self.weight_indices = [self.param_names.index(name) for name in weight_names(spec)]
+
+        forward_loss = _make_forward_loss(spec.n_layers, spec.bn_epsilon, self.torch_bn_momentum, spec.bn_momentum,
+                                          spec.l2, self.native_running_update, self.weight_indices)
+        inference = _make_inference(spec.n_layers, spec.bn_epsilon)
+        if self.mode == "compiled":
+            dynamo_config = torch._dynamo.config
+            # Every adapter instance re-uses the same function code with other constants; the
+            # default limit (8) would silently fall back to eager after a few specs.
+            for limit in ("recompile_limit", "cache_size_limit"):
+                if hasattr(dynamo_config, limit):
+                    setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 256))
+            compile_options = dict(backend="inductor", fullgraph=True, dynamic=False)
+            forward_loss = torch.compile(forward_loss, **compile_options)
+            inference = torch.compile(inference, **compile_options)
+        self._forward_loss = forward_loss
+        self._inference = inference
+
+    # ------------------------------------------------------------------ data
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        X, y = self._check(X, y, training=y is not None)
+        torch = self.torch
+        X_tensor = torch.tensor(X, dtype=self.torch_dtype, device=self.torch_device)
+        y_tensor = None if y is None else torch.tensor(y, dtype=torch.int64, device=self.torch_device)
+        return X_tensor, y_tensor
+
+    def sync(self) -> None:
+        if self.torch_device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    # ------------------------------------------------------------------ contract
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        return self.train_step_prepared(self.to_device(X, y))
+
+    def train_step_prepared(self, batch) -> float:
+        X, y = batch
+        loss, _ = self._forward_loss(self.params, self.running, X, y, True)
+        grads = self.torch.autograd.grad(loss, self.params)
+        self._apply_update(grads)
+        return loss.item()   # .item() waits for the device: the step is complete when it returns
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self.to_device(X, y)
+        loss, log_probs = self._forward_loss(self.params, self.running, X, y, False)
+        grads = self.torch.autograd.grad(loss, self.params)
+        return Gradients(
+            loss=loss.item(),
+            probs=log_probs.detach().exp().cpu().numpy(),
+            grads={name: g.detach().cpu().numpy() for name, g in zip(self.param_names, grads)},
+        )
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self.to_device(X)
+        with self.torch.no_grad():
+            return self._inference(self.params, self.running, X).cpu().numpy()
+
+    def predict_prepared(self, batch) -> None:
+        with self.torch.no_grad():
+            self._inference(self.params, self.running, batch[0])
+        self.sync()
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: p.detach().cpu().numpy().copy() for name, p in zip(self.param_names, self.params)}
+        arrays.update({name: r.cpu().numpy().copy() for name, r in zip(self.stat_names, self.running)})
+        return self._ordered_state(arrays)
+
+    # ------------------------------------------------------------------ optimizer
+    def _apply_update(self, grads) -> None:
+        torch = self.torch
+        spec = self.spec
+        lr = spec.learning_rate
+        params = self.params
+        self.t += 1
+        with torch.no_grad():
+            if spec.optimizer == "sgd":
+                torch._foreach_add_(params, grads, alpha=-lr)
+            elif spec.optimizer == "momentum":
+                torch._foreach_mul_(self.velocity, spec.beta1)
+                torch._foreach_add_(self.velocity, grads, alpha=1 - spec.beta1)
+                torch._foreach_add_(params, self.velocity, alpha=-lr)
+            else:
+                torch._foreach_mul_(self.velocity, spec.beta1)
+                torch._foreach_add_(self.velocity, grads, alpha=1 - spec.beta1)
+                torch._foreach_mul_(self.second_moment, spec.beta2)
+                torch._foreach_addcmul_(self.second_moment, grads, grads, value=1 - spec.beta2)
+                bias_correction1 = 1 - spec.beta1 ** self.t
+                bias_correction2 = 1 - spec.beta2 ** self.t
+                denominator = torch._foreach_div(self.second_moment, bias_correction2)   # s_hat
+                torch._foreach_sqrt_(denominator)
+                torch._foreach_add_(denominator, spec.adam_epsilon)
+                step = torch._foreach_div(self.velocity, denominator)
+                torch._foreach_add_(params, step, alpha=-lr / bias_correction1)          # v_hat = v / bc1
+
+
+def _make_forward_loss(n_layers: int, bn_epsilon: float, torch_bn_momentum: float, bn_momentum: float,
+                       l2: float, native_running_update: bool, weight_indices: List[int]):
+    """Training-mode forward and loss; updates the running statistics when ``update_stats``."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward_loss(params, running, X, y, update_stats: bool):
+        A = X
+        for layer in range(n_layers):
+            W, gamma, beta = params[3 * layer], params[3 * layer + 1], params[3 * layer + 2]
+            running_mean, running_var = running[2 * layer], running[2 * layer + 1]
+            Z = A @ W
+            if update_stats and native_running_update:
+                Zt = F.batch_norm(Z, running_mean, running_var, gamma, beta, training=True,
+                                  momentum=torch_bn_momentum, eps=bn_epsilon)
+            else:
+                Zt = F.batch_norm(Z, None, None, gamma, beta, training=True, momentum=0.0, eps=bn_epsilon)
+                if update_stats:
+                    batch_var, batch_mean = torch.var_mean(Z.detach(), dim=0, correction=0)
+                    running_mean.mul_(bn_momentum).add_(batch_mean, alpha=1 - bn_momentum)
+                    running_var.mul_(bn_momentum).add_(batch_var, alpha=1 - bn_momentum)
+            A = torch.relu(Zt)   # relu's gradient at 0 is 0, as the spec says
+        logits = A @ params[-2] + params[-1]
+        log_probs = torch.log_softmax(logits, dim=1)
+        loss = F.nll_loss(log_probs, y)
+        if l2:
+            m = X.shape[0]
+            loss = loss + (l2 / (2 * m)) * sum((params[i] * params[i]).sum() for i in weight_indices)
+        return loss, log_probs
+
+    return forward_loss
+
+
+def _make_inference(n_layers: int, bn_epsilon: float):
+    import torch
+    import torch.nn.functional as F
+
+    def inference(params, running, X):
+        A = X
+        for layer in range(n_layers):
+            Zt = F.batch_norm(A @ params[3 * layer], running[2 * layer], running[2 * layer + 1],
+                              params[3 * layer + 1], params[3 * layer + 2], training=False, eps=bn_epsilon)
+            A = torch.relu(Zt)
+        return torch.softmax(A @ params[-2] + params[-1], dim=1)
+
+    return inference

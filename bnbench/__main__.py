@@ -1,0 +1,5 @@
+import sys
+
+from bnbench.cli import main
+
+sys.exit(main())

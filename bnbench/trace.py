@@ -1,0 +1,84 @@
+"""Running an adapter on given inputs and recording everything (``bnbench trace``), and the
+equivalence check built on the same run."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from bnbench.adapters.base import Adapter
+from bnbench.compare import EquivalenceReport, compare, compare_all
+from bnbench.reference.model import BatchError, ReferenceModel
+from bnbench.reference.spec import Spec
+
+StepCallback = Callable[[int, Dict[str, np.ndarray]], None]
+
+
+def check_batches(spec: Spec, X: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """X of shape (K, m, n_features) or (m, n_features); y of shape (K, m) or (m,)."""
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim == 2:
+        X = X[None]
+    if y.ndim == 1:
+        y = y[None]
+    if X.ndim != 3:
+        raise BatchError(f"X has {X.ndim} dimensions, expected (K, m, {spec.n_features}) or (m, {spec.n_features})")
+    if y.ndim != 2:
+        raise BatchError(f"y has {y.ndim} dimensions, expected (K, m) or (m,)")
+    if X.shape[0] < 1:
+        raise BatchError("X holds no batch (K = 0)")
+    if X.shape[:2] != y.shape:
+        raise BatchError(f"X holds {X.shape[0]} batch(es) of {X.shape[1]} examples but y has shape {y.shape}; "
+                         f"expected {X.shape[:2]}")
+    return X, y
+
+
+def run(model, X: np.ndarray, y: np.ndarray, *, on_step: Optional[StepCallback] = None) -> Dict[str, np.ndarray]:
+    """The trace of one model (an adapter or the ReferenceModel): OUT.npz's keys.
+
+    ``loss``, ``probs`` and ``grad/<name>`` come from the first batch before any update;
+    ``losses`` from K training steps; ``param/<name>`` after them; ``eval_probs`` is the
+    inference-mode softmax of the last batch's X after the K steps.
+    """
+    first = model.gradients(X[0], y[0])
+    out: Dict[str, np.ndarray] = {"loss": np.asarray(first.loss, dtype=np.float64), "probs": np.asarray(first.probs)}
+    for name, grad in first.grads.items():
+        out[f"grad/{name}"] = np.asarray(grad)
+    losses = []
+    for k in range(X.shape[0]):
+        losses.append(model.train_step(X[k], y[k]))
+        if on_step is not None:
+            on_step(k + 1, model.state())
+    out["losses"] = np.asarray(losses, dtype=np.float64)
+    for name, array in model.state().items():
+        out[f"param/{name}"] = np.asarray(array)
+    out["eval_probs"] = np.asarray(model.predict_proba(X[-1]))
+    return out
+
+
+def check_equivalence(adapter: Adapter, spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray,
+                      *, label: Optional[str] = None) -> EquivalenceReport:
+    """Run the adapter and the reference side by side on the same batches and compare every tensor:
+    first-batch loss, probabilities and gradients; loss and all parameters and running statistics
+    after every step; inference-mode probabilities at the end."""
+    X, y = check_batches(spec, X, y)
+    reference = ReferenceModel(spec, params)
+    reference_states: Dict[int, Dict[str, np.ndarray]] = {}
+    adapter_states: Dict[int, Dict[str, np.ndarray]] = {}
+    expected = run(reference, X, y, on_step=lambda k, state: reference_states.__setitem__(k, state))
+    actual = run(adapter, X, y, on_step=lambda k, state: adapter_states.__setitem__(k, state))
+    dtype = spec.dtype
+    comparisons = [compare("loss", actual["loss"], expected["loss"], dtype, 0),
+                   compare("probs", actual["probs"], expected["probs"], dtype, 0)]
+    comparisons += compare_all("grad", _strip(actual, "grad/"), _strip(expected, "grad/"), dtype, 0)
+    for k in range(1, X.shape[0] + 1):
+        comparisons.append(compare("loss", actual["losses"][k - 1], expected["losses"][k - 1], dtype, k))
+        comparisons += compare_all("param", adapter_states[k], reference_states[k], dtype, k)
+    comparisons.append(compare("eval_probs", actual["eval_probs"], expected["eval_probs"], dtype, X.shape[0]))
+    label = label or f"{adapter.name} ({adapter.mode}, {adapter.device}, {dtype}, {spec.optimizer}, running_var={spec.running_var})"
+    return EquivalenceReport(label, dtype, comparisons)
+
+
+def _strip(arrays: Mapping[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:
+    return {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}

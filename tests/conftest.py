@@ -1,0 +1,54 @@
+"""Which frameworks the equivalence suite covers.
+
+BNBENCH_FRAMEWORKS="numpy,torch" names the frameworks that MUST be tested: an unknown name is a
+usage error and a named framework that cannot be imported fails its tests (a run can never pass
+while testing nothing). Unset (or "all"), every registered adapter is tried and the ones missing
+here are skipped with the reason.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Tuple
+
+import pytest
+
+from bnbench.adapters import ADAPTERS, get
+
+DTYPES = ("float64", "float32")
+
+
+def selected_frameworks() -> Tuple[List[str], bool]:
+    value = os.environ.get("BNBENCH_FRAMEWORKS", "").strip()
+    if value in ("", "all"):
+        return list(ADAPTERS), False
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in ADAPTERS]
+    if unknown:
+        raise pytest.UsageError(f"BNBENCH_FRAMEWORKS names unknown framework(s) {', '.join(unknown)}; known: {', '.join(ADAPTERS)}")
+    return chosen, True
+
+
+def adapter_cases():
+    """(framework, mode, device) for every selected adapter; device support is checked at run time."""
+    frameworks, _ = selected_frameworks()
+    return [(name, mode, device) for name in frameworks for mode in get(name).modes for device in get(name).devices]
+
+
+def require_adapter(name: str, device: str = "cpu"):
+    """The adapter class, or a skip (unselected run) / failure (framework named in BNBENCH_FRAMEWORKS)."""
+    _, strict = selected_frameworks()
+    adapter = get(name)
+    problem = adapter.import_error()
+    if problem:
+        if strict:
+            pytest.fail(f"BNBENCH_FRAMEWORKS requires {name}, but it is not usable here: {problem}")
+        pytest.skip(f"{name}: {problem}")
+    problem = adapter.device_unavailable(device)
+    if problem:
+        pytest.skip(f"{name} on {device}: {problem}")
+    return adapter
+
+
+def pytest_report_header(config):
+    frameworks, strict = selected_frameworks()
+    return f"bnbench frameworks: {', '.join(frameworks)} ({'required' if strict else 'skipped when missing'})"

@@ -1,0 +1,193 @@
+"""`bnbench frameworks` and `bnbench trace`: outputs against the independent implementation,
+and every kind of bad input ending in one line and a non-zero exit."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bnbench.cli import main
+
+from . import independent
+from .conftest import require_adapter
+
+TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+
+
+def write_inputs(folder, *, hidden=(6, 4), m=8, steps=3, dtype="float64", n_features=6, n_classes=3, **fields):
+    spec = dict(n_features=n_features, hidden=list(hidden), n_classes=n_classes, dtype=dtype, **fields)
+    (folder / "spec.json").write_text(json.dumps(spec))
+    rng = np.random.default_rng(m + steps + len(hidden))
+    X = rng.normal(size=(steps, m, n_features)).astype(dtype)
+    y = rng.integers(0, n_classes, size=(steps, m))
+    np.savez(folder / "batch.npz", X=X, y=y)
+    return spec, X, y
+
+
+def trace(folder, framework, *extra):
+    out = folder / f"{framework}.npz"
+    code = main(["trace", "--framework", framework, "--spec", str(folder / "spec.json"),
+                 "--batch", str(folder / "batch.npz"), "--out", str(out), "--quiet", *extra])
+    assert code == 0
+    with np.load(out) as archive:
+        return {key: archive[key] for key in archive.files}
+
+
+def test_frameworks_json(capsys):
+    assert main(["frameworks", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {row["name"]: row for row in rows}
+    assert {"numpy", "torch"} <= set(by_name)
+    for row in rows:
+        assert {"name", "modes", "devices", "available", "reason"} <= set(row)
+        assert isinstance(row["available"], bool)
+        assert (row["reason"] is None) == row["available"]
+    assert by_name["numpy"]["available"] is True
+    assert by_name["torch"]["modes"] == ["eager", "compiled"]
+    assert by_name["torch"]["devices"] == ["cpu", "cuda"]
+
+
+def test_frameworks_table(capsys):
+    assert main(["frameworks"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].split()[:3] == ["framework", "available", "version"]
+    assert "numpy" in text and "torch" in text
+
+
+CASES = [  # (hidden, m, optimizer, running_var)
+    ((5,), 2, "sgd", "biased"),
+    ((6, 4), 37, "momentum", "unbiased"),
+    ((5, 4, 3), 512, "adam", "biased"),
+    ((4, 4, 4), 16, "adam", "unbiased"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden, m, optimizer, running_var", CASES)
+@pytest.mark.parametrize("framework, mode", [("numpy", "eager"), ("torch", "eager")])
+def test_trace_agrees_with_independent_implementation(tmp_path, framework, mode, dtype, hidden, m, optimizer, running_var):
+    require_adapter(framework)
+    fields = dict(optimizer=optimizer, running_var=running_var, l2=0.05, learning_rate=0.05, bn_momentum=0.7, seed=4)
+    spec, X, y = write_inputs(tmp_path, hidden=hidden, m=m, dtype=dtype, **fields)
+    out = trace(tmp_path, framework, "--mode", mode)
+    assert out["loss"].shape == () and out["losses"].shape == (3,)
+    assert out["probs"].shape == (m, 3) and out["eval_probs"].shape == (m, 3)
+    assert out["grad/W1"].dtype == np.dtype(dtype) and out["param/running_var1"].dtype == np.dtype(dtype)
+    params = independent.initial_parameters(independent.full_spec(**spec))
+    expected = independent.trace(independent.full_spec(**spec), params, X, y)
+    independent.assert_trace_matches(out, expected, TOLERANCE[dtype])
+
+
+def test_trace_compiled_and_given_params(tmp_path):
+    require_adapter("torch")
+    spec, X, y = write_inputs(tmp_path, hidden=(5, 4), m=16, optimizer="adam", running_var="unbiased", l2=0.1)
+    full = independent.full_spec(**spec)
+    params = independent.initial_parameters(dict(full, seed=9))      # not the spec's seed
+    params["running_var1"] = params["running_var1"] * 2.0
+    np.savez(tmp_path / "params.npz", **params)
+    out = trace(tmp_path, "torch", "--mode", "compiled", "--params", str(tmp_path / "params.npz"))
+    independent.assert_trace_matches(out, independent.trace(full, params, X, y), 1e-10)
+
+
+def test_trace_single_batch_2d(tmp_path):
+    spec, X, y = write_inputs(tmp_path, steps=1)
+    np.savez(tmp_path / "batch.npz", X=X[0], y=y[0])
+    out = trace(tmp_path, "numpy")
+    assert out["losses"].shape == (1,)
+
+
+# --------------------------------------------------------------------------- bad input
+def _spec(folder, **changes):
+    spec = dict(n_features=6, hidden=[6, 4], n_classes=3, dtype="float64")
+    spec.update(changes)
+    (folder / "bad_spec.json").write_text(json.dumps(spec))
+    return str(folder / "bad_spec.json")
+
+
+def _batch(folder, **arrays):
+    np.savez(folder / "bad_batch.npz", **arrays)
+    return str(folder / "bad_batch.npz")
+
+
+def _params(folder, transform):
+    params = independent.initial_parameters(independent.full_spec(n_features=6, hidden=[6, 4], n_classes=3))
+    transform(params)
+    np.savez(folder / "bad_params.npz", **params)
+    return str(folder / "bad_params.npz")
+
+
+def _nan_in_W1(params):
+    params["W1"][0, 0] = np.nan
+
+
+BAD_INPUTS = {
+    "unknown framework": (lambda d: ["--framework", "caffe3"], "unknown framework 'caffe3'"),
+    "unavailable mode": (lambda d: ["--framework", "numpy", "--mode", "compiled"], "no mode 'compiled'"),
+    "unknown device": (lambda d: ["--framework", "numpy", "--device", "tpu"], "no device 'tpu'"),
+    "spec not JSON": (lambda d: ["--spec", str(d / "batch.npz")], "not valid JSON"),
+    "spec out of range": (lambda d: ["--spec", _spec(d, bn_momentum=1.5)], "'bn_momentum' = 1.5"),
+    "spec unknown key": (lambda d: ["--spec", _spec(d, momentum=0.9)], "unknown spec field"),
+    "missing spec": (lambda d: ["--spec", str(d / "nope.json")], "nope.json"),
+    "missing batch": (lambda d: ["--batch", str(d / "nope.npz")], "nope.npz"),
+    "missing params": (lambda d: ["--params", str(d / "nope.npz")], "nope.npz"),
+    "batch not npz": (lambda d: ["--batch", str(d / "spec.json")], "not a readable .npz"),
+    "params wrong shape": (lambda d: ["--params", _params(d, lambda p: p.update(W1=p["W1"][:, :5]))], "W1 has shape (6, 5)"),
+    "params wrong dtype": (lambda d: ["--params", _params(d, lambda p: p.update(gamma1=np.ones(6, dtype=np.int32)))], "gamma1 has dtype int32"),
+    "params wrong name": (lambda d: ["--params", _params(d, lambda p: p.update(W_3=p.pop("W2")))], "missing array(s) W2"),
+    "params non-finite": (lambda d: ["--params", _params(d, _nan_in_W1)], "W1 holds 1 non-finite"),
+    "batch wrong name": (lambda d: ["--batch", _batch(d, X=np.zeros((2, 4, 6)), labels=np.zeros((2, 4), int))], "exactly the arrays X and y"),
+    "X wrong shape": (lambda d: ["--batch", _batch(d, X=np.zeros((2, 4, 5)), y=np.zeros((2, 4), int))], "expected (m, 6)"),
+    "X wrong dtype": (lambda d: ["--batch", _batch(d, X=np.zeros((2, 4, 6), int), y=np.zeros((2, 4), int))], "X has dtype int64"),
+    "y wrong dtype": (lambda d: ["--batch", _batch(d, X=np.zeros((2, 4, 6)), y=np.zeros((2, 4)))], "y has dtype float64"),
+    "X and y disagree": (lambda d: ["--batch", _batch(d, X=np.zeros((2, 4, 6)), y=np.zeros((2, 5), int))], "but y has shape (2, 5)"),
+    "label out of range": (lambda d: ["--batch", _batch(d, X=np.zeros((1, 4, 6)), y=np.array([[0, 1, 3, 0]]))], "label 3 outside [0, 3)"),
+    "negative label": (lambda d: ["--batch", _batch(d, X=np.zeros((1, 4, 6)), y=np.array([[0, -1, 2, 0]]))], "label -1 outside"),
+    "X non-finite": (lambda d: ["--batch", _batch(d, X=np.full((1, 4, 6), np.inf), y=np.zeros((1, 4), int))], "non-finite"),
+    "batch of one": (lambda d: ["--batch", _batch(d, X=np.zeros((1, 1, 6)), y=np.zeros((1, 1), int))], "m >= 2"),
+    "no output folder": (lambda d: ["--out", str(d / "missing" / "out.npz")], "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_one_line_error(tmp_path, capsys, case):
+    write_inputs(tmp_path)
+    make_args, expected = BAD_INPUTS[case]
+    options = {"--framework": "numpy", "--spec": str(tmp_path / "spec.json"), "--batch": str(tmp_path / "batch.npz"),
+               "--out": str(tmp_path / "out.npz")}
+    extra = make_args(tmp_path)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        options[flag] = value
+    argv = ["trace"] + [item for pair in options.items() for item in pair]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert expected in err
+    assert "Traceback" not in err
+    assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_unavailable_cuda_is_a_clean_error(tmp_path, capsys):
+    adapter = require_adapter("torch")
+    if adapter.device_unavailable("cuda") is None:
+        pytest.skip("a CUDA device is present: nothing unavailable to test")
+    write_inputs(tmp_path)
+    code = main(["trace", "--framework", "torch", "--device", "cuda", "--spec", str(tmp_path / "spec.json"),
+                 "--batch", str(tmp_path / "batch.npz"), "--out", str(tmp_path / "out.npz")])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and "cuda" in err
+    assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_installed_entry_point_errors_in_one_line(tmp_path):
+    """The real console script: a bad spec gives one stderr line, no traceback, exit != 0."""
+    write_inputs(tmp_path)
+    _spec(tmp_path, hidden=[0])
+    script = os.path.join(os.path.dirname(sys.executable), "bnbench")
+    result = subprocess.run([script, "trace", "--framework", "numpy", "--spec", str(tmp_path / "bad_spec.json"),
+                             "--batch", str(tmp_path / "batch.npz"), "--out", str(tmp_path / "out.npz")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "hidden[0]" in result.stderr
+    assert not (tmp_path / "out.npz").exists()

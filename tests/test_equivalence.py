@@ -1,0 +1,123 @@
+"""Every selected adapter x mode x device x dtype against the NumPy reference.
+
+Tolerances: bnbench.compare.TOLERANCES (norm-wise relative error per tensor; justified there).
+"""
+import numpy as np
+import pytest
+
+from bnbench.adapters.numpy_adapter import NumpyAdapter
+from bnbench.compare import EquivalenceError
+from bnbench.reference import ReferenceModel, Spec, initial_parameters
+from bnbench.reference import model as reference
+from bnbench.reference.data import batch_stack, synthetic
+from bnbench.trace import check_equivalence
+
+from .conftest import DTYPES, adapter_cases, require_adapter
+
+CASES = adapter_cases()
+CASE_IDS = [f"{name}-{mode}-{device}" for name, mode, device in CASES]
+
+
+def problem(dtype, *, hidden=(12, 8), m=16, steps=4, n_features=10, n_classes=4, **fields):
+    fields = dict(dict(l2=0.01, learning_rate=0.05, bn_momentum=0.8), **fields)
+    spec = Spec(n_features=n_features, hidden=hidden, n_classes=n_classes, dtype=dtype, **fields)
+    data = synthetic(max(m * steps, 64), n_features, n_classes, seed=7, dtype=dtype)
+    X, y = batch_stack(data, m, steps, seed=3)
+    return spec, initial_parameters(spec), X, y
+
+
+def run_case(framework, mode, device, spec, params, X, y):
+    adapter_class = require_adapter(framework, device)
+    reason = adapter_class.unsupported(spec, mode, device)
+    if reason:
+        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
+    report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
+    report.raise_if_failed()
+    return report
+
+
+@pytest.mark.parametrize("running_var", ["biased", "unbiased"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
+def test_training_matches_reference(framework, mode, device, dtype, optimizer, running_var):
+    """Loss, probabilities, every gradient; every parameter and running statistic after each of
+    four steps; inference-mode probabilities at the end."""
+    spec, params, X, y = problem(dtype, optimizer=optimizer, running_var=running_var)
+    run_case(framework, mode, device, spec, params, X, y)
+
+
+@pytest.mark.parametrize("hidden, m", [((7,), 2), ((9, 6, 5), 512), ((16,), 64)], ids=["1layer-m2", "3layers-m512", "1layer-m64"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
+def test_shapes_and_batch_sizes(framework, mode, device, dtype, hidden, m):
+    spec, params, X, y = problem(dtype, hidden=hidden, m=m, steps=3, optimizer="momentum", running_var="unbiased")
+    run_case(framework, mode, device, spec, params, X, y)
+
+
+@pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
+def test_rejects_batch_of_one(framework, mode, device):
+    spec, params, X, y = problem("float64")
+    adapter_class = require_adapter(framework, device)
+    adapter = adapter_class(spec, params, mode=mode, device=device)
+    with pytest.raises(ValueError, match="m >= 2"):
+        adapter.train_step(X[0][:1], y[0][:1])
+    assert adapter.predict_proba(X[0][:1]).shape == (1, spec.n_classes)   # inference takes one
+
+
+# ---------------------------------------------------------------- the check itself can fail
+class WrongRunningVariance(NumpyAdapter):
+    """Updates running_var with m/(m-1) although the spec says 'biased' (torch's default)."""
+
+    def _build(self, params):
+        self.model = ReferenceModel(self.spec.replace(running_var="unbiased"), params)
+
+
+class WrongGammaGradient(NumpyAdapter):
+    """Gets the gradient of gamma2 wrong by 0.1%."""
+
+    def _wrong(self, X, y):
+        result = reference.gradients(self.spec, self.model.params, *self.model_batch(X, y))
+        result.grads["gamma2"] = result.grads["gamma2"] * 1.001
+        return result
+
+    def model_batch(self, X, y):
+        return reference.check_batch(self.spec, X, y)
+
+    def gradients(self, X, y):
+        result = self._wrong(X, y)
+        from bnbench.adapters import Gradients
+
+        return Gradients(result.loss, result.probs, result.grads)
+
+    def train_step(self, X, y):
+        result = self._wrong(X, y)
+        model = self.model
+        model.params.update(reference.updated_running_stats(self.spec, model.params, result.batch_means, result.batch_vars, len(y)))
+        model.optimizer.apply(model.params, result.grads)
+        return result.loss
+
+
+@pytest.mark.parametrize("dtype, m", [("float64", 512), ("float32", 8)])
+def test_missing_bias_correction_is_caught(dtype, m):
+    spec, params, X, y = problem(dtype, m=m)
+    report = check_equivalence(WrongRunningVariance(spec, params), spec, params, X, y)
+    assert not report.ok
+    with pytest.raises(EquivalenceError) as info:
+        report.raise_if_failed()
+    message = str(info.value)
+    assert "param/running_var1 at step 1" in message
+    assert "first departs from the reference at layer 1" in message
+    assert all(c.ok for c in report.comparisons if c.key.startswith("grad/") or c.key.startswith("param/W"))
+
+
+def test_departing_layer_is_named():
+    spec, params, X, y = problem("float64", hidden=(12, 8, 6))
+    report = check_equivalence(WrongGammaGradient(spec, params), spec, params, X, y)
+    message = report.message()
+    assert "grad/gamma2 at the first batch" in message
+    assert "first departs from the reference at layer 2 (grad/gamma2" in message
+    assert "elements differ" in message and "greatest absolute difference" in message
+    assert {c.key for c in report.failures if c.step == 0} == {"grad/gamma2"}
+
+
