@@ -10,7 +10,13 @@ EXTRAS := test,torch,report,progress,bench
 TEST_FRAMEWORKS ?= numpy,torch
 PYTEST_ARGS ?=
 
-.PHONY: test env clean-env
+# `make bench GRID=full` times everything (every mode, dtype and size); quick is the default.
+GRID ?= quick
+THREADS ?= 2
+ASV_ARGS ?=
+BENCH_REGEX ?= TrainStep|Digits
+
+.PHONY: test bench env clean-env
 
 env: $(STAMP)
 
@@ -23,6 +29,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@$(VENV)/bin/asv machine --yes > /dev/null
+	BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --show-stderr -e -b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^! \
+		|| test $$? -eq 2   # asv exits 2 when a benchmark failed: the run still saved the rest
+	@echo "asv results: results/<machine>/ (html: $(VENV)/bin/asv publish, then .asv/html)"
 
 clean-env:
 	rm -rf $(VENV)

@@ -19,6 +19,18 @@ from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, check_parameters, state_names
 
 
+_blas_limits = []
+
+
+def _limit_blas_threads(n_threads: int) -> None:
+    """BLAS/OpenMP pools already loaded (numpy's OpenBLAS, MKL, ...) get ``n_threads``."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl is optional; OMP_NUM_THREADS then decides
+        return
+    _blas_limits.append(threadpool_limits(limits=n_threads))
+
+
 class AdapterError(RuntimeError):
     """Base of the errors below; the message is meant for a person."""
 
@@ -53,6 +65,7 @@ class Adapter(abc.ABC):
     modes: ClassVar[Tuple[str, ...]]
     devices: ClassVar[Tuple[str, ...]] = ("cpu",)
     requires: ClassVar[Tuple[str, ...]] = ()
+    best_mode: ClassVar[str] = ""      # the mode the quick benchmark grid times (its fastest form)
     install_hint: ClassVar[str] = ""
     tuning: ClassVar[Dict[str, str]] = {}
     description: ClassVar[str] = ""
@@ -117,6 +130,12 @@ class Adapter(abc.ABC):
         problem = cls.unsupported(spec, mode, device)
         if problem:
             raise Unsupported(f"unsupported by {cls.name} ({mode}, {device}): {problem}")
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        """Pin the framework's compute threads (and BLAS's) to ``n_threads``; returns what it uses."""
+        _limit_blas_threads(n_threads)
+        return n_threads
 
     # ------------------------------------------------------------------ instances
     def __init__(self, spec: Spec, params: Mapping[str, np.ndarray], *, mode: Optional[str] = None, device: str = "cpu"):

@@ -13,6 +13,7 @@ from .base import Adapter, Gradients
 class NumpyAdapter(Adapter):
     name = "numpy"
     modes = ("eager",)
+    best_mode = "eager"
     devices = ("cpu",)
     requires = ("numpy",)
     tuning = {"eager": "hand-written forward and backward; BLAS threads from OMP_NUM_THREADS/threadpoolctl"}

@@ -19,6 +19,7 @@ def _torch():
 class TorchAdapter(Adapter):
     name = "torch"
     modes = ("eager", "compiled")
+    best_mode = "compiled"
     devices = ("cpu", "cuda")
     requires = ("torch",)
     install_hint = "pip install 'bnbench[torch]' (torch==2.13.0)"
@@ -38,6 +39,13 @@ class TorchAdapter(Adapter):
                 return f"torch.cuda.is_available() is False (torch {torch.__version__}, {build}; no GPU visible)"
             return None
         return super().device_unavailable(device)
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        super().set_threads(n_threads)
+        torch = _torch()
+        torch.set_num_threads(n_threads)
+        return torch.get_num_threads()
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         torch = _torch()

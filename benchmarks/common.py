@@ -1,0 +1,207 @@
+"""Shared set-up of the asv suite: parameters, seeded cached data, verified adapters.
+
+Nothing here imports a framework at module level (asv discovers the suite in one environment).
+Every timed adapter is first checked against the NumPy reference on the very spec and batch it
+is timed on, in the same process and environment; a combination that fails is skipped
+(NotImplementedError), so no unverified timing is ever recorded.
+
+Environment variables (set by `make bench`, read at benchmark time):
+  BNBENCH_ENV      the framework group this asv environment exists for (asv.conf.json)
+  BNBENCH_GRID     "quick": each framework's best mode, tiny + medium, float32, every device;
+                   "full" (default): everything
+  BNBENCH_THREADS  compute threads for every framework (default 2)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from bnbench.adapters import get, names
+from bnbench.reference import Spec, initial_parameters
+from bnbench.reference.data import batch_stack, load_digits, minibatches, synthetic
+
+SIZES: Dict[str, dict] = {
+    "tiny": dict(m=32, n_features=64, hidden=(64, 64), n_classes=10),
+    "medium": dict(m=256, n_features=512, hidden=(512, 512), n_classes=10),
+    "large": dict(m=1024, n_features=1024, hidden=(1024, 1024, 1024), n_classes=10),
+}
+QUICK_SIZES = ("tiny", "medium")
+IMPLS: List[str] = [f"{name}:{mode}" for name in names() for mode in get(name).modes]
+DEVICES = ["cpu", "cuda"]
+DTYPES = ["float32", "float64"]
+DIGITS_HIDDEN = (64, 64)
+DIGITS_BATCH = 64
+ACCURACY_EPOCHS = 8
+VERIFY_STEPS = 2
+
+# Environment groups of asv.conf.json -> frameworks that live there.
+ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}}
+
+
+def threads() -> int:
+    value = os.environ.get("BNBENCH_THREADS", "2")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"BNBENCH_THREADS={value!r} must be a positive integer")
+    return int(value)
+
+
+def grid() -> str:
+    value = os.environ.get("BNBENCH_GRID", "full")
+    if value not in ("quick", "full"):
+        raise ValueError(f"BNBENCH_GRID={value!r} must be 'quick' or 'full'")
+    return value
+
+
+def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Optional[str]:
+    """Why this combination is not run here (cheap checks first; imports the framework last)."""
+    framework, mode = impl.split(":")
+    group = os.environ.get("BNBENCH_ENV")
+    if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
+        return f"{framework} is benchmarked in its own environment, not in {group!r}"
+    adapter = get(framework)
+    if grid() == "quick":
+        if mode != adapter.best_mode:
+            return f"quick grid: {framework} runs only its best mode {adapter.best_mode!r}"
+        if dtype != "float32":
+            return "quick grid: float32 only"
+        if size is not None and size not in QUICK_SIZES:
+            return f"quick grid: sizes {', '.join(QUICK_SIZES)} only"
+    problem = adapter.import_error() or adapter.device_unavailable(device)
+    if problem:
+        return problem
+    return None
+
+
+def spec_for(size: str, dtype: str) -> Spec:
+    fields = dict(SIZES[size])
+    fields.pop("m")
+    return Spec(dtype=dtype, learning_rate=0.01, optimizer="momentum", **fields)
+
+
+@dataclasses.dataclass
+class Prepared:
+    adapter: object
+    spec: Spec
+    batch: tuple
+    inference_batch: tuple
+    first_step_seconds: float
+    threads: int
+    m: int
+
+
+_CACHE: Dict[Tuple, Prepared] = {}
+_PEAK: Dict[str, float] = {}
+
+
+def _verify(adapter_class, spec, params, X, y, mode, device) -> None:
+    from bnbench.trace import check_equivalence
+
+    report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
+    if not report.ok:
+        raise NotImplementedError("not verified against the reference, not timed: " + report.message(limit=2))
+
+
+def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
+    """Build (once per process), time the first step, verify, warm up. Raises NotImplementedError to skip."""
+    key = (impl, device, dtype, size)
+    if key in _CACHE:
+        return _CACHE[key]
+    reason = skip_reason(impl, device, dtype, size)
+    if reason:
+        raise NotImplementedError(reason)
+    framework, mode = impl.split(":")
+    adapter_class = get(framework)
+    used_threads = adapter_class.set_threads(threads())
+    spec = spec_for(size, dtype)
+    m = SIZES[size]["m"]
+    params = initial_parameters(spec)
+    data = synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype)
+    X, y = batch_stack(data, m, VERIFY_STEPS, seed=0)
+
+    adapter = adapter_class(spec, params, mode=mode, device=device)
+    batch = adapter.to_device(X[0], y[0])
+    inference_batch = adapter.to_device(X[1])
+    start = time.perf_counter()
+    adapter.train_step_prepared(batch)       # includes compilation / tracing: reported on its own
+    first = time.perf_counter() - start
+    _verify(adapter_class, spec, params, X, y, mode, device)
+    for _ in range(3):                       # steady state from here
+        adapter.train_step_prepared(batch)
+    adapter.predict_prepared(inference_batch)
+    adapter.predict_prepared(inference_batch)
+    _CACHE[key] = Prepared(adapter, spec, batch, inference_batch, first, used_threads, m)
+    return _CACHE[key]
+
+
+def median_step_seconds(prepared: Prepared, min_seconds: float = 1.0, min_steps: int = 10) -> float:
+    """Median of individually timed steps (for the derived track_* values)."""
+    times = []
+    total = 0.0
+    while len(times) < min_steps or total < min_seconds:
+        start = time.perf_counter()
+        prepared.adapter.train_step_prepared(prepared.batch)
+        elapsed = time.perf_counter() - start
+        times.append(elapsed)
+        total += elapsed
+        if len(times) >= 1000:
+            break
+    return float(np.median(times))
+
+
+def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 3) -> float:
+    """The machine's matmul peak for ``dtype`` (NumPy's BLAS, same threads), measured in this process."""
+    if dtype not in _PEAK:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((n, n)).astype(dtype)
+        b = rng.standard_normal((n, n)).astype(dtype)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+        _PEAK[dtype] = 2 * n ** 3 / best / 1e9
+    return _PEAK[dtype]
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+@dataclasses.dataclass
+class PreparedDigits:
+    adapter: object
+    batches: list
+    test: tuple
+    spec: Spec
+
+
+_DIGITS: Dict[Tuple, PreparedDigits] = {}
+
+
+def digits_spec(dtype: str) -> Spec:
+    return Spec(n_features=64, hidden=DIGITS_HIDDEN, n_classes=10, dtype=dtype, optimizer="adam", learning_rate=0.01)
+
+
+def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:
+    key = (impl, device, dtype)
+    if key in _DIGITS:
+        return _DIGITS[key]
+    reason = skip_reason(impl, device, dtype, None)
+    if reason:
+        raise NotImplementedError(reason)
+    framework, mode = impl.split(":")
+    adapter_class = get(framework)
+    adapter_class.set_threads(threads())
+    spec = digits_spec(dtype)
+    data = load_digits(dtype)
+    params = initial_parameters(spec)
+    X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)
+    _verify(adapter_class, spec, params, X, y, mode, device)
+    adapter = adapter_class(spec, params, mode=mode, device=device)
+    batches = [adapter.to_device(Xb, yb) for Xb, yb in minibatches(data.train, DIGITS_BATCH, seed=0)]
+    adapter.train_step_prepared(batches[0])
+    _DIGITS[key] = PreparedDigits(adapter, batches, (data.test.X, data.test.y), spec)
+    return _DIGITS[key]
