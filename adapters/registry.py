@@ -14,6 +14,8 @@ from .base import Adapter
 ADAPTERS: Dict[str, str] = {
     "numpy": "bnbench.adapters.numpy_adapter:NumpyAdapter",
     "torch": "bnbench.adapters.torch_adapter:TorchAdapter",
+    "tensorflow": "bnbench.adapters.tensorflow_adapter:TensorflowAdapter",
+    "jax": "bnbench.adapters.jax_adapter:JaxAdapter",
 }
 
 

@@ -39,7 +39,7 @@ ACCURACY_EPOCHS = 8
 VERIFY_STEPS = 2
 
 # Environment groups of asv.conf.json -> frameworks that live there.
-ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}}
+ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax"}}
 
 
 def threads() -> int:
@@ -182,7 +182,10 @@ _DIGITS: Dict[Tuple, PreparedDigits] = {}
 
 
 def digits_spec(dtype: str) -> Spec:
-    return Spec(n_features=64, hidden=DIGITS_HIDDEN, n_classes=10, dtype=dtype, optimizer="adam", learning_rate=0.01)
+    # Momentum rather than Adam: Adam's step g / (sqrt(g^2) + 1e-8) turns the float32 rounding of
+    # near-zero gradients (nearly blank pixels) into whole +-learning_rate steps, so float32
+    # frameworks cannot agree with each other there to 1e-4 however correct they are.
+    return Spec(n_features=64, hidden=DIGITS_HIDDEN, n_classes=10, dtype=dtype, optimizer="momentum", learning_rate=0.1)
 
 
 def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:

@@ -51,6 +51,11 @@ def test_training_matches_reference(framework, mode, device, dtype, optimizer, r
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
 def test_shapes_and_batch_sizes(framework, mode, device, dtype, hidden, m):
+    if m == 2 and dtype == "float32":
+        # With two examples batch norm maps every unit to about +-1 whatever W1 is: W1's gradient
+        # is epsilon-sized and float32 cannot resolve it (the float32 reference itself is 2.7e-4
+        # away from the float64 truth there). float64 checks m = 2 at 1e-10.
+        pytest.skip("m=2 in float32: W1's gradient is below float32 resolution (checked in float64)")
     spec, params, X, y = problem(dtype, hidden=hidden, m=m, steps=3, optimizer="momentum", running_var="unbiased")
     run_case(framework, mode, device, spec, params, X, y)
 

@@ -1,0 +1,207 @@
+"""JAX: mode ``jit`` (jax.jit of one pure train step, parameters as a pytree) and ``eager`` (the
+same function dispatched op by op); devices ``cpu`` and ``cuda``.
+
+Batch norm and the optimizers are written in jax.numpy straight from SPEC.md. float64 runs inside
+``jax.enable_x64(True)`` around every call, a context manager, so the setting never leaks into the
+rest of the process.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, Gradients
+
+
+def _jax():
+    import jax
+
+    return jax
+
+
+class JaxAdapter(Adapter):
+    name = "jax"
+    modes = ("eager", "jit")
+    best_mode = "jit"
+    devices = ("cpu", "cuda")
+    requires = ("jax", "jaxlib")
+    install_hint = "pip install 'bnbench[jax]'"
+    tuning = {
+        "eager": "no jit: every jax.numpy op dispatched on its own",
+        "jit": "jax.jit of the whole step (forward, value_and_grad, running statistics, update); XLA CPU/GPU",
+    }
+    description = "jax.numpy from the spec; value_and_grad; optimizers by hand"
+
+    @classmethod
+    def device_unavailable(cls, device: str) -> Optional[str]:
+        if device == "cuda":
+            jax = _jax()
+            try:
+                gpus = jax.devices("gpu")
+            except RuntimeError as error:
+                return f"jax sees no GPU ({str(error).splitlines()[0]}); a CUDA jaxlib is needed (pip install 'jax[cuda12]')"
+            return None if gpus else "jax sees no GPU"
+        return super().device_unavailable(device)
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        # XLA's CPU thread pool ignores XLA_FLAGS thread settings (shared/FRAMEWORKS.md): the
+        # process's CPU affinity is what bounds it.
+        import os
+
+        super().set_threads(n_threads)
+        available = sorted(os.sched_getaffinity(0))
+        if n_threads < len(available):
+            os.sched_setaffinity(0, available[:n_threads])
+        return len(os.sched_getaffinity(0))
+
+    def _precision(self):
+        return self.jax.enable_x64(True) if self.spec.dtype == "float64" else contextlib.nullcontext()
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        jax = _jax()
+        self.jax = jax
+        spec = self.spec
+        # ---- the spec mapped onto JAX, in one place -------------------------------------------
+        # Nothing has a framework default here: batch norm, its running statistics (momentum =
+        # weight of the OLD value, biased or unbiased as the spec says) and the optimizers are
+        # SPEC.md's formulas in jax.numpy. ReLU is jnp.where(Zt > 0, Zt, 0), whose gradient at 0 is
+        # 0 (jnp.maximum's would be 0.5 there).
+        # -------------------------------------------------------------------------------------------
+        self.jax_device = jax.devices("gpu" if self.device == "cuda" else "cpu")[0]
+        with self._precision():
+            put = lambda array: jax.device_put(np.asarray(array, dtype=spec.dtype), self.jax_device)  # noqa: E731
+            self.trainable = {name: put(params[name]) for name in trainable_names(spec)}
+            self.running = {name: put(params[name]) for name in running_stat_names(spec)}
+            zeros = lambda: {name: put(np.zeros_like(params[name])) for name in self.trainable}  # noqa: E731
+            self.opt_state = {
+                "v": zeros() if spec.optimizer in ("momentum", "adam") else {},
+                "s": zeros() if spec.optimizer == "adam" else {},
+                "t": put(np.zeros((), dtype=spec.dtype)),
+            }
+        functions = _make_functions(spec)
+        self._loss_and_grads = functions["loss_and_grads"]
+        self._train_step = functions["train_step"]
+        self._inference = functions["inference"]
+        if self.mode == "jit":
+            self._loss_and_grads = jax.jit(self._loss_and_grads)
+            self._train_step = jax.jit(self._train_step)
+            self._inference = jax.jit(self._inference)
+
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        X, y = self._check(X, y, training=y is not None)
+        with self._precision():
+            X_device = self.jax.device_put(X, self.jax_device)
+            y_device = None if y is None else self.jax.device_put(y.astype(np.int32), self.jax_device)
+        return X_device, y_device
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        return self.train_step_prepared(self.to_device(X, y))
+
+    def train_step_prepared(self, batch) -> float:
+        with self._precision():
+            self.trainable, self.running, self.opt_state, loss = self._train_step(
+                self.trainable, self.running, self.opt_state, batch[0], batch[1])
+            return float(loss)   # waits for the device
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self.to_device(X, y)
+        with self._precision():
+            loss, log_probs, grads = self._loss_and_grads(self.trainable, self.running, X, y)
+            return Gradients(float(loss), np.exp(np.asarray(log_probs)), {name: np.asarray(g) for name, g in grads.items()})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self.to_device(X)
+        with self._precision():
+            return np.asarray(self._inference(self.trainable, self.running, X))
+
+    def predict_prepared(self, batch) -> None:
+        with self._precision():
+            self._inference(self.trainable, self.running, batch[0]).block_until_ready()
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: np.array(value) for name, value in self.trainable.items()}
+        arrays.update({name: np.array(value) for name, value in self.running.items()})
+        return self._ordered_state(arrays)
+
+
+def _make_functions(spec):
+    import jax
+    import jax.numpy as jnp
+
+    L = spec.n_layers
+    eps = spec.bn_epsilon
+    momentum = spec.bn_momentum
+    l2 = spec.l2
+    weights = weight_names(spec)
+
+    def forward_train(trainable, X):
+        A = X
+        means, variances = [], []
+        for layer in range(1, L + 1):
+            Z = A @ trainable[f"W{layer}"]
+            mu = jnp.mean(Z, axis=0)
+            var = jnp.mean(jnp.square(Z - mu), axis=0)       # biased, for normalising
+            means.append(mu)
+            variances.append(var)
+            Zt = trainable[f"gamma{layer}"] * ((Z - mu) / jnp.sqrt(var + eps)) + trainable[f"beta{layer}"]
+            A = jnp.where(Zt > 0, Zt, 0)
+        logits = A @ trainable["W_out"] + trainable["b_out"]
+        return jax.nn.log_softmax(logits, axis=1), means, variances
+
+    def loss_fn(trainable, X, y):
+        log_probs, means, variances = forward_train(trainable, X)
+        m = X.shape[0]
+        loss = -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
+        if l2:
+            loss = loss + (l2 / (2 * m)) * sum(jnp.sum(jnp.square(trainable[name])) for name in weights)
+        return loss, (log_probs, means, variances)
+
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def loss_and_grads(trainable, running, X, y):
+        (loss, (log_probs, _, _)), grads = value_and_grad(trainable, X, y)
+        return loss, log_probs, grads
+
+    def train_step(trainable, running, opt_state, X, y):
+        (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
+        m = X.shape[0]
+        new_running = {}
+        for layer in range(1, L + 1):
+            var = variances[layer - 1]
+            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
+            new_running[f"running_mean{layer}"] = momentum * running[f"running_mean{layer}"] + (1 - momentum) * means[layer - 1]
+            new_running[f"running_var{layer}"] = momentum * running[f"running_var{layer}"] + (1 - momentum) * s2
+        t = opt_state["t"] + 1
+        lr = spec.learning_rate
+        b1, b2 = spec.beta1, spec.beta2
+        new_params, new_v, new_s = {}, {}, {}
+        for name, g in grads.items():
+            theta = trainable[name]
+            if spec.optimizer == "sgd":
+                new_params[name] = theta - lr * g
+            elif spec.optimizer == "momentum":
+                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
+                new_params[name] = theta - lr * new_v[name]
+            else:
+                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
+                new_s[name] = b2 * opt_state["s"][name] + (1 - b2) * jnp.square(g)
+                v_hat = new_v[name] / (1 - b1 ** t)
+                s_hat = new_s[name] / (1 - b2 ** t)
+                new_params[name] = theta - lr * v_hat / (jnp.sqrt(s_hat) + spec.adam_epsilon)
+        return new_params, new_running, {"v": new_v, "s": new_s, "t": t}, loss
+
+    def inference(trainable, running, X):
+        A = X
+        for layer in range(1, L + 1):
+            Z = A @ trainable[f"W{layer}"]
+            N = (Z - running[f"running_mean{layer}"]) / jnp.sqrt(running[f"running_var{layer}"] + eps)
+            Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
+            A = jnp.where(Zt > 0, Zt, 0)
+        return jax.nn.softmax(A @ trainable["W_out"] + trainable["b_out"], axis=1)
+
+    return {"loss_and_grads": loss_and_grads, "train_step": train_step, "inference": inference}

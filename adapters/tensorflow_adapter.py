@@ -1,0 +1,193 @@
+"""TensorFlow: modes ``eager``, ``graph`` (tf.function) and ``xla`` (tf.function(jit_compile=True));
+gradients with tf.GradientTape; devices ``cpu`` and ``cuda`` (a GPU build of TensorFlow)."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, Gradients
+
+
+def _tf():
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TF's start-up chatter off stderr
+    import tensorflow as tf
+
+    return tf
+
+
+class TensorflowAdapter(Adapter):
+    name = "tensorflow"
+    modes = ("eager", "graph", "xla")
+    best_mode = "xla"
+    devices = ("cpu", "cuda")
+    requires = ("tensorflow",)
+    install_hint = "pip install 'bnbench[tensorflow]' (tensorflow-cpu)"
+    tuning = {
+        "eager": "op by op, tf.GradientTape",
+        "graph": "tf.function of the whole step (forward, GradientTape, running statistics, update)",
+        "xla": "tf.function(jit_compile=True) of the whole step: XLA",
+    }
+    description = "tf.nn.moments + tf.nn.batch_normalization; optimizers as Variable.assign"
+
+    @classmethod
+    def device_unavailable(cls, device: str) -> Optional[str]:
+        if device == "cuda":
+            tf = _tf()
+            if not tf.config.list_physical_devices("GPU"):
+                built = "built with CUDA" if tf.test.is_built_with_cuda() else "a CPU-only build"
+                return f"TensorFlow {tf.__version__} ({built}) lists no GPU"
+            return None
+        return super().device_unavailable(device)
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        super().set_threads(n_threads)
+        tf = _tf()
+        try:   # must happen before TensorFlow runs its first op
+            tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(n_threads)
+        except RuntimeError:
+            pass   # already initialised: report what it really uses
+        return tf.config.threading.get_intra_op_parallelism_threads() or n_threads
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        tf = _tf()
+        self.tf = tf
+        spec = self.spec
+        # ---- the spec mapped onto TensorFlow, in one place ----------------------------------------
+        # tf.nn.moments gives the BIASED batch variance (tf.nn.fused_batch_norm would give the
+        # unbiased one); the normalisation uses it, and the running variance takes it or
+        # var * m / (m - 1) as spec.running_var says. Running averages weight the OLD value by
+        # spec.bn_momentum. No Keras layer or optimizer is involved: SPEC.md's update rules are
+        # written as Variable.assign, the L2 term is in the loss.
+        # -------------------------------------------------------------------------------------------
+        self.tf_dtype = {"float32": tf.float32, "float64": tf.float64}[spec.dtype]
+        self.tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
+        self.names = trainable_names(spec)
+        with tf.device(self.tf_device):
+            self.params = {name: tf.Variable(params[name], dtype=self.tf_dtype, name=name) for name in self.names}
+            self.running = {name: tf.Variable(params[name], dtype=self.tf_dtype, trainable=False, name=name)
+                            for name in running_stat_names(spec)}
+            zeros = lambda: {name: tf.Variable(tf.zeros_like(v), trainable=False) for name, v in self.params.items()}  # noqa: E731
+            self.velocity = zeros() if spec.optimizer in ("momentum", "adam") else {}
+            self.second_moment = zeros() if spec.optimizer == "adam" else {}
+            self.t = tf.Variable(0.0, dtype=self.tf_dtype, trainable=False)
+        self.weights = weight_names(spec)
+
+        if self.mode == "eager":
+            wrap = lambda function: function  # noqa: E731
+        else:
+            wrap = lambda function: tf.function(function, jit_compile=self.mode == "xla", reduce_retracing=True)  # noqa: E731
+        self._train = wrap(self._train_step_function)
+        self._grads = wrap(self._gradients_function)
+        self._infer = wrap(self._inference_function)
+
+    # ------------------------------------------------------------------ the model
+    def _forward(self, X, *, training: bool):
+        tf = self.tf
+        spec = self.spec
+        A = X
+        stats = []
+        for layer in range(1, spec.n_layers + 1):
+            Z = tf.matmul(A, self.params[f"W{layer}"])
+            if training:
+                mean, variance = tf.nn.moments(Z, axes=[0])
+                stats.append((mean, variance))
+            else:
+                mean, variance = self.running[f"running_mean{layer}"], self.running[f"running_var{layer}"]
+            Zt = tf.nn.batch_normalization(Z, mean, variance, offset=self.params[f"beta{layer}"],
+                                           scale=self.params[f"gamma{layer}"], variance_epsilon=spec.bn_epsilon)
+            A = tf.nn.relu(Zt)     # its gradient at 0 is 0
+        logits = tf.matmul(A, self.params["W_out"]) + self.params["b_out"]
+        return logits, stats
+
+    def _loss(self, X, y):
+        tf = self.tf
+        logits, stats = self._forward(X, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        if self.spec.l2:
+            m = tf.cast(tf.shape(X)[0], self.tf_dtype)
+            loss = loss + self.spec.l2 / (2 * m) * tf.add_n([tf.reduce_sum(tf.square(self.params[n])) for n in self.weights])
+        return loss, logits, stats
+
+    def _gradients_function(self, X, y):
+        tf = self.tf
+        with tf.GradientTape() as tape:
+            loss, logits, _ = self._loss(X, y)
+        grads = tape.gradient(loss, [self.params[name] for name in self.names])
+        return loss, tf.nn.log_softmax(logits, axis=1), grads
+
+    def _train_step_function(self, X, y):
+        tf = self.tf
+        spec = self.spec
+        with tf.GradientTape() as tape:
+            loss, _, stats = self._loss(X, y)
+        grads = tape.gradient(loss, [self.params[name] for name in self.names])
+        m = tf.cast(tf.shape(X)[0], self.tf_dtype)
+        beta = spec.bn_momentum
+        for layer, (mean, variance) in enumerate(stats, start=1):
+            s2 = variance if spec.running_var == "biased" else variance * (m / (m - 1))
+            self.running[f"running_mean{layer}"].assign(beta * self.running[f"running_mean{layer}"] + (1 - beta) * mean)
+            self.running[f"running_var{layer}"].assign(beta * self.running[f"running_var{layer}"] + (1 - beta) * s2)
+        t = self.t.assign_add(1.0)
+        lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
+        for name, g in zip(self.names, grads):
+            theta = self.params[name]
+            if spec.optimizer == "sgd":
+                theta.assign_sub(lr * g)
+            elif spec.optimizer == "momentum":
+                v = self.velocity[name].assign(b1 * self.velocity[name] + (1 - b1) * g)
+                theta.assign_sub(lr * v)
+            else:
+                v = self.velocity[name].assign(b1 * self.velocity[name] + (1 - b1) * g)
+                s = self.second_moment[name].assign(b2 * self.second_moment[name] + (1 - b2) * tf.square(g))
+                v_hat = v / (1 - tf.pow(tf.constant(b1, self.tf_dtype), t))
+                s_hat = s / (1 - tf.pow(tf.constant(b2, self.tf_dtype), t))
+                theta.assign_sub(lr * v_hat / (tf.sqrt(s_hat) + spec.adam_epsilon))
+        return loss
+
+    def _inference_function(self, X):
+        logits, _ = self._forward(X, training=False)
+        return self.tf.nn.softmax(logits, axis=1)
+
+    # ------------------------------------------------------------------ contract
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        X, y = self._check(X, y, training=y is not None)
+        tf = self.tf
+        with tf.device(self.tf_device):
+            X_tensor = tf.identity(tf.constant(X, dtype=self.tf_dtype))
+            y_tensor = None if y is None else tf.identity(tf.constant(y, dtype=tf.int64))
+        return X_tensor, y_tensor
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        return self.train_step_prepared(self.to_device(X, y))
+
+    def train_step_prepared(self, batch) -> float:
+        with self.tf.device(self.tf_device):
+            return float(self._train(batch[0], batch[1]).numpy())   # .numpy() waits for the device
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self.to_device(X, y)
+        with self.tf.device(self.tf_device):
+            loss, log_probs, grads = self._grads(X, y)
+        return Gradients(float(loss.numpy()), np.exp(log_probs.numpy()),
+                         {name: g.numpy() for name, g in zip(self.names, grads)})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self.to_device(X)
+        with self.tf.device(self.tf_device):
+            return self._infer(X).numpy()
+
+    def predict_prepared(self, batch) -> None:
+        with self.tf.device(self.tf_device):
+            self._infer(batch[0]).numpy()
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: v.numpy().copy() for name, v in self.params.items()}
+        arrays.update({name: v.numpy().copy() for name, v in self.running.items()})
+        return self._ordered_state(arrays)

@@ -1,0 +1,42 @@
+"""Guards for the asv suite: nothing goes unbenchmarked, nothing imports a framework early."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from bnbench.adapters import get, names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def asv_config():
+    text = open(os.path.join(ROOT, "asv.conf.json")).read()
+    return json.loads(re.sub(r"^\s*//.*$", "", text, flags=re.M))
+
+
+def test_every_adapter_mode_is_benchmarked_in_an_environment():
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks.common import ENV_FRAMEWORKS, IMPLS
+    finally:
+        sys.path.remove(ROOT)
+    assert set(IMPLS) == {f"{name}:{mode}" for name in names() for mode in get(name).modes}
+    config = asv_config()
+    groups = [config["matrix"]["env_nobuild"]["BNBENCH_ENV"]] + [entry["env_nobuild"]["BNBENCH_ENV"] for entry in config["include"]]
+    assert sorted(groups) == sorted(ENV_FRAMEWORKS), "every environment group of asv.conf.json is known to the suite"
+    covered = set().union(*ENV_FRAMEWORKS.values())
+    in_process = {name for name in names() if get(name).requires}
+    assert in_process <= covered, f"frameworks without an asv environment: {sorted(in_process - covered)}"
+    for entry in config["include"]:
+        assert "python" in entry, "an asv include entry must name its python"
+    torch_envs = [entry for entry in config["include"] if "torch" in entry["req"]]
+    assert all(entry["req"]["torch"] == "2.13.0" for entry in torch_envs), "torch stays pinned (its CPU wheel is local)"
+
+
+def test_importing_the_suite_imports_no_framework():
+    code = ("import sys; sys.path.insert(0, %r); import bnbench.cli, bnbench.adapters, benchmarks.bench_train, "
+            "benchmarks.bench_digits; bad = [m for m in ('torch', 'tensorflow', 'jax', 'mxnet', 'keras') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)") % ROOT
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
