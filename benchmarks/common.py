@@ -97,6 +97,16 @@ _CACHE: Dict[Tuple, Prepared] = {}
 _PEAK: Dict[str, float] = {}
 
 
+def _runnable(impl: str, device: str, dtype: str, size: Optional[str]):
+    """The adapter class and mode of ``impl`` with threads pinned, or NotImplementedError (a skip)."""
+    reason = skip_reason(impl, device, dtype, size)
+    if reason:
+        raise NotImplementedError(reason)
+    framework, mode = impl.split(":")
+    adapter_class = get(framework)
+    return adapter_class, mode, adapter_class.set_threads(threads())
+
+
 def _verify(adapter_class, spec, params, X, y, mode, device) -> None:
     from bnbench.trace import check_equivalence
 
@@ -110,12 +120,7 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
     key = (impl, device, dtype, size)
     if key in _CACHE:
         return _CACHE[key]
-    reason = skip_reason(impl, device, dtype, size)
-    if reason:
-        raise NotImplementedError(reason)
-    framework, mode = impl.split(":")
-    adapter_class = get(framework)
-    used_threads = adapter_class.set_threads(threads())
+    adapter_class, mode, used_threads = _runnable(impl, device, dtype, size)
     spec = spec_for(size, dtype)
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
@@ -192,12 +197,7 @@ def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:
     key = (impl, device, dtype)
     if key in _DIGITS:
         return _DIGITS[key]
-    reason = skip_reason(impl, device, dtype, None)
-    if reason:
-        raise NotImplementedError(reason)
-    framework, mode = impl.split(":")
-    adapter_class = get(framework)
-    adapter_class.set_threads(threads())
+    adapter_class, mode, _ = _runnable(impl, device, dtype, None)
     spec = digits_spec(dtype)
     data = load_digits(dtype)
     params = initial_parameters(spec)

@@ -19,7 +19,7 @@ Tolerances, per dtype (unit roundoff u = 2**-53 for float64, 2**-24 for float32)
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -193,6 +193,3 @@ class EquivalenceReport:
         if not self.ok:
             raise EquivalenceError(self.message())
 
-
-def scalar_list(values: Iterable[float]) -> np.ndarray:
-    return np.asarray(list(values), dtype=np.float64)

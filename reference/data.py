@@ -14,7 +14,7 @@ import functools
 import gzip
 import importlib.util
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 
@@ -130,8 +130,3 @@ def batch_stack(split: Split, batch_size: int, n_batches: int, *, seed: int = 0)
             raise ValueError("batch_stack: the split is too small for that batch size")
     return np.stack(xs), np.stack(ys)
 
-
-def onehot(y: np.ndarray, n_classes: int, dtype: "np.dtype | str" = "float32", out: Optional[np.ndarray] = None) -> np.ndarray:
-    result = np.zeros((len(y), n_classes), dtype) if out is None else out
-    result[np.arange(len(y)), y] = 1
-    return result
