@@ -5,36 +5,71 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.bnbench-installed
 # The main environment: every framework that installs beside numpy 2 (shared/FRAMEWORKS.md).
-EXTRAS := test,torch,tensorflow,jax,report,progress,bench
+EXTRAS := test,torch,tensorflow,jax,keras,paddle,pytensor,report,progress,bench,tune,conventions
+# Environments of their own (dependencies conflict with the main one): .envs/<name>, each
+# reached from the main environment through a worker process (bnbench/worker.py).
+ENVS := .envs
+OWN_ENVS := mxnet theano chainer lasagne
+ENV_STAMPS := $(foreach env,$(OWN_ENVS),$(ENVS)/$(env)/.bnbench-installed)
+# What each own environment needs (shared/FRAMEWORKS.md): installed first, then bnbench itself.
+ENV_REQS_mxnet := "mxnet==1.9.1" "numpy<1.24"
+ENV_REQS_theano := "Theano==1.0.5" "numpy<1.24" "scipy<1.11"
+ENV_REQS_chainer := "numpy<2" setuptools wheel
+ENV_THEN_chainer := --no-build-isolation "chainer==7.8.1"
+# Lasagne 0.1 imports names `collections` lost in Python 3.10: a Python 3.9 venv, nothing patched.
+ENV_PYTHON_lasagne := python3.9
+ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 # The frameworks the test run must cover: a missing one fails the run instead of being skipped.
-TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax
+TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne
 PYTEST_ARGS ?=
 
 # `make bench GRID=full` times everything (every mode, dtype and size); quick is the default.
 GRID ?= quick
 THREADS ?= 2
 ASV_ARGS ?=
-BENCH_REGEX ?= TrainStep|Digits
+BENCH_REGEX ?= TrainStep|Digits|Tune|WorkerStep
 
 .PHONY: test bench env clean-env
 
-env: $(STAMP)
+env: $(STAMP) $(ENV_STAMPS)
 
-$(STAMP): pyproject.toml Makefile
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing bnbench[$(EXTRAS)] into $(VENV) (log: $(VENV)/pip.log)"
-	@$(VENV)/bin/python -m pip install --disable-pip-version-check -e ".[$(EXTRAS)]" > $(VENV)/pip.log 2>&1 \
-		|| { grep -v "^WARNING: Location" $(VENV)/pip.log | tail -40; exit 1; }
+env-%: $(ENVS)/%/.bnbench-installed
+	@true
+
+# One venv per framework whose dependencies conflict with the main environment's (MXNet and
+# Theano need numpy<1.24, Chainer numpy<2, Lasagne Python 3.9), reached through worker processes.
+$(ENVS)/%/.bnbench-installed: pyproject.toml Makefile
+	@test -x $(ENVS)/$*/bin/python || $(or $(ENV_PYTHON_$*),$(PYTHON)) -m venv $(ENVS)/$* \
+		|| { echo "cannot create $(ENVS)/$*: $(or $(ENV_PYTHON_$*),$(PYTHON)) is needed"; exit 1; }
+	@echo "installing $* and bnbench[test,progress] into $(ENVS)/$* (log: $(ENVS)/$*/pip.log)"
+	@{ $(ENVS)/$*/bin/python -m pip install --disable-pip-version-check $(ENV_REQS_$*) \
+	   && { test -z '$(ENV_THEN_$*)' || $(ENVS)/$*/bin/python -m pip install --disable-pip-version-check $(ENV_THEN_$*); } \
+	   && $(ENVS)/$*/bin/python -m pip install --disable-pip-version-check -e ".[test,progress]" $(ENV_REQS_$*); } \
+		> $(ENVS)/$*/pip.log 2>&1 || { grep -v "^WARNING: Location" $(ENVS)/$*/pip.log | tail -40; exit 1; }
 	@touch $@
 
-test: $(STAMP)
+# The whole suite in the main environment (MXNet and the Keras backends other than this
+# process's through worker processes), then the reference and MXNet's adapter in MXNet's own
+# environment, in-process, on its numpy 1.23.
+test: $(STAMP) $(ENV_STAMPS)
 	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	BNBENCH_FRAMEWORKS=numpy,mxnet $(ENVS)/mxnet/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) \
+		tests/test_reference.py tests/test_spec.py tests/test_equivalence.py
 
-bench: $(STAMP)
-	@$(VENV)/bin/asv machine --yes > /dev/null
-	# a failed benchmark makes asv (and so this) exit non-zero; skips, with their reasons, do not
-	BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --show-stderr -e -b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^!
-	@echo "asv results: results/<machine>/ (html: $(VENV)/bin/asv publish, then .asv/html)"
+# asv run, then (whatever it returned) verification inside each asv environment, the measured
+# conventions, the published tables and asv's HTML; the exit status is asv's, or verify's.
+MACHINE ?= $(shell hostname)
+bench: $(STAMP) $(ENV_STAMPS)
+	@$(VENV)/bin/asv machine --yes --machine $(MACHINE) > /dev/null
+	@$(VENV)/bin/python -m bnbench.asvenvs runinfo --machine $(MACHINE) --grid $(GRID) --threads $(THREADS)
+	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $(MACHINE) --show-stderr -e \
+		-b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^!; asv_status=$$?; \
+	$(VENV)/bin/python -m bnbench.asvenvs verify --machine $(MACHINE) --grid $(GRID); verify_status=$$?; \
+	$(VENV)/bin/bnbench conventions --out results > /dev/null && \
+	$(VENV)/bin/bnbench report && \
+	$(VENV)/bin/asv publish > /dev/null 2>&1; \
+	echo "tables: results/README.md; html: .asv/html/index.html"; \
+	test $$asv_status -eq 0 -a $$verify_status -eq 0
 
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(ENVS)

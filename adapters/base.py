@@ -11,13 +11,16 @@ import abc
 import dataclasses
 import importlib
 import importlib.util
-from typing import ClassVar, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, check_parameters, state_names
 
+
+if TYPE_CHECKING:
+    from bnbench.worker import Placement
 
 _blas_limits = []
 
@@ -72,6 +75,18 @@ class Adapter(abc.ABC):
 
     # ------------------------------------------------------------------ class-level facts
     @classmethod
+    def placement(cls) -> Optional["Placement"]:
+        """None when the adapter runs in this process; else the worker environment it needs."""
+        return None
+
+    @classmethod
+    def conventions(cls) -> List[Dict[str, object]]:
+        """Rows of ``bnbench conventions``: the framework's own batch-norm layer and momentum
+        optimizer probed with their defaults (bnbench.conventions). Runs in the framework's
+        process; an adapter without a layer of its own to probe returns no rows."""
+        return []
+
+    @classmethod
     def missing_requirement(cls) -> Optional[str]:
         """Why the framework cannot be used here, without importing it (None when it is installed)."""
         for module in cls.requires:
@@ -112,6 +127,12 @@ class Adapter(abc.ABC):
     @classmethod
     def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         """Why this framework cannot express ``spec`` in ``mode`` on ``device`` (None: it can)."""
+        return None
+
+    @classmethod
+    def known_departure(cls, spec: Spec, mode: str, device: str, m: int) -> Optional[str]:
+        """A measured case where the framework runs the spec but misses the tolerance, and why
+        (the tests expect that failure, strictly: they fail when it goes away). None: no known case."""
         return None
 
     @classmethod

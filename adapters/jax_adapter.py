@@ -59,6 +59,46 @@ class JaxAdapter(Adapter):
             os.sched_setaffinity(0, available[:n_threads])
         return len(os.sched_getaffinity(0))
 
+    @classmethod
+    def conventions(cls):
+        """jax itself has no batch-norm layer: Flax's (linen.BatchNorm), where Flax is installed;
+        the momentum optimizer of jax.example_libraries (jax's own)."""
+        import importlib.util
+
+        from bnbench import conventions
+
+        jax = _jax()
+        import jax.numpy as jnp
+        from jax.example_libraries import optimizers
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            init, update, get_params = optimizers.momentum(lr, mass=beta)
+            state = init(jnp.zeros(1))
+            values = []
+            for step in range(steps):
+                state = update(step, jnp.full(1, gradient), state)
+                values.append(float(get_params(state)[0]))
+            return values
+
+        if importlib.util.find_spec("flax") is None:
+            return [{"framework": "jax", "version": jax.__version__, "layer": "none in jax (flax not installed)",
+                     "optimizer": "jax.example_libraries.optimizers.momentum",
+                     "momentum_form": conventions.analyse_momentum(momentum_sgd)}]
+        import flax
+        from flax import linen
+
+        def batch_norm(X):
+            layer = linen.BatchNorm(use_running_average=False)
+            variables = layer.init(jax.random.PRNGKey(0), jnp.asarray(X))
+            before = variables["batch_stats"]
+            out, updated = layer.apply(variables, jnp.asarray(X), mutable=["batch_stats"])
+            after = updated["batch_stats"]
+            return (np.asarray(out), np.asarray(before["mean"]), np.asarray(before["var"]),
+                    np.asarray(after["mean"]), np.asarray(after["var"]))
+
+        return [conventions.row("jax", f"{jax.__version__} (flax {flax.__version__})", "flax.linen.BatchNorm", batch_norm,
+                                linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
+
     def _precision(self):
         return self.jax.enable_x64(True) if self.spec.dtype == "float64" else contextlib.nullcontext()
 
@@ -129,6 +169,11 @@ class JaxAdapter(Adapter):
         return self._ordered_state(arrays)
 
 
+def make_functions(spec):
+    """The spec as pure jax.numpy functions (loss_and_grads, train_step, inference)."""
+    return _make_functions(spec)
+
+
 def _make_functions(spec):
     import jax
     import jax.numpy as jnp
@@ -167,18 +212,23 @@ def _make_functions(spec):
         (loss, (log_probs, _, _)), grads = value_and_grad(trainable, X, y)
         return loss, log_probs, grads
 
-    def train_step(trainable, running, opt_state, X, y):
+    def train_step(trainable, running, opt_state, X, y, hyper=None):
+        """One step; ``hyper`` (learning_rate, beta1, beta2, bn_momentum as arrays) replaces the
+        spec's constants, so that many models can be trained at once under jax.vmap (tuning)."""
         (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
         m = X.shape[0]
+        bn_momentum = momentum if hyper is None else hyper["bn_momentum"]
         new_running = {}
         for layer in range(1, L + 1):
             var = variances[layer - 1]
             s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
-            new_running[f"running_mean{layer}"] = momentum * running[f"running_mean{layer}"] + (1 - momentum) * means[layer - 1]
-            new_running[f"running_var{layer}"] = momentum * running[f"running_var{layer}"] + (1 - momentum) * s2
+            new_running[f"running_mean{layer}"] = bn_momentum * running[f"running_mean{layer}"] + (1 - bn_momentum) * means[layer - 1]
+            new_running[f"running_var{layer}"] = bn_momentum * running[f"running_var{layer}"] + (1 - bn_momentum) * s2
         t = opt_state["t"] + 1
-        lr = spec.learning_rate
-        b1, b2 = spec.beta1, spec.beta2
+        if hyper is None:
+            lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
+        else:
+            lr, b1, b2 = hyper["learning_rate"], hyper["beta1"], hyper["beta2"]
         new_params, new_v, new_s = {}, {}, {}
         for name, g in grads.items():
             theta = trainable[name]

@@ -34,3 +34,32 @@ class NumpyAdapter(Adapter):
 
     def state(self) -> Dict[str, np.ndarray]:
         return self.model.state()
+
+    @classmethod
+    def conventions(cls):
+        """The spec's own row: the reference's batch norm and momentum with the spec's defaults."""
+        from bnbench import conventions
+        from bnbench.reference.model import Optimizer, forward, updated_running_stats
+        from bnbench.reference.spec import Spec, initial_parameters
+
+        spec = Spec(n_features=conventions.FEATURES, hidden=(conventions.FEATURES,), n_classes=2, dtype="float64")
+
+        def batch_norm(X):
+            params = initial_parameters(spec)
+            params["W1"] = np.eye(conventions.FEATURES)          # layer 1's Z is X itself
+            result = forward(spec, params, X.astype(np.float64), training=True)
+            after = updated_running_stats(spec, params, result.batch_means, result.batch_vars, len(X))
+            return (result.caches[0].Zt, params["running_mean1"], params["running_var1"],
+                    after["running_mean1"], after["running_var1"])
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            optimizer = Optimizer(spec.replace(optimizer="momentum", learning_rate=lr, beta1=beta), ("theta",), {"theta": (1,)})
+            params = {"theta": np.zeros(1)}
+            values = []
+            for _ in range(steps):
+                optimizer.apply(params, {"theta": np.full(1, gradient)})
+                values.append(float(params["theta"][0]))
+            return values
+
+        return [conventions.row("spec (reference)", f"SPEC.md v1, numpy {np.__version__}", "reference/model.py, Spec defaults",
+                                batch_norm, spec.bn_momentum, "spec optimizer='momentum'", momentum_sgd)]

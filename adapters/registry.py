@@ -16,6 +16,19 @@ ADAPTERS: Dict[str, str] = {
     "torch": "bnbench.adapters.torch_adapter:TorchAdapter",
     "tensorflow": "bnbench.adapters.tensorflow_adapter:TensorflowAdapter",
     "jax": "bnbench.adapters.jax_adapter:JaxAdapter",
+    "mxnet": "bnbench.adapters.mxnet_adapter:MxnetAdapter",
+    "keras-jax": "bnbench.adapters.keras_adapter:KerasJaxAdapter",
+    "keras-tensorflow": "bnbench.adapters.keras_adapter:KerasTensorflowAdapter",
+    "keras-torch": "bnbench.adapters.keras_adapter:KerasTorchAdapter",
+    "paddle": "bnbench.adapters.paddle_adapter:PaddleAdapter",
+    "pytensor": "bnbench.adapters.pytensor_adapter:PytensorAdapter",
+    "theano": "bnbench.adapters.theano_adapter:TheanoAdapter",
+    "chainer": "bnbench.adapters.chainer_adapter:ChainerAdapter",
+    "lasagne": "bnbench.adapters.lasagne_adapter:LasagneAdapter",
+    # the lecture's frameworks that cannot run here: rows with the measured reason
+    "caffe2": "bnbench.adapters.unavailable:Caffe2Adapter",
+    "cntk": "bnbench.adapters.unavailable:CntkAdapter",
+    "dl4j": "bnbench.adapters.unavailable:Dl4jAdapter",
 }
 
 
@@ -28,13 +41,33 @@ def names() -> List[str]:
     return list(ADAPTERS)
 
 
-def get(name: str) -> Type[Adapter]:
+def local_class(name: str) -> Type[Adapter]:
+    """The adapter class itself, to run in this process."""
     try:
         target = ADAPTERS[name]
     except KeyError:
         raise UnknownFramework(name) from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
+
+
+_remote_classes: Dict[tuple, Type[Adapter]] = {}
+
+
+def get(name: str) -> Type[Adapter]:
+    """The adapter class to use from this process: the class itself, or, where the framework
+    lives in another environment or needs a process of its own (``Adapter.placement``), a class
+    with the same facts whose work runs in a worker process (bnbench.worker)."""
+    adapter = local_class(name)
+    placement = adapter.placement()
+    if placement is None:
+        return adapter
+    from bnbench.worker import remote_class
+
+    key = (name, placement)
+    if key not in _remote_classes:
+        _remote_classes[key] = remote_class(adapter, placement)
+    return _remote_classes[key]
 
 
 def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
@@ -54,6 +87,7 @@ def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
         "version": None,
         "device_status": {},
         "tuning": dict(adapter.tuning),
+        "runs_in": getattr(adapter, "worker_placement", None) and adapter.worker_placement.where or "this process",
     }
     if reason is None and probe:
         row["version"] = adapter.version()

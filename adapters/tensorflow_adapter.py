@@ -55,6 +55,37 @@ class TensorflowAdapter(Adapter):
             pass   # already initialised: report what it really uses
         return tf.config.threading.get_intra_op_parallelism_threads() or n_threads
 
+    @classmethod
+    def conventions(cls):
+        """TensorFlow's own batch norm below Keras: the fused op with its defaults (NHWC, so the
+        batch is given as (m, 1, 1, features)); its momentum is exponential_avg_factor."""
+        import inspect
+
+        from bnbench import conventions
+
+        tf = _tf()
+        fused = tf.compat.v1.nn.fused_batch_norm
+        defaults = {name: p.default for name, p in inspect.signature(fused).parameters.items()}
+
+        def batch_norm(X):
+            n = X.shape[1]
+            before = np.zeros(n, np.float32), np.ones(n, np.float32)
+            out, mean, variance = fused(tf.constant(X[:, None, None, :]), tf.ones(n), tf.zeros(n),
+                                        mean=tf.constant(before[0]), variance=tf.constant(before[1]))
+            return out.numpy()[:, 0, 0, :], before[0], before[1], mean.numpy(), variance.numpy()
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            theta = tf.Variable([0.0])
+            optimizer = tf.compat.v1.train.MomentumOptimizer(learning_rate=lr, momentum=beta)
+            values = []
+            for _ in range(steps):
+                optimizer.apply_gradients([(tf.constant([gradient]), theta)])
+                values.append(float(theta.numpy()[0]))
+            return values
+
+        return [conventions.row("tensorflow", tf.__version__, "tf.compat.v1.nn.fused_batch_norm", batch_norm,
+                                defaults["exponential_avg_factor"], "tf.compat.v1.train.MomentumOptimizer", momentum_sgd)]
+
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         tf = _tf()
         self.tf = tf

@@ -47,6 +47,33 @@ class TorchAdapter(Adapter):
         torch.set_num_threads(n_threads)
         return torch.get_num_threads()
 
+    @classmethod
+    def conventions(cls):
+        from bnbench import conventions
+
+        torch = _torch()
+
+        def batch_norm(X):
+            layer = torch.nn.BatchNorm1d(X.shape[1])
+            before = layer.running_mean.numpy().copy(), layer.running_var.numpy().copy()
+            layer.train()
+            with torch.no_grad():
+                out = layer(torch.from_numpy(X))
+            return out.numpy(), before[0], before[1], layer.running_mean.numpy(), layer.running_var.numpy()
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            theta = torch.zeros(1, requires_grad=True)
+            optimizer = torch.optim.SGD([theta], lr=lr, momentum=beta)
+            values = []
+            for _ in range(steps):
+                theta.grad = torch.full((1,), gradient)
+                optimizer.step()
+                values.append(float(theta.detach()[0]))
+            return values
+
+        return [conventions.row("torch", torch.__version__, "torch.nn.BatchNorm1d", batch_norm,
+                                torch.nn.BatchNorm1d(1).momentum, "torch.optim.SGD(momentum)", momentum_sgd)]
+
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         torch = _torch()
         spec = self.spec

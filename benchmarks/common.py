@@ -39,7 +39,13 @@ ACCURACY_EPOCHS = 8
 VERIFY_STEPS = 2
 
 # Environment groups of asv.conf.json -> frameworks that live there.
-ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax"}}
+ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax"},
+                  "mxnet": {"mxnet"}, "keras-jax": {"keras-jax"}, "keras-tensorflow": {"keras-tensorflow"},
+                  "keras-torch": {"keras-torch"}, "paddle": {"paddle"}, "pytensor": {"pytensor"}, "theano": {"theano"}}
+# Frameworks that cannot live in an asv environment (Chainer's sdist needs --no-build-isolation,
+# which asv cannot pass; Lasagne needs Python 3.9): timed by their own worker process, reported
+# as track_ values.
+WORKER_TIMED = ("chainer", "lasagne")
 
 
 def threads() -> int:

@@ -136,6 +136,161 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- conventions
+def _framework_list(values: Optional[List[str]]) -> List[str]:
+    from bnbench.adapters import names
+
+    if not values:
+        return names()
+    chosen = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in names()]
+    if unknown:
+        raise CliError(f"unknown framework(s) {', '.join(unknown)} for --framework; known: {', '.join(names())}")
+    return chosen
+
+
+def cmd_conventions(args: argparse.Namespace) -> int:
+    from bnbench import conventions
+    from bnbench.adapters import get
+    from bnbench.io import atomic_write_json, atomic_write_text
+
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise CliError(f"--out {args.out!r} exists and is not a folder")
+    rows, not_probed = [], []
+    for name in _framework_list(args.framework):
+        adapter = get(name)
+        reason = adapter.import_error()
+        if reason:
+            not_probed.append(f"{name}: {reason}")
+            continue
+        try:
+            probed = adapter.conventions()
+            if not probed:
+                not_probed.append(f"{name}: no batch-norm layer or optimizer of its own to probe (the adapter writes the spec's formulas)")
+            rows.extend(probed)
+        except Exception as error:   # one framework's failed probe must not hide the others
+            not_probed.append(f"{name}: probe failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+    text = conventions.markdown(rows)
+    if not_probed:
+        text += "\nNot probed here: " + "; ".join(not_probed) + "\n"
+    print(text, end="")
+    if args.out is not None:
+        atomic_write_text(os.path.join(args.out, "conventions.md"),
+                          "# Batch-norm and momentum conventions, measured\n\n"
+                          "Each framework's own layer and optimizer with their defaults, probed on a small batch "
+                          "by `bnbench conventions` (bnbench/conventions.py says how).\n\n" + text)
+        atomic_write_text(os.path.join(args.out, "conventions.csv"), conventions.to_csv(rows))
+        atomic_write_json(os.path.join(args.out, "conventions.json"), {"rows": rows, "not_probed": not_probed})
+    return 0
+
+
+# --------------------------------------------------------------------------- verify
+def cmd_verify(args: argparse.Namespace) -> int:
+    from bnbench import verify
+    from bnbench.io import atomic_write_json
+
+    frameworks = _framework_list(args.framework)
+    for value, allowed, flag in ((args.device, ("cpu", "cuda"), "--device"), (args.dtype, ("float64", "float32"), "--dtype")):
+        bad = [item for item in value if item not in allowed]
+        if bad:
+            raise CliError(f"{flag} {bad[0]!r} is not one of {', '.join(allowed)}")
+    machine = args.machine or verify.machine_name()
+    path = args.json or os.path.join("results", "verify", f"{machine}.json")
+    if os.path.isdir(path):
+        raise CliError(f"--json {path!r} is a folder, expected a file name")
+    if args.mode:
+        from bnbench.adapters import get
+
+        known = {"best"}.union(*(get(name).modes for name in frameworks))
+        bad = [mode for mode in args.mode if mode not in known]
+        if bad:
+            raise CliError(f"--mode {bad[0]!r} is not a mode of {', '.join(frameworks)}; modes: {', '.join(sorted(known))}")
+    rows = verify.run(frameworks, args.device, args.dtype, args.mode)
+    if not rows:
+        raise CliError("nothing to verify: no framework has the chosen modes and devices")
+    print(verify.table(rows))
+    previous = None
+    if os.path.exists(path):
+        try:
+            with open(path) as handle:
+                previous = json.load(handle)
+        except (OSError, ValueError):
+            previous = None   # unreadable: replaced by this run's (complete) result
+    atomic_write_json(path, verify.merge(previous, verify.to_json(rows, machine)))
+    failed = [row for row in rows if row.status == "FAIL"]
+    counts = {status: sum(row.status == status for row in rows) for status in ("pass", "FAIL", "unsupported", "unavailable")}
+    print(f"\n{counts['pass']} passed, {counts['FAIL']} failed, {counts['unsupported']} unsupported, "
+          f"{counts['unavailable']} unavailable; wrote {path}")
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from bnbench import report
+    except ImportError as error:
+        raise CliError(f"bnbench report needs pandas and matplotlib (pip install 'bnbench[report]'): {error}") from None
+    try:
+        import pandas  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise CliError(f"bnbench report needs pandas and matplotlib (pip install 'bnbench[report]'): {error}") from None
+    try:
+        summary = report.build(args.results)
+    except report.ReportError as error:
+        raise CliError(str(error)) from None
+    for problem in summary["problems"]:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"{summary['measurements']} measurements from {len(summary['machines'])} machine(s) "
+          f"({', '.join(summary['machines']) or 'none'}); wrote {os.path.join(args.results, 'README.md')}, "
+          f"{os.path.join(args.results, 'results.csv')} and {len(summary['plots'])} plot(s)")
+    return 0
+
+
+# --------------------------------------------------------------------------- tune
+def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise CliError("bnbench tune needs Optuna (pip install 'bnbench[tune]')") from None
+    from bnbench import tune
+
+    space = None
+    if args.space is not None:
+        if not os.path.exists(args.space):
+            raise CliError(f"search space file {args.space!r} does not exist")
+        try:
+            with open(args.space, encoding="utf-8") as handle:
+                space = json.load(handle)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise CliError(f"search space file {args.space!r} is not valid JSON: {error}") from None
+    try:
+        settings = tune.Settings(framework=args.framework, trials=args.trials, strategy=args.strategy, style=args.style,
+                                 study=args.study or f"{args.framework}-{args.style}-{args.strategy}",
+                                 storage=args.storage, seed=args.seed, epochs=args.epochs, rounds=args.rounds,
+                                 results=args.results, space=tune.load_space(space), progress=not args.quiet)
+        summary = tune.run(settings)
+    except tune.TuneError as error:
+        raise CliError(str(error)) from None
+    if not args.quiet:
+        best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (summary["best_params"] or {}).items())
+        test = summary["test_accuracy"]
+        print(f"{summary['n_trials_complete']} trials complete; best: {best}; validation {summary['val_accuracy']:.4f}, "
+              f"test {'-' if test is None else f'{test:.4f}'}; {summary['trials_per_second'] or 0:.3g} trials/s this run; "
+              f"wrote {settings.folder}/summary.json")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
@@ -157,6 +312,40 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--out", required=True, metavar="OUT.npz", help="where to write loss, probs, grad/*, losses, param/*, eval_probs")
     trace.add_argument("--quiet", action="store_true", help="print nothing on success")
     trace.set_defaults(handler=cmd_trace)
+
+    conv = commands.add_parser("conventions", help="measure each framework's own batch-norm layer and momentum optimizer with their defaults")
+    conv.add_argument("--framework", action="append", metavar="NAME", help="only these (repeat or comma-separate; default: all)")
+    conv.add_argument("--out", default=None, metavar="DIR", help="also write DIR/conventions.md, .csv and .json")
+    conv.set_defaults(handler=cmd_conventions)
+
+    ver = commands.add_parser("verify", help="check every available framework x mode x device x dtype against the reference")
+    ver.add_argument("--framework", action="append", metavar="NAME", help="only these (repeat or comma-separate; default: all)")
+    ver.add_argument("--mode", action="append", default=None, metavar="MODE", help="only these modes ('best': each framework's best mode; default: all)")
+    ver.add_argument("--device", action="append", default=None, metavar="DEVICE", help="cpu and/or cuda (default: both)")
+    ver.add_argument("--dtype", action="append", default=None, metavar="DTYPE", help="float64 and/or float32 (default: both)")
+    ver.add_argument("--json", default=None, metavar="PATH", help="where to write the result (default: results/verify/<machine>.json)")
+    ver.add_argument("--machine", default=None, help="machine name recorded in the JSON (default: asv's machine name, else the host name)")
+    ver.set_defaults(handler=cmd_verify)
+
+    rep = commands.add_parser("report", help="publish tables, CSV and plots from asv's results (results/README.md)")
+    rep.add_argument("--results", default="results", metavar="DIR", help="asv's results folder (default: results)")
+    rep.set_defaults(handler=cmd_report)
+
+    tun = commands.add_parser("tune", help="random search (coarse to fine) on digits, panda or caviar, with Optuna")
+    tun.add_argument("--framework", required=True, metavar="NAME", help="adapter that trains the models (caviar: jax)")
+    tun.add_argument("--trials", type=_positive_int, default=32, help="trials the study should hold complete (default 32)")
+    tun.add_argument("--strategy", choices=("random", "coarse-to-fine"), default="coarse-to-fine")
+    tun.add_argument("--style", choices=("panda", "caviar"), default="panda",
+                     help="panda: one model at a time, pruned by its learning curve; caviar: many at once (vectorised)")
+    tun.add_argument("--study", default=None, metavar="NAME", help="study name (default: FRAMEWORK-STYLE-STRATEGY); running it again resumes it")
+    tun.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL shared by processes/machines (default: SQLite under results/tuning/NAME/)")
+    tun.add_argument("--seed", type=int, default=0, help="sampling and initial-parameter seed (default 0)")
+    tun.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (default 10)")
+    tun.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds (default 3)")
+    tun.add_argument("--space", default=None, metavar="SPACE.json", help='search space, e.g. {"learning_rate": {"scale": "log", "low": 1e-4, "high": 1}}')
+    tun.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    tun.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    tun.set_defaults(handler=cmd_tune)
     return parser
 
 
@@ -165,6 +354,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "handler", None) is cmd_verify:
+            args.device = args.device or ["cpu", "cuda"]
+            args.dtype = args.dtype or ["float64", "float32"]
         return int(args.handler(args) or 0)
     except CliError as error:
         if debug:

@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from bnbench.adapters import get, names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,14 +20,14 @@ def asv_config():
 def test_every_adapter_mode_is_benchmarked_in_an_environment():
     sys.path.insert(0, ROOT)
     try:
-        from benchmarks.common import ENV_FRAMEWORKS, IMPLS
+        from benchmarks.common import ENV_FRAMEWORKS, IMPLS, WORKER_TIMED
     finally:
         sys.path.remove(ROOT)
     assert set(IMPLS) == {f"{name}:{mode}" for name in names() for mode in get(name).modes}
     config = asv_config()
     groups = [config["matrix"]["env_nobuild"]["BNBENCH_ENV"]] + [entry["env_nobuild"]["BNBENCH_ENV"] for entry in config["include"]]
     assert sorted(groups) == sorted(ENV_FRAMEWORKS), "every environment group of asv.conf.json is known to the suite"
-    covered = set().union(*ENV_FRAMEWORKS.values())
+    covered = set().union(*ENV_FRAMEWORKS.values()) | set(WORKER_TIMED)
     in_process = {name for name in names() if get(name).requires}
     assert in_process <= covered, f"frameworks without an asv environment: {sorted(in_process - covered)}"
     for entry in config["include"]:
@@ -40,3 +42,16 @@ def test_importing_the_suite_imports_no_framework():
             "print(bad); sys.exit(1 if bad else 0)") % ROOT
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_asv_environments_are_found_for_verification():
+    """`make bench` verifies inside each asv environment: every group of asv.conf.json is found,
+    with the benchmark-time variables it needs (KERAS_BACKEND for the Keras ones)."""
+    pytest.importorskip("asv")
+    from benchmarks.common import ENV_FRAMEWORKS
+    from bnbench.asvenvs import environments
+
+    found = {env.group: env for env in environments(os.path.join(ROOT, "asv.conf.json"))}
+    assert set(found) == set(ENV_FRAMEWORKS)
+    assert found["keras-torch"].env_vars["KERAS_BACKEND"] == "torch"
+    assert all(env.python.endswith(os.path.join("bin", "python")) for env in found.values())

@@ -11,7 +11,9 @@ import pytest
 from bnbench.cli import main
 
 from . import independent
-from .conftest import require_adapter
+from bnbench.reference.spec import Spec
+
+from .conftest import adapter_cases, require_adapter
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
@@ -47,6 +49,9 @@ def test_frameworks_json(capsys):
     assert by_name["numpy"]["available"] is True
     assert by_name["torch"]["modes"] == ["eager", "compiled"]
     assert by_name["torch"]["devices"] == ["cpu", "cuda"]
+    # the lecture's frameworks that cannot run here keep a row with the measured reason
+    for name, words in (("caffe2", "removed"), ("cntk", "libmpi_cxx.so.1"), ("dl4j", "Maven Central")):
+        assert by_name[name]["available"] is False and words in by_name[name]["reason"]
 
 
 def test_frameworks_table(capsys):
@@ -64,14 +69,34 @@ CASES = [  # (hidden, m, optimizer, running_var)
 ]
 
 
+TRACE_CASES = [(name, mode) for name, mode, device in adapter_cases() if device == "cpu"]
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("hidden, m, optimizer, running_var", CASES)
-@pytest.mark.parametrize("framework, mode", [("numpy", "eager"), ("torch", "eager")])
+@pytest.mark.parametrize("framework, mode", TRACE_CASES, ids=[f"{name}-{mode}" for name, mode in TRACE_CASES])
 def test_trace_agrees_with_independent_implementation(tmp_path, framework, mode, dtype, hidden, m, optimizer, running_var):
-    require_adapter(framework)
-    fields = dict(optimizer=optimizer, running_var=running_var, l2=0.05, learning_rate=0.05, bn_momentum=0.7, seed=4)
+    adapter = require_adapter(framework)
+    if m == 2 and dtype == "float32":
+        pytest.skip("m=2 in float32: W1's gradient is below float32 resolution (test_equivalence explains; float64 checks m=2)")
+    fields = dict(optimizer=optimizer, running_var=running_var, l2=0.05, learning_rate=0.05, bn_momentum=0.75,
+                  beta1=0.875, seed=4)
     spec, X, y = write_inputs(tmp_path, hidden=hidden, m=m, dtype=dtype, **fields)
+    reason = adapter.unsupported(Spec.from_dict(spec), mode, "cpu")
+    if reason:
+        # the CLI must refuse it in one line that says so (and write nothing)
+        out = tmp_path / "refused.npz"
+        code = main(["trace", "--framework", framework, "--mode", mode, "--spec", str(tmp_path / "spec.json"),
+                     "--batch", str(tmp_path / "batch.npz"), "--out", str(out)])
+        assert code != 0 and not out.exists()
+        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
     out = trace(tmp_path, framework, "--mode", mode)
+    departure = adapter.known_departure(Spec.from_dict(spec), mode, "cpu", m)
+    if departure:
+        with pytest.raises(AssertionError):     # the declared departure must really be there
+            independent.assert_trace_matches(out, independent.trace(independent.full_spec(**spec),
+                                             independent.initial_parameters(independent.full_spec(**spec)), X, y), TOLERANCE[dtype])
+        pytest.xfail(f"known departure of {framework} ({mode}): {departure}")
     assert out["loss"].shape == () and out["losses"].shape == (3,)
     assert out["probs"].shape == (m, 3) and out["eval_probs"].shape == (m, 3)
     assert out["grad/W1"].dtype == np.dtype(dtype) and out["param/running_var1"].dtype == np.dtype(dtype)
@@ -178,6 +203,18 @@ def test_unavailable_cuda_is_a_clean_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "cuda" in err
     assert not os.path.exists(tmp_path / "out.npz")
+
+
+def test_unsupported_combination_is_a_one_line_error(tmp_path, capsys):
+    """A spec a framework cannot express: exit 1, one line with the word 'unsupported' and why."""
+    adapter = require_adapter("keras-jax")
+    write_inputs(tmp_path, running_var="unbiased", dtype="float32")
+    code = main(["trace", "--framework", "keras-jax", "--spec", str(tmp_path / "spec.json"),
+                 "--batch", str(tmp_path / "batch.npz"), "--out", str(tmp_path / "out.npz")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "unsupported" in err and "biased batch variance" in err, err
+    assert not (tmp_path / "out.npz").exists()
+    assert adapter.unsupported(Spec(n_features=2, hidden=(2,), n_classes=2, running_var="unbiased"), "compiled", "cpu")
 
 
 def test_installed_entry_point_errors_in_one_line(tmp_path):

@@ -19,7 +19,7 @@ CASE_IDS = [f"{name}-{mode}-{device}" for name, mode, device in CASES]
 
 
 def problem(dtype, *, hidden=(12, 8), m=16, steps=4, n_features=10, n_classes=4, **fields):
-    fields = dict(dict(l2=0.01, learning_rate=0.05, bn_momentum=0.8), **fields)
+    fields = dict(dict(l2=0.01, learning_rate=0.05, bn_momentum=0.75, beta1=0.875), **fields)
     spec = Spec(n_features=n_features, hidden=hidden, n_classes=n_classes, dtype=dtype, **fields)
     data = synthetic(max(m * steps, 64), n_features, n_classes, seed=7, dtype=dtype)
     X, y = batch_stack(data, m, steps, seed=3)
@@ -32,6 +32,11 @@ def run_case(framework, mode, device, spec, params, X, y):
     if reason:
         pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
     report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
+    departure = adapter_class.known_departure(spec, mode, device, X.shape[1])
+    if departure:
+        # measured and declared: the check must still fail here (if it passes, the declaration is stale)
+        assert not report.ok, f"{framework} ({mode}) declares a departure that did not happen: {departure}"
+        pytest.xfail(f"known departure of {framework} ({mode}): {departure}")
     report.raise_if_failed()
     return report
 
@@ -57,13 +62,19 @@ def test_shapes_and_batch_sizes(framework, mode, device, dtype, hidden, m):
         # away from the float64 truth there). float64 checks m = 2 at 1e-10.
         pytest.skip("m=2 in float32: W1's gradient is below float32 resolution (checked in float64)")
     spec, params, X, y = problem(dtype, hidden=hidden, m=m, steps=3, optimizer="momentum", running_var="unbiased")
+    if require_adapter(framework, device).unsupported(spec, mode, device) and spec.running_var == "unbiased":
+        # shapes are this test's subject: a framework without the unbiased running variance is
+        # checked with the biased one (test_training_matches_reference reports the skip)
+        spec, params, X, y = problem(dtype, hidden=hidden, m=m, steps=3, optimizer="momentum", running_var="biased")
     run_case(framework, mode, device, spec, params, X, y)
 
 
 @pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
 def test_rejects_batch_of_one(framework, mode, device):
-    spec, params, X, y = problem("float64")
     adapter_class = require_adapter(framework, device)
+    spec, params, X, y = problem("float64")
+    if adapter_class.unsupported(spec, mode, device):
+        spec, params, X, y = problem("float32")
     adapter = adapter_class(spec, params, mode=mode, device=device)
     with pytest.raises(ValueError, match="m >= 2"):
         adapter.train_step(X[0][:1], y[0][:1])

@@ -1,0 +1,174 @@
+"""Chainer 7.8.1 (its last release; define-by-run, the design PyTorch took up) in its own
+environment (numpy<2: it uses names numpy 2 removed), reached through a worker process. Mode
+``eager``: Chainer has no compiler."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, Gradients
+
+ENVIRONMENT = "chainer"
+SETUP_HINT = "`make env-chainer` (venv with numpy<2 and chainer==7.8.1, installed without build isolation)"
+
+
+def _chainer():
+    import chainer
+
+    return chainer
+
+
+class ChainerAdapter(Adapter):
+    name = "chainer"
+    modes = ("eager",)
+    best_mode = "eager"
+    devices = ("cpu",)
+    requires = ("chainer",)
+    install_hint = "its own environment: " + SETUP_HINT
+    tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward()"}
+    description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
+
+    @classmethod
+    def placement(cls):
+        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("chainer") is not None:
+            return None
+        from bnbench.worker import environment_placement
+
+        return environment_placement(ENVIRONMENT, SETUP_HINT)
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        chainer = _chainer()
+        import chainer.functions as F
+
+        self.chainer, self.F = chainer, F
+        spec = self.spec
+        # ---- the spec mapped onto Chainer, in one place ----------------------------------------
+        # No Link: chainer.links.BatchNormalization's defaults (decay 0.9, eps 2e-5, an unbiased
+        # running variance: bnbench conventions measures them) differ from the spec, so batch
+        # norm is written with chainer.functions (biased variance for normalising, running
+        # averages weighting the OLD value by spec.bn_momentum, biased or unbiased as the spec
+        # says); ReLU as where(Zt > 0, Zt, 0); SPEC.md's updates in place on the arrays; L2 in the loss.
+        # ----------------------------------------------------------------------------------------
+        self.names = trainable_names(spec)
+        self.params = {name: chainer.Variable(np.array(params[name], dtype=spec.dtype)) for name in self.names}
+        self.running = {name: np.array(params[name], dtype=spec.dtype) for name in running_stat_names(spec)}
+        self.velocity = {name: np.zeros_like(params[name], dtype=spec.dtype) for name in self.names}
+        self.second_moment = {name: np.zeros_like(params[name], dtype=spec.dtype) for name in self.names}
+        self.t = 0
+        self.weights = weight_names(spec)
+
+    def _forward_loss(self, X: np.ndarray, y: np.ndarray):
+        F = self.F
+        spec = self.spec
+        m, A = X.shape[0], X
+        stats = []
+        for layer in range(1, spec.n_layers + 1):
+            Z = F.matmul(A, self.params[f"W{layer}"])
+            mu = F.mean(Z, axis=0)
+            centred = Z - F.broadcast_to(mu, Z.shape)
+            var = F.mean(F.square(centred), axis=0)                # biased, for normalising
+            stats.append((mu.array, var.array))
+            N = centred / F.broadcast_to(F.sqrt(var + spec.bn_epsilon), Z.shape)
+            Zt = F.broadcast_to(self.params[f"gamma{layer}"], Z.shape) * N + F.broadcast_to(self.params[f"beta{layer}"], Z.shape)
+            A = F.where(Zt.array > 0, Zt, np.zeros(Zt.shape, dtype=spec.dtype))
+        logits = F.matmul(A, self.params["W_out"]) + F.broadcast_to(self.params["b_out"], (m, spec.n_classes))
+        log_probs = F.log_softmax(logits)
+        loss = -F.mean(F.select_item(log_probs, y))
+        if spec.l2:
+            loss = loss + spec.l2 / (2 * m) * sum(F.sum(F.square(self.params[name])) for name in self.weights)
+        return loss, log_probs, stats
+
+    def _backward(self, X, y):
+        for p in self.params.values():
+            p.cleargrad()
+        loss, log_probs, stats = self._forward_loss(X, y)
+        loss.backward()
+        return loss, log_probs, stats, {name: self.params[name].grad.copy() for name in self.names}
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        X, y = self._check(X, y)
+        spec = self.spec
+        loss, _, stats, grads = self._backward(X, y.astype(np.int32))
+        m = X.shape[0]
+        beta = spec.bn_momentum
+        for layer, (mu, var) in enumerate(stats, start=1):
+            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
+            self.running[f"running_mean{layer}"] = beta * self.running[f"running_mean{layer}"] + (1 - beta) * mu
+            self.running[f"running_var{layer}"] = beta * self.running[f"running_var{layer}"] + (1 - beta) * s2
+        self.t += 1
+        lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
+        for name, g in grads.items():
+            theta = self.params[name].array
+            if spec.optimizer == "sgd":
+                theta -= lr * g
+            elif spec.optimizer == "momentum":
+                self.velocity[name] = b1 * self.velocity[name] + (1 - b1) * g
+                theta -= lr * self.velocity[name]
+            else:
+                self.velocity[name] = b1 * self.velocity[name] + (1 - b1) * g
+                self.second_moment[name] = b2 * self.second_moment[name] + (1 - b2) * g * g
+                v_hat = self.velocity[name] / (1 - b1 ** self.t)
+                s_hat = self.second_moment[name] / (1 - b2 ** self.t)
+                theta -= lr * v_hat / (np.sqrt(s_hat) + spec.adam_epsilon)
+        return float(loss.array)
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self._check(X, y)
+        loss, log_probs, _, grads = self._backward(X, y.astype(np.int32))
+        return Gradients(float(loss.array), np.exp(log_probs.array), grads)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self._check(X, None, training=False)
+        F = self.F
+        spec = self.spec
+        with self.chainer.no_backprop_mode():
+            A = X
+            for layer in range(1, spec.n_layers + 1):
+                Z = F.matmul(A, self.params[f"W{layer}"]).array
+                N = (Z - self.running[f"running_mean{layer}"]) / np.sqrt(self.running[f"running_var{layer}"] + spec.bn_epsilon)
+                Zt = self.params[f"gamma{layer}"].array * N + self.params[f"beta{layer}"].array
+                A = np.where(Zt > 0, Zt, 0).astype(spec.dtype)
+            logits = F.matmul(A, self.params["W_out"]).array + self.params["b_out"].array
+            return F.softmax(logits).array
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: p.array.copy() for name, p in self.params.items()}
+        arrays.update({name: r.copy() for name, r in self.running.items()})
+        return self._ordered_state(arrays)
+
+    # ------------------------------------------------------------------ conventions
+    @classmethod
+    def conventions(cls):
+        from bnbench import conventions
+
+        chainer = _chainer()
+        import chainer.links as L
+
+        def batch_norm(X):
+            link = L.BatchNormalization(X.shape[1])
+            before = link.avg_mean.copy(), link.avg_var.copy()
+            with chainer.using_config("train", True):
+                out = link(X)
+            return out.array, before[0], before[1], link.avg_mean, link.avg_var
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            link = chainer.Link()
+            with link.init_scope():
+                link.theta = chainer.Parameter(np.zeros(1, dtype=np.float32))
+            optimizer = chainer.optimizers.MomentumSGD(lr=lr, momentum=beta)
+            optimizer.setup(link)
+            values = []
+            for _ in range(steps):
+                link.cleargrads()
+                link.theta.grad = np.full(1, gradient, dtype=np.float32)
+                optimizer.update()
+                values.append(float(link.theta.array[0]))
+            return values
+
+        return [conventions.row("chainer", chainer.__version__, "chainer.links.BatchNormalization", batch_norm,
+                                L.BatchNormalization(1).decay, "chainer.optimizers.MomentumSGD", momentum_sgd)]

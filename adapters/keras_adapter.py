@@ -1,0 +1,332 @@
+"""Keras 3 on each of its backends: ``keras-jax``, ``keras-tensorflow``, ``keras-torch``.
+
+The model is built from Keras' own layers (Dense, BatchNormalization, ReLU) and trained with a
+Keras optimizer through ``model.train_on_batch``. Keras picks its backend once per process, from
+KERAS_BACKEND, before it is first imported; so an adapter runs in this process only when this
+process was started for its backend, and otherwise in a worker process started with
+KERAS_BACKEND set (bnbench.worker).
+
+Modes: ``compiled`` is ``model.compile(jit_compile="auto")``, Keras' default: jax.jit on jax,
+tf.function on tensorflow (XLA is off on CPU-only machines), and plain eager torch on torch (Keras
+resolves "auto" to no torch.compile); ``eager`` is ``run_eagerly=True``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+from typing import ClassVar, Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import Spec, running_stat_names, trainable_names
+
+from .base import Adapter, Gradients
+
+
+def _keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def _process_backend() -> Optional[str]:
+    """The Keras backend of this process: keras' own answer once imported, else KERAS_BACKEND."""
+    if "keras" in sys.modules:
+        try:
+            return sys.modules["keras"].backend.backend()
+        except Exception:
+            return None
+    return os.environ.get("KERAS_BACKEND")
+
+
+@contextlib.contextmanager
+def _precision(dtype: str, backend: str):
+    """Keras computes in floatx wherever no dtype can be passed (the optimizer's learning-rate
+    variable, the sum of the model's losses): every call of the adapter runs with floatx set to the
+    spec's dtype. JAX computes float64 only with x64 enabled: enabled for the call, as the jax
+    adapter does, so that the setting never leaks."""
+    keras = _keras()
+    previous = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        if backend == "jax" and dtype == "float64":
+            import jax
+
+            with jax.enable_x64(True):
+                yield
+        else:
+            yield
+    finally:
+        keras.config.set_floatx(previous)
+
+
+class KerasAdapter(Adapter):
+    backend: ClassVar[str]
+    backend_module: ClassVar[str]
+    modes = ("compiled", "eager")
+    best_mode = "compiled"
+    devices = ("cpu",)
+    description = ("keras.layers.Dense(use_bias=False) + BatchNormalization + ReLU; Keras optimizers; "
+                   "model.train_on_batch")
+
+    @classmethod
+    def placement(cls):
+        if _process_backend() == cls.backend:
+            return None
+        from bnbench.worker import Placement
+
+        return Placement(python=sys.executable, env=(("KERAS_BACKEND", cls.backend),),
+                         where=f"a worker process with KERAS_BACKEND={cls.backend}")
+
+    @classmethod
+    def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+        if spec.dtype == "float64" and cls.backend != "tensorflow":
+            return (f"Keras 3's type promotion (keras.backend.result_type) turns float64 into float32 on the "
+                    f"{cls.backend} backend, so Dense computes float64 inputs and kernels in float32")
+        if (spec.dtype == "float64" and cls.backend == "tensorflow" and spec.optimizer == "momentum"
+                and float(np.float32(spec.beta1)) != spec.beta1):
+            return (f"Keras SGD casts its momentum through a float32 TensorFlow constant: beta1={spec.beta1!r} "
+                    f"becomes {float(np.float32(spec.beta1))!r}, about 1e-8 off in float64; use a beta1 exact in "
+                    f"float32 (0.875, 0.9375, ...) or float32")
+        if spec.running_var == "unbiased":
+            return ("keras.layers.BatchNormalization always feeds the biased batch variance into its moving "
+                    "variance (bnbench conventions measures it); running_var='unbiased' cannot be expressed")
+        if spec.optimizer == "adam":
+            return ("keras.optimizers.Adam adds epsilon to sqrt(v) before the bias correction "
+                    "(lr*sqrt(1-beta2^t)/(1-beta1^t) * v/(sqrt(s)+eps)), the spec adds it to sqrt(s_hat); the two "
+                    "differ by a factor sqrt(1-beta2^t) on epsilon that changes every step")
+        return None
+
+    @classmethod
+    def version(cls) -> str:
+        keras = _keras()
+        backend = importlib.import_module(cls.backend_module)
+        return f"{keras.__version__} ({cls.backend} {getattr(backend, '__version__', 'unknown')})"
+
+    @classmethod
+    def _backend_adapter(cls):
+        from .registry import local_class
+
+        return local_class(cls.backend)
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        return cls._backend_adapter().set_threads(n_threads)
+
+    # ------------------------------------------------------------------ build
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        with _precision(self.spec.dtype, self.backend):
+            self._build_model(params)
+
+    def _build_model(self, params: Dict[str, np.ndarray]) -> None:
+        keras = _keras()
+        self.keras = keras
+        spec = self.spec
+        dtype = spec.dtype
+        # ---- the spec mapped onto Keras, in one place -----------------------------------------
+        # BatchNormalization(momentum=spec.bn_momentum): Keras' momentum weights the OLD moving
+        #   value, as the spec's does (Keras' default 0.99 is not the spec's 0.9: always passed);
+        #   epsilon=spec.bn_epsilon (Keras' default is 1e-3); it normalises with the biased
+        #   variance, inside the square root, and its moving variance takes the biased one.
+        # SGD: the spec's momentum v = b1 v + (1 - b1) g, theta -= lr v is Keras' m = b1 m - lr' g,
+        #   theta += m with lr' = lr (1 - b1) (then m = -lr v exactly).
+        # L2: the spec's l2 / (2m) * sum W^2 depends on the batch size m, which a weight
+        #   regularizer cannot see; a layer on the logits adds it with add_loss() from the batch
+        #   it is called on.
+        # Every layer, the loss and the optimizer's variables carry the spec's dtype.
+        # ----------------------------------------------------------------------------------------
+        inputs = keras.Input(shape=(spec.n_features,), dtype=dtype)
+        x = inputs
+        self.dense, self.norm = [], []
+        for width in spec.hidden:
+            dense = keras.layers.Dense(width, use_bias=False, dtype=dtype)
+            norm = keras.layers.BatchNormalization(axis=-1, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
+                                                   center=True, scale=True, dtype=dtype)
+            x = keras.layers.ReLU(dtype=dtype)(norm(dense(x)))
+            self.dense.append(dense)
+            self.norm.append(norm)
+        self.output = keras.layers.Dense(spec.n_classes, use_bias=True, dtype=dtype)
+        logits = self.output(x)
+        if spec.l2:
+            logits = _batch_l2_layer(keras)(self.dense + [self.output], spec.l2, dtype=dtype)(logits)
+        self.model = keras.Model(inputs, logits)
+        probabilities = keras.layers.Softmax(axis=-1, dtype=dtype)(logits)
+        self.inference = keras.Model(inputs, probabilities)
+
+        variable_of = {}
+        for layer, (dense, norm) in enumerate(zip(self.dense, self.norm), start=1):
+            variable_of.update({f"W{layer}": dense.kernel, f"gamma{layer}": norm.gamma, f"beta{layer}": norm.beta,
+                                f"running_mean{layer}": norm.moving_mean, f"running_var{layer}": norm.moving_variance})
+        variable_of.update({"W_out": self.output.kernel, "b_out": self.output.bias})
+        self.variable_of = variable_of
+        for name, variable in variable_of.items():
+            variable.assign(params[name])
+        by_id = {id(variable): name for name, variable in variable_of.items()}
+        self.trainable_order = [by_id[id(v)] for v in self.model.trainable_variables]
+        self.non_trainable_order = [by_id[id(v)] for v in self.model.non_trainable_variables]
+        if sorted(self.trainable_order) != sorted(trainable_names(spec)):
+            raise RuntimeError(f"Keras' trainable variables {self.trainable_order} are not the spec's")
+
+        if spec.optimizer == "sgd":
+            optimizer = keras.optimizers.SGD(learning_rate=spec.learning_rate, momentum=0.0)
+        else:
+            optimizer = keras.optimizers.SGD(learning_rate=spec.learning_rate * (1 - spec.beta1), momentum=spec.beta1)
+        self.loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+        settings = dict(run_eagerly=True) if self.mode == "eager" else dict(jit_compile="auto")
+        self.model.compile(optimizer=optimizer, loss=self.loss_object, **settings)
+        self.inference.compile(**settings)
+
+    # ------------------------------------------------------------------ contract
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        X, y = self._check(X, y, training=y is not None)
+        ops = self.keras.ops
+        with _precision(self.spec.dtype, self.backend):
+            return ops.convert_to_tensor(X), (None if y is None else ops.convert_to_tensor(y))
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        X, y = self._check(X, y)
+        return self.train_step_prepared((X, y))
+
+    def train_step_prepared(self, batch) -> float:
+        with _precision(self.spec.dtype, self.backend):
+            return float(self.model.train_on_batch(batch[0], batch[1]))   # a Python float: the step is done
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        """Keras has no public gradient call: the model's stateless_call (Keras' documented way to
+        write a custom training step) differentiated by the backend's own autodiff."""
+        with _precision(self.spec.dtype, self.backend):
+            return self._gradients(*self._check(X, y))
+
+    def _gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        keras = self.keras
+        ops = keras.ops
+        X_tensor, y_tensor = ops.convert_to_tensor(X), ops.convert_to_tensor(y)
+        non_trainable = [v.value for v in self.model.non_trainable_variables]
+
+        def loss_of(trainable):
+            logits, _, losses = self.model.stateless_call(trainable, non_trainable, X_tensor, training=True,
+                                                          return_losses=True)
+            loss = self.loss_object(y_tensor, logits)
+            for extra in losses:
+                loss = loss + extra
+            return loss, logits
+
+        trainable = [v.value for v in self.model.trainable_variables]
+        if self.backend == "jax":
+            import jax
+
+            (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
+        elif self.backend == "tensorflow":
+            import tensorflow as tf
+
+            trainable = [tf.convert_to_tensor(v) for v in trainable]
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                loss, logits = loss_of(trainable)
+            grads = tape.gradient(loss, trainable)
+        else:
+            trainable = [v.detach().clone().requires_grad_(True) for v in trainable]
+            loss, logits = loss_of(trainable)
+            loss.backward()
+            grads = [v.grad for v in trainable]
+        probs = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
+        grads_by_name = {name: ops.convert_to_numpy(g) for name, g in zip(self.trainable_order, grads)}
+        return Gradients(float(ops.convert_to_numpy(loss)), probs,
+                         {name: grads_by_name[name] for name in trainable_names(self.spec)})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self._check(X, None, training=False)
+        with _precision(self.spec.dtype, self.backend):
+            return np.asarray(self.inference.predict_on_batch(X))
+
+    def predict_prepared(self, batch) -> None:
+        with _precision(self.spec.dtype, self.backend):
+            self.inference.predict_on_batch(batch[0])     # returns NumPy: the work is done
+
+    def state(self) -> Dict[str, np.ndarray]:
+        ops = self.keras.ops
+        with _precision(self.spec.dtype, self.backend):
+            return self._ordered_state({name: np.array(ops.convert_to_numpy(v.value)) for name, v in self.variable_of.items()})
+
+    # ------------------------------------------------------------------ conventions
+    @classmethod
+    def conventions(cls):
+        from bnbench import conventions
+
+        keras = _keras()
+
+        def batch_norm(X):
+            layer = keras.layers.BatchNormalization()
+            layer.build(X.shape)
+            before = (keras.ops.convert_to_numpy(layer.moving_mean.value), keras.ops.convert_to_numpy(layer.moving_variance.value))
+            out = layer(keras.ops.convert_to_tensor(X), training=True)
+            return (keras.ops.convert_to_numpy(out), before[0], before[1],
+                    keras.ops.convert_to_numpy(layer.moving_mean.value), keras.ops.convert_to_numpy(layer.moving_variance.value))
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            variable = keras.Variable(np.zeros(1, dtype="float32"))
+            optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=beta)
+            values = []
+            for _ in range(steps):
+                optimizer.apply([keras.ops.convert_to_tensor(np.full(1, gradient, dtype="float32"))], [variable])
+                values.append(float(keras.ops.convert_to_numpy(variable.value)[0]))
+            return values
+
+        declared = keras.layers.BatchNormalization().momentum
+        return [conventions.row(cls.name, cls.version(), "keras.layers.BatchNormalization", batch_norm, declared,
+                                "keras.optimizers.SGD(momentum)", momentum_sgd)]
+
+
+def _batch_l2_layer(keras):
+    class BatchL2(keras.layers.Layer):
+        """Adds the spec's l2 / (2m) * (sum of squared weights) for the batch it sees (m rows)."""
+
+        def __init__(self, weight_layers, l2, **kwargs):
+            super().__init__(**kwargs)
+            self.weight_layers = weight_layers
+            self.l2 = l2
+
+        def call(self, logits):
+            ops = keras.ops
+            m = ops.cast(ops.shape(logits)[0], self.compute_dtype)
+            squares = [ops.sum(ops.square(layer.kernel)) for layer in self.weight_layers]
+            total = squares[0]
+            for term in squares[1:]:
+                total = total + term
+            self.add_loss(self.l2 / (2 * m) * total)
+            return logits
+
+    return BatchL2
+
+
+class KerasJaxAdapter(KerasAdapter):
+    name = "keras-jax"
+    backend = "jax"
+    backend_module = "jax"
+    requires = ("keras", "jax")
+    install_hint = "pip install 'bnbench[keras]'"
+    tuning = {"compiled": "model.compile(jit_compile='auto'): the train step under jax.jit",
+              "eager": "model.compile(run_eagerly=True): jax ops one by one"}
+
+
+class KerasTensorflowAdapter(KerasAdapter):
+    name = "keras-tensorflow"
+    backend = "tensorflow"
+    backend_module = "tensorflow"
+    requires = ("keras", "tensorflow")
+    install_hint = "pip install 'bnbench[keras,tensorflow]'"
+    tuning = {"compiled": "model.compile(jit_compile='auto'): tf.function; Keras turns XLA off on a CPU-only machine",
+              "eager": "model.compile(run_eagerly=True): TensorFlow eager"}
+
+
+class KerasTorchAdapter(KerasAdapter):
+    name = "keras-torch"
+    backend = "torch"
+    backend_module = "torch"
+    requires = ("keras", "torch")
+    install_hint = "pip install 'bnbench[keras,torch]'"
+    tuning = {"compiled": "model.compile(jit_compile='auto'): Keras resolves 'auto' to eager torch (no torch.compile)",
+              "eager": "model.compile(run_eagerly=True): eager torch"}

@@ -1,0 +1,157 @@
+"""PyTensor (the maintained successor of Theano) and Theano 1.0.5 itself: the spec as a symbolic
+graph, differentiated by grad and compiled into functions whose updates change shared
+variables. Both adapters build the same graph through the same code (``SymbolicAdapter``); only
+the module differs. Modes ``c`` (the C virtual machine, g++-compiled ops: Theano's classic fast
+path) and ``python`` (the Python linker: no compilation, a slow reference for the compiler)."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, Gradients
+
+MODES = {
+    # linker and graph rewrites of each mode; the "c" mode is PyTensor's FAST_RUN with the C VM
+    "c": ("cvm", "fast_run"),
+    "python": ("py", "fast_compile"),
+}
+
+
+class SymbolicAdapter(Adapter):
+    """The graph builder shared by PyTensor and Theano; ``_library`` gives the module's pieces."""
+
+    modes = ("c", "python")
+    best_mode = "c"
+    devices = ("cpu",)
+
+    @classmethod
+    def _library(cls):
+        """(root module, tensor module, Mode class, log_softmax(x), softmax(x)), rows of x."""
+        raise NotImplementedError
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        pytensor, pt, Mode, log_softmax, softmax = self._library()
+        spec = self.spec
+        # ---- the spec mapped onto PyTensor / Theano, in one place ------------------------------
+        # No layer library: the graph is SPEC.md's formulas (biased variance for normalising;
+        # running averages weighting the OLD value by spec.bn_momentum, biased or unbiased as
+        # spec.running_var says; ReLU as switch(Zt > 0, Zt, 0), gradient 0 at 0), every variable
+        # in the spec's dtype, updates as the function's `updates`, the L2 term in the loss.
+        # ----------------------------------------------------------------------------------------
+        dtype = spec.dtype
+        # Python numbers would enter the graph as float64 constants and upcast a float32 model
+        c = lambda value: pt.constant(np.asarray(value, dtype=dtype))  # noqa: E731
+        shared = lambda name, value: pytensor.shared(np.asarray(value, dtype=dtype), name=name)  # noqa: E731
+        self.names = trainable_names(spec)
+        self.params = {name: shared(name, params[name]) for name in self.names}
+        self.running = {name: shared(name, params[name]) for name in running_stat_names(spec)}
+        X = pt.matrix("X", dtype=dtype)
+        y = pt.vector("y", dtype="int64")
+        m = pt.cast(X.shape[0], dtype)
+
+        forward = lambda training: self._forward(pt, X, training, c)  # noqa: E731
+
+        logits, stats = forward(training=True)
+        log_probs = log_softmax(logits)
+        # log P[i, y_i] through a flat index: Theano 0.8.2 (Lasagne's) mis-evaluates the two-array
+        # advanced index log_probs[arange(m), y] with today's numpy; one index array works everywhere
+        picked = log_probs.flatten()[pt.arange(X.shape[0]) * spec.n_classes + y]
+        loss = -picked.mean()
+        if spec.l2:
+            loss = loss + c(spec.l2) / (c(2) * m) * pt.add(*[pt.sqr(self.params[n]).sum() for n in weight_names(spec)])
+        grads = pytensor.grad(loss, [self.params[name] for name in self.names])
+
+        updates = []
+        beta, one_minus_beta = c(spec.bn_momentum), c(1 - spec.bn_momentum)
+        for layer, (mu, var) in enumerate(stats, start=1):
+            s2 = var if spec.running_var == "biased" else var * (m / (m - c(1)))
+            updates.append((self.running[f"running_mean{layer}"], beta * self.running[f"running_mean{layer}"] + one_minus_beta * mu))
+            updates.append((self.running[f"running_var{layer}"], beta * self.running[f"running_var{layer}"] + one_minus_beta * s2))
+        lr, b1, b2 = c(spec.learning_rate), c(spec.beta1), c(spec.beta2)
+        one_minus_b1, one_minus_b2 = c(1 - spec.beta1), c(1 - spec.beta2)
+        t = pytensor.shared(np.asarray(0.0, dtype=dtype), name="t")
+        t_next = t + c(1)
+        if spec.optimizer == "adam":
+            updates.append((t, t_next))
+        for name, g in zip(self.names, grads):
+            theta = self.params[name]
+            if spec.optimizer == "sgd":
+                updates.append((theta, theta - lr * g))
+                continue
+            v = pytensor.shared(np.zeros_like(params[name], dtype=dtype), name=f"v_{name}")
+            v_next = b1 * v + one_minus_b1 * g
+            updates.append((v, v_next))
+            if spec.optimizer == "momentum":
+                updates.append((theta, theta - lr * v_next))
+            else:
+                s = pytensor.shared(np.zeros_like(params[name], dtype=dtype), name=f"s_{name}")
+                s_next = b2 * s + one_minus_b2 * pt.sqr(g)
+                updates.append((s, s_next))
+                v_hat = v_next / (c(1) - b1 ** t_next)
+                s_hat = s_next / (c(1) - b2 ** t_next)
+                updates.append((theta, theta - lr * v_hat / (pt.sqrt(s_hat) + c(spec.adam_epsilon))))
+
+        linker, optimizer = MODES[self.mode]
+        mode = Mode(linker=linker, optimizer=optimizer)
+        self._train = pytensor.function([X, y], loss, updates=updates, mode=mode)
+        self._grads = pytensor.function([X, y], [loss, log_probs] + list(grads), mode=mode)
+        eval_logits, _ = forward(training=False)
+        self._infer = pytensor.function([X], softmax(eval_logits), mode=mode)
+
+    def _forward(self, pt, X, training: bool, c):
+        """Logits of the network and, in training mode, each layer's batch (mean, variance)."""
+        spec = self.spec
+        A = X
+        stats = []
+        for layer in range(1, spec.n_layers + 1):
+            Z = pt.dot(A, self.params[f"W{layer}"])
+            if training:
+                mu = Z.mean(axis=0)
+                var = pt.sqr(Z - mu).mean(axis=0)          # biased, for normalising
+                stats.append((mu, var))
+            else:
+                mu, var = self.running[f"running_mean{layer}"], self.running[f"running_var{layer}"]
+            Zt = self.params[f"gamma{layer}"] * ((Z - mu) / pt.sqrt(var + c(spec.bn_epsilon))) + self.params[f"beta{layer}"]
+            A = pt.switch(pt.gt(Zt, c(0)), Zt, pt.zeros_like(Zt))
+        logits = pt.dot(A, self.params["W_out"]) + self.params["b_out"]
+        return logits, stats
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        X, y = self._check(X, y)
+        return float(self._train(X, y))
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self._check(X, y)
+        loss, log_probs, *grads = self._grads(X, y)
+        return Gradients(float(loss), np.exp(log_probs), {name: np.asarray(g) for name, g in zip(self.names, grads)})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self._check(X, None, training=False)
+        return np.asarray(self._infer(X))
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: p.get_value() for name, p in self.params.items()}
+        arrays.update({name: r.get_value() for name, r in self.running.items()})
+        return self._ordered_state(arrays)
+
+
+class PytensorAdapter(SymbolicAdapter):
+    name = "pytensor"
+    requires = ("pytensor",)
+    install_hint = "pip install pytensor"
+    tuning = {
+        "c": "pytensor.function(mode=Mode(linker='cvm', optimizer='fast_run')): rewritten graph, C ops compiled by g++",
+        "python": "pytensor.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
+    }
+    description = "symbolic graph of the spec; pytensor.grad; updates on shared variables"
+
+    @classmethod
+    def _library(cls):
+        import pytensor
+        import pytensor.tensor as pt
+        from pytensor.compile.mode import Mode
+
+        return (pytensor, pt, Mode, lambda x: pt.special.log_softmax(x, axis=1), lambda x: pt.special.softmax(x, axis=1))

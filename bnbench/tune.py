@@ -1,0 +1,623 @@
+"""``bnbench tune``: hyperparameter search as the course teaches it, on the digits set.
+
+- Random values, never a grid: Optuna's RandomSampler, every draw reproducible from ``--seed``
+  (and the number of trials already in the study, so a resumed search continues with new draws
+  instead of repeating old ones).
+- The right scale for each field (``SearchSpace``): the learning rate on a log scale
+  (r uniform in [-4, 0], alpha = 10^r), averaging betas through 1 - beta on a log scale (beta from
+  0.9 to 0.999), layer count and width uniform.
+- Coarse to fine: rounds; after each, every range is narrowed around the best trials so far (in
+  the scale's own coordinates) and sampled again; every round is kept and drawn in its own colour.
+- Panda: one model at a time through the framework's adapter, a learning curve per epoch, hopeless
+  trials pruned (median rule). Caviar: many models at once, vectorised in one program
+  (jax.vmap over stacked parameters and per-model hyperparameters; one program per network shape).
+- Selection on the validation split; the test split is used once, at the end, for the best
+  configuration (retrained from its seed).
+- The study lives in a database (default: SQLite under results/tuning/<study>/), so a killed run
+  resumes where it stopped and several processes or machines can share one study (``--storage``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+BATCH_SIZE = 64
+SCALES = ("log", "one_minus_log", "uniform", "int", "choice")
+ROUND_ATTR = "round"
+
+
+class TuneError(ValueError):
+    """A bad search space, flag or study; the message names the field and the value."""
+
+
+# --------------------------------------------------------------------------- the search space
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    scale: str
+    low: float = 0.0
+    high: float = 0.0
+    step: int = 1
+    choices: Tuple = ()
+
+    def check(self, field: str) -> None:
+        if self.scale not in SCALES:
+            raise TuneError(f"search space field {field!r}: scale {self.scale!r} is not one of {', '.join(SCALES)}")
+        if self.scale == "choice":
+            if not self.choices:
+                raise TuneError(f"search space field {field!r}: choice needs at least one value")
+            return
+        for name, value in (("low", self.low), ("high", self.high)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise TuneError(f"search space field {field!r}: {name} = {value!r} is not a finite number")
+        if not self.low < self.high and not (self.scale == "int" and self.low == self.high):
+            raise TuneError(f"search space field {field!r}: low = {self.low!r} must be below high = {self.high!r}")
+        if self.scale == "log" and self.low <= 0:
+            raise TuneError(f"search space field {field!r}: a log scale needs low > 0, got low = {self.low!r}")
+        if self.scale == "one_minus_log" and not (0 <= self.low and self.high < 1):
+            raise TuneError(f"search space field {field!r}: 1 - beta on a log scale needs 0 <= low < high < 1, "
+                            f"got [{self.low!r}, {self.high!r}]")
+        if self.scale == "int" and (int(self.low) != self.low or int(self.high) != self.high or self.step < 1):
+            raise TuneError(f"search space field {field!r}: integer bounds and a step >= 1 needed, "
+                            f"got [{self.low!r}, {self.high!r}] step {self.step!r}")
+
+    # Optuna sees 1 - beta for 'one_minus_log' fields (so that its log-uniform draw is the lecture's)
+    def optuna_name(self, field: str) -> str:
+        return f"1-{field}" if self.scale == "one_minus_log" else field
+
+    def distribution(self):
+        import optuna.distributions as d
+
+        if self.scale == "log":
+            return d.FloatDistribution(self.low, self.high, log=True)
+        if self.scale == "one_minus_log":
+            return d.FloatDistribution(1 - self.high, 1 - self.low, log=True)
+        if self.scale == "uniform":
+            return d.FloatDistribution(self.low, self.high)
+        if self.scale == "int":
+            return d.IntDistribution(int(self.low), int(self.high), step=self.step)
+        return d.CategoricalDistribution(list(self.choices))
+
+    def from_optuna(self, value):
+        return 1 - value if self.scale == "one_minus_log" else value
+
+    # the coordinates in which 'random' is uniform: narrowing happens there
+    def to_axis(self, value: float) -> float:
+        if self.scale == "log":
+            return math.log10(value)
+        if self.scale == "one_minus_log":
+            return math.log10(1 - value)
+        return float(value)
+
+    def from_axis(self, axis: float) -> float:
+        if self.scale == "log":
+            return 10 ** axis
+        if self.scale == "one_minus_log":
+            return 1 - 10 ** axis
+        return axis
+
+    def narrowed(self, values: Sequence, margin: float = 0.25) -> "Dimension":
+        """A range around ``values`` (the best trials' values), never outside this one."""
+        if self.scale == "choice":
+            kept = tuple(c for c in self.choices if c in set(values))
+            return dataclasses.replace(self, choices=kept or self.choices)
+        axes = [self.to_axis(v) for v in values]
+        bounds = sorted([self.to_axis(self.low), self.to_axis(self.high)])
+        lo, hi = min(axes), max(axes)
+        pad = max(margin * (hi - lo), 0.05 * (bounds[1] - bounds[0]))
+        lo, hi = max(bounds[0], lo - pad), min(bounds[1], hi + pad)
+        new = sorted([self.from_axis(lo), self.from_axis(hi)])
+        if self.scale == "int":
+            base = int(self.low)
+            low = base + self.step * math.floor((new[0] - base) / self.step)
+            high = base + self.step * math.ceil((new[1] - base) / self.step)
+            return dataclasses.replace(self, low=max(int(self.low), low), high=min(int(self.high), high))
+        return dataclasses.replace(self, low=new[0], high=new[1])
+
+    def to_dict(self) -> Dict[str, object]:
+        if self.scale == "choice":
+            return {"scale": "choice", "choices": list(self.choices)}
+        out = {"scale": self.scale, "low": self.low, "high": self.high}
+        if self.scale == "int":
+            out["step"] = self.step
+        return out
+
+    @classmethod
+    def from_dict(cls, field: str, data) -> "Dimension":
+        if not isinstance(data, dict):
+            raise TuneError(f"search space field {field!r}: expected an object like "
+                            f"{{\"scale\": \"log\", \"low\": 0.0001, \"high\": 1}}, got {data!r}")
+        unknown = set(data) - {"scale", "low", "high", "step", "choices"}
+        if unknown:
+            raise TuneError(f"search space field {field!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        dimension = cls(scale=data.get("scale", ""), low=data.get("low", 0.0), high=data.get("high", 0.0),
+                        step=data.get("step", 1), choices=tuple(data.get("choices", ())))
+        dimension.check(field)
+        return dimension
+
+
+# Tunable fields: spec fields, plus the network's shape as two fields.
+TUNABLE = ("learning_rate", "beta1", "bn_momentum", "l2", "hidden_units", "n_layers")
+DEFAULT_SPACE: Dict[str, Dimension] = {
+    "learning_rate": Dimension("log", 1e-4, 1.0),            # r uniform in [-4, 0], alpha = 10^r
+    "beta1": Dimension("one_minus_log", 0.9, 0.999),          # momentum's averaging beta
+    "bn_momentum": Dimension("one_minus_log", 0.9, 0.999),    # batch norm's running-average beta
+    "hidden_units": Dimension("int", 64, 256, step=64),
+    "n_layers": Dimension("int", 1, 3),
+}
+
+
+def load_space(data: Optional[dict]) -> Dict[str, Dimension]:
+    if data is None:
+        return dict(DEFAULT_SPACE)
+    if not isinstance(data, dict) or not data:
+        raise TuneError("the search space must be a non-empty JSON object of field -> {scale, low, high}")
+    unknown = [field for field in data if field not in TUNABLE]
+    if unknown:
+        raise TuneError(f"search space field {unknown[0]!r} is not tunable; tunable: {', '.join(TUNABLE)}")
+    return {field: Dimension.from_dict(field, value) for field, value in data.items()}
+
+
+def spec_for(params: Dict[str, object], *, seed: int, n_features: int = 64, n_classes: int = 10):
+    """The spec one trial trains: the base of the digits benchmark with the trial's values."""
+    from bnbench.reference.spec import Spec
+
+    fields = dict(learning_rate=0.1, beta1=0.9, bn_momentum=0.9, l2=0.0)
+    fields.update({k: v for k, v in params.items() if k in ("learning_rate", "beta1", "bn_momentum", "l2")})
+    units, layers = int(params.get("hidden_units", 64)), int(params.get("n_layers", 2))
+    return Spec(n_features=n_features, hidden=(units,) * layers, n_classes=n_classes, optimizer="momentum",
+                dtype="float32", seed=seed, **fields)
+
+
+# --------------------------------------------------------------------------- training trials
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    probs = np.asarray(probs)
+    if not np.all(np.isfinite(probs)):
+        return 0.0        # a diverged model predicts nothing
+    return float(np.mean(np.argmax(probs, axis=1) == y))
+
+
+def train_panda(framework: str, spec, data, epochs: int, seed: int,
+                on_epoch: Optional[Callable[[int, float], bool]] = None, evaluate=None) -> Tuple[List[float], object]:
+    """One model, epoch by epoch: its validation curve. ``on_epoch(epoch, val_accuracy)`` returns
+    True to stop (pruned). Returns (curve, adapter)."""
+    from bnbench.adapters import get
+    from bnbench.reference import initial_parameters
+    from bnbench.reference.data import minibatches
+
+    adapter_class = get(framework)
+    adapter = adapter_class(spec, initial_parameters(spec), mode=adapter_class.best_mode)
+    split = evaluate if evaluate is not None else data.validation
+    curve = []
+    for epoch in range(epochs):
+        for X, y in minibatches(data.train, BATCH_SIZE, seed=seed, epoch=epoch):
+            loss = adapter.train_step(X, y)
+            if not math.isfinite(loss):
+                break
+        curve.append(accuracy(adapter.predict_proba(split.X), split.y))
+        if not math.isfinite(loss):
+            curve += [curve[-1]] * (epochs - epoch - 1)
+            break
+        if on_epoch is not None and on_epoch(epoch, curve[-1]):
+            break
+    return curve, adapter
+
+
+def train_caviar_jax(specs: Sequence, data, epochs: int, seed: int) -> Tuple[List[List[float]], List[float]]:
+    """Many models of ONE shape at once: jax.vmap of the jax adapter's train step over stacked
+    parameters and per-model learning rate, beta1 and batch-norm momentum; every model sees the
+    same batches as it would alone. Returns (validation curves, final training losses)."""
+    import jax.numpy as jnp
+
+    from bnbench.reference import initial_parameters
+    from bnbench.reference.data import minibatches
+    from bnbench.reference.spec import running_stat_names, trainable_names
+
+    base = specs[0]
+    if any(spec.hidden != base.hidden or spec.optimizer != base.optimizer or spec.l2 != base.l2 for spec in specs):
+        raise TuneError("caviar vectorises models of one shape, optimizer and l2 at a time")
+    step, infer = _caviar_programs(base)
+    stack = lambda arrays: jnp.asarray(np.stack(arrays))  # noqa: E731
+    inits = [initial_parameters(spec) for spec in specs]
+    trainable = {name: stack([p[name] for p in inits]) for name in trainable_names(base)}
+    running = {name: stack([p[name] for p in inits]) for name in running_stat_names(base)}
+    opt_state = {"v": {name: jnp.zeros_like(value) for name, value in trainable.items()}, "s": {},
+                 "t": jnp.zeros(len(specs), dtype=base.dtype)}
+    hyper = {key: jnp.asarray([getattr(spec, key) for spec in specs], dtype=base.dtype)
+             for key in ("learning_rate", "beta1", "beta2", "bn_momentum")}
+    val_X = jnp.asarray(data.validation.X, dtype=base.dtype)
+    curves: List[List[float]] = [[] for _ in specs]
+    losses = np.full(len(specs), np.nan)
+    for epoch in range(epochs):
+        for X, y in minibatches(data.train, BATCH_SIZE, seed=seed, epoch=epoch):
+            trainable, running, opt_state, loss = step(trainable, running, opt_state,
+                                                        jnp.asarray(X, dtype=base.dtype), jnp.asarray(y, dtype=jnp.int32), hyper)
+        losses = np.asarray(loss)
+        probs = np.asarray(infer(trainable, running, val_X))
+        for i in range(len(specs)):
+            curves[i].append(accuracy(probs[i], data.validation.y))
+    return curves, [float(v) for v in losses]
+
+
+CAVIAR_FRAMEWORKS = ("jax",)
+_CAVIAR_PROGRAMS: Dict[Tuple, Tuple] = {}
+
+
+def _caviar_programs(spec):
+    """The vmapped, jitted train step and inference for one network shape (compiled once per
+    shape and number of models, then reused by every later chunk of the study)."""
+    import jax
+
+    from bnbench.adapters.jax_adapter import make_functions
+
+    key = (spec.hidden, spec.n_features, spec.n_classes, spec.optimizer, spec.l2, spec.bn_epsilon, spec.running_var,
+           spec.adam_epsilon, spec.dtype)
+    if key not in _CAVIAR_PROGRAMS:
+        functions = make_functions(spec)
+        _CAVIAR_PROGRAMS[key] = (jax.jit(jax.vmap(functions["train_step"], in_axes=(0, 0, 0, None, None, 0))),
+                                 jax.jit(jax.vmap(functions["inference"], in_axes=(0, 0, None))))
+    return _CAVIAR_PROGRAMS[key]
+
+
+# --------------------------------------------------------------------------- the study
+@dataclasses.dataclass
+class Settings:
+    framework: str
+    trials: int
+    strategy: str
+    style: str
+    study: str
+    storage: Optional[str]
+    seed: int
+    epochs: int = 10
+    rounds: int = 3
+    results: str = "results"
+    space: Dict[str, Dimension] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SPACE))
+    chunk: int = 16           # caviar: models asked, trained and told together (what a kill can lose)
+    progress: bool = True
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.results, "tuning", self.study)
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{os.path.abspath(os.path.join(self.folder, 'study.db'))}"
+
+    def check(self) -> None:
+        from bnbench.adapters import names
+
+        if self.framework not in names():
+            raise TuneError(f"--framework {self.framework!r} is unknown; known: {', '.join(names())}")
+        if self.trials < 1:
+            raise TuneError(f"--trials {self.trials} must be at least 1")
+        if self.strategy not in ("random", "coarse-to-fine"):
+            raise TuneError(f"--strategy {self.strategy!r} must be random or coarse-to-fine")
+        if self.style not in ("panda", "caviar"):
+            raise TuneError(f"--style {self.style!r} must be panda or caviar")
+        if self.style == "caviar" and self.framework not in CAVIAR_FRAMEWORKS:
+            raise TuneError(f"--style caviar vectorises many models in one program, written for "
+                            f"{', '.join(CAVIAR_FRAMEWORKS)}; {self.framework!r} can tune with --style panda")
+        if not self.study or any(c in self.study for c in "/\\") or self.study.startswith("."):
+            raise TuneError(f"--study {self.study!r} must be a plain name (it names results/tuning/<study>/)")
+        if self.epochs < 1:
+            raise TuneError(f"--epochs {self.epochs} must be at least 1")
+        if self.rounds < 1:
+            raise TuneError(f"--rounds {self.rounds} must be at least 1")
+
+    @property
+    def n_rounds(self) -> int:
+        return 1 if self.strategy == "random" else min(self.rounds, self.trials)
+
+    def round_of(self, index: int) -> int:
+        per_round = math.ceil(self.trials / self.n_rounds)
+        return min(self.n_rounds - 1, index // per_round)
+
+
+def open_study(settings: Settings):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if settings.storage is None:
+        os.makedirs(settings.folder, exist_ok=True)
+    try:
+        study = optuna.create_study(study_name=settings.study, storage=settings.storage_url, direction="maximize",
+                                    load_if_exists=True,
+                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+    except Exception as error:
+        raise TuneError(f"--storage {settings.storage_url!r}: cannot open the study ({type(error).__name__}: {error})") from None
+    fixed = {"framework": settings.framework, "style": settings.style, "strategy": settings.strategy,
+             "epochs": settings.epochs, "seed": settings.seed, "space": {k: v.to_dict() for k, v in settings.space.items()}}
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        study.set_user_attr("settings", fixed)
+    elif stored != fixed:
+        changed = sorted(k for k in fixed if stored.get(k) != fixed[k])
+        raise TuneError(f"study {settings.study!r} was started with other settings ({', '.join(changed)}: "
+                        f"{', '.join(repr(stored.get(k)) for k in changed)}); resume it with the same flags or pick another --study")
+    return study
+
+
+def _fail_stale_trials(study) -> int:
+    """Trials left RUNNING by a process of this host that no longer exists (a killed run): they
+    finished nothing, so they are marked failed and their budget is drawn again."""
+    import optuna
+
+    stale = 0
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if trial.user_attrs.get("host") == host and not _alive(trial.user_attrs.get("pid")):
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            stale += 1
+    return stale
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _space_for_round(study, settings: Settings, round_index: int) -> Dict[str, Dimension]:
+    """Round 0: the whole space. Round r: each range narrowed around the best quarter (at least
+    three) of the finished trials of earlier rounds. Stored in the study, so that a resumed or a
+    second process samples round r from the same ranges."""
+    import optuna
+
+    if round_index == 0:
+        return settings.space
+    key = f"space_round_{round_index}"
+    stored = study.user_attrs.get(key)
+    if stored is not None:
+        return {field: Dimension.from_dict(field, value) for field, value in stored.items()}
+    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get(ROUND_ATTR, 0) < round_index]
+    if not done:
+        return settings.space
+    done.sort(key=lambda t: (-t.value, t.number))
+    best = done[:max(3, math.ceil(len(done) / 4))]
+    space = {}
+    for field, dimension in settings.space.items():
+        values = [dimension.from_optuna(t.params[dimension.optuna_name(field)]) for t in best]
+        space[field] = dimension.narrowed(values)
+    study.set_user_attr(key, {field: d.to_dict() for field, d in space.items()})
+    return space
+
+
+def _ask(study, settings: Settings, index: int):
+    import optuna
+
+    round_index = settings.round_of(index)
+    space = _space_for_round(study, settings, round_index)
+    # A sampler per draw, seeded by (seed, trials so far): reproducible, and a resumed study
+    # draws new values instead of the ones it drew before the interruption.
+    study.sampler = optuna.samplers.RandomSampler(seed=settings.seed * 100003 + len(study.get_trials(deepcopy=False)))
+    trial = study.ask({dimension.optuna_name(field): dimension.distribution() for field, dimension in space.items()})
+    trial.set_user_attr(ROUND_ATTR, round_index)
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    params = {field: dimension.from_optuna(trial.params[dimension.optuna_name(field)])
+              for field, dimension in settings.space.items()}
+    return trial, params
+
+
+def _complete(study) -> List:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+class _Progress:
+    """Trials complete out of the study's total, with the best validation accuracy so far."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=initial, unit="trial", dynamic_ncols=True)
+            except ImportError:
+                pass
+
+    def show(self, done: int, best: Optional[float]) -> None:
+        if self.bar is not None:
+            self.bar.update(max(0, min(done, self.bar.total) - self.bar.n))
+            if best is not None:
+                self.bar.set_postfix_str(f"best val {best:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, object]:
+    """Run the study until ``settings.trials`` trials are complete (counting those of earlier runs);
+    returns the summary written to summary.json. ``stop_after`` ends this call after that many new
+    trials (tests use it to interrupt a search)."""
+    import optuna
+
+    from bnbench.reference.data import load_digits
+
+    settings.check()
+    data = load_digits("float32")
+    study = open_study(settings)
+    _fail_stale_trials(study)
+    started = time.perf_counter()
+    new_trials = 0
+    bar = _Progress(settings.trials, min(settings.trials, len(_complete(study))), settings.progress)
+    try:
+        while len(_complete(study)) < settings.trials and (stop_after is None or new_trials < stop_after):
+            remaining = settings.trials - len(_complete(study))
+            if settings.style == "panda":
+                index = len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL])
+                trial, params = _ask(study, settings, index)
+                spec = spec_for(params, seed=settings.seed)
+
+                def on_epoch(epoch, value, trial=trial):
+                    trial.report(value, epoch)
+                    return trial.should_prune()
+
+                curve, _ = train_panda(settings.framework, spec, data, settings.epochs, settings.seed, on_epoch)
+                trial.set_user_attr("curve", curve)
+                if len(curve) < settings.epochs:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(trial, curve[-1])
+                new_trials += 1
+            else:
+                base = len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL])
+                # a chunk never crosses into the next round: that round is narrowed from this one's results
+                in_round = sum(1 for i in range(base, base + remaining) if settings.round_of(i) == settings.round_of(base))
+                count = min(settings.chunk, remaining, in_round)
+                if stop_after is not None:
+                    count = min(count, stop_after - new_trials)
+                asked = [_ask(study, settings, base + i) for i in range(count)]
+                groups: Dict[Tuple, List] = {}
+                for trial, params in asked:
+                    spec = spec_for(params, seed=settings.seed)
+                    groups.setdefault(spec.hidden, []).append((trial, spec))
+                for members in groups.values():
+                    curves, losses = train_caviar_jax([spec for _, spec in members], data, settings.epochs, settings.seed)
+                    for (trial, _), curve, loss in zip(members, curves, losses):
+                        trial.set_user_attr("curve", curve)
+                        trial.set_user_attr("final_loss", loss if math.isfinite(loss) else None)
+                        study.tell(trial, curve[-1])
+                new_trials += count
+            complete = _complete(study)
+            bar.show(len(complete), max((t.value for t in complete), default=None))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    summary = summarise(study, settings, data, new_trials, elapsed)
+    return summary
+
+
+def summarise(study, settings: Settings, data, new_trials: int, elapsed: float) -> Dict[str, object]:
+    from bnbench.io import atomic_write_json, atomic_write_text
+
+    complete = _complete(study)
+    summary: Dict[str, object] = {
+        "framework": settings.framework, "style": settings.style, "strategy": settings.strategy,
+        "study": settings.study, "storage": settings.storage_url if settings.storage else "sqlite (results/tuning/<study>/study.db)",
+        "n_trials_complete": len(complete), "n_trials_requested": settings.trials,
+        "trials_this_run": new_trials, "seconds_this_run": round(elapsed, 3),
+        "trials_per_second": round(new_trials / elapsed, 4) if elapsed > 0 and new_trials else None,
+        "epochs": settings.epochs, "seed": settings.seed, "best_params": None, "val_accuracy": None, "test_accuracy": None,
+    }
+    finished = len(complete) >= settings.trials
+    if complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        params = {field: dimension.from_optuna(best.params[dimension.optuna_name(field)])
+                  for field, dimension in settings.space.items()}
+        summary["best_params"] = params
+        summary["best_trial"] = best.number
+        summary["val_accuracy"] = float(best.value)
+        if finished:
+            # the test split, once, for the chosen configuration: retrained from its seed, one model
+            spec = spec_for(params, seed=settings.seed)
+            framework = settings.framework
+            curve, adapter = train_panda(framework, spec, data, settings.epochs, settings.seed)
+            summary["test_accuracy"] = accuracy(adapter.predict_proba(data.test.X), data.test.y)
+            summary["retrained_val_accuracy"] = curve[-1]
+    rounds = sorted({t.user_attrs.get(ROUND_ATTR, 0) for t in complete})
+    summary["rounds"] = [{"round": r, "trials": sum(t.user_attrs.get(ROUND_ATTR, 0) == r for t in complete),
+                          "space": (study.user_attrs.get(f"space_round_{r}")
+                                    or {k: v.to_dict() for k, v in settings.space.items()})} for r in rounds]
+    atomic_write_json(os.path.join(settings.folder, "summary.json"), summary)
+    atomic_write_text(os.path.join(settings.folder, "summary.md"), markdown(summary, settings))
+    plot(study, settings)
+    return summary
+
+
+def markdown(summary: Dict[str, object], settings: Settings) -> str:
+    best = summary.get("best_params") or {}
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [f"# Tuning study `{settings.study}`", "",
+             f"{settings.framework}, {settings.style}, {settings.strategy}; {summary['n_trials_complete']} of "
+             f"{summary['n_trials_requested']} trials complete; {settings.epochs} epochs each on digits "
+             f"(train 1150, selection on validation 288, test 359 used once).", "",
+             "| | |", "|---|---|"]
+    lines += [f"| best {k} | {fmt(v)} |" for k, v in best.items()]
+    for key, label in (("val_accuracy", "validation accuracy (best trial)"), ("test_accuracy", "test accuracy (once, at the end)"),
+                       ("retrained_val_accuracy", "validation accuracy of the retrained best"),
+                       ("trials_per_second", "trials per second (this run)")):
+        value = summary.get(key)
+        lines.append(f"| {label} | {'-' if value is None else fmt(value)} |")
+    lines += ["", "![accuracy against learning rate](accuracy_vs_learning_rate.png)", "",
+              "![learning curves](learning_curves.png)", ""]
+    for entry in summary.get("rounds", []):
+        ranges = ", ".join(f"{field} {_range_text(d)}" for field, d in entry["space"].items())
+        lines.append(f"- round {entry['round']}: {entry['trials']} trials; {ranges}")
+    return "\n".join(lines) + "\n"
+
+
+def _range_text(d: Dict[str, object]) -> str:
+    if d.get("scale") == "choice":
+        return "{" + ", ".join(map(str, d["choices"])) + "}"
+    return f"[{d['low']:.4g}, {d['high']:.4g}] ({d['scale']})"
+
+
+def plot(study, settings: Settings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bnbench.report import _save
+
+    complete = sorted(_complete(study), key=lambda t: t.number)
+    if not complete:
+        return
+    name = DEFAULT_SPACE["learning_rate"].optuna_name("learning_rate")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
+    colours = plt.get_cmap("viridis")
+    rounds = sorted({t.user_attrs.get(ROUND_ATTR, 0) for t in complete})
+    for r in rounds:
+        trials = [t for t in complete if t.user_attrs.get(ROUND_ATTR, 0) == r and name in t.params]
+        ax.scatter([t.params[name] for t in trials], [t.value * 100 for t in trials], s=28,
+                   color=colours(r / max(1, len(rounds) - 1) * 0.85), label=f"round {r} ({len(trials)} trials)",
+                   edgecolor="black", linewidth=0.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(f"{settings.study}: {settings.framework}, {settings.style}, {settings.strategy}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, os.path.join(settings.folder, "accuracy_vs_learning_rate.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    for trial in study.get_trials(deepcopy=False):
+        curve = trial.user_attrs.get("curve")
+        if not curve:
+            continue
+        epochs = list(range(1, len(curve) + 1))
+        if trial.number == best.number:
+            continue
+        ax.plot(epochs, [c * 100 for c in curve], color="grey", alpha=0.35, linewidth=0.8)
+    ax.plot(range(1, len(best.user_attrs.get("curve", [])) + 1), [c * 100 for c in best.user_attrs.get("curve", [])],
+            color="crimson", linewidth=2, label=f"best (trial {best.number})")
+    ax.plot([], [], color="grey", alpha=0.5, label="other trials (pruned ones end early)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Learning curves, {settings.study} ({settings.style})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, os.path.join(settings.folder, "learning_curves.png"))
+    plt.close(fig)

@@ -1,0 +1,234 @@
+"""``bnbench verify``: the equivalence checks for every available framework x mode x device x
+dtype, as one table and one JSON file that the results tables read (a timing row is marked
+verified only when its framework, version, mode, device and dtype passed here, on that machine).
+
+Each combination runs a fixed battery of specs against the NumPy reference (bnbench.trace):
+every optimizer x running-variance convention on a two-layer problem, and a three-layer one with
+a larger batch. A spec the framework cannot express counts as unsupported (with the reason), never
+as passed; a combination passes when every supported check passes and at least one ran.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+GROUPS = ("loss", "probs", "grad", "param", "running", "eval_probs")
+
+
+def battery(dtype: str):
+    """(label, spec, params, X, y) of every check, built once per dtype from the reference side."""
+    from bnbench.reference import Spec, initial_parameters
+    from bnbench.reference.data import batch_stack, synthetic
+
+    cases = []
+    common = dict(n_features=10, n_classes=4, dtype=dtype, l2=0.01, learning_rate=0.05, bn_momentum=0.75, beta1=0.875)
+    data = synthetic(512, 10, 4, seed=7, dtype=dtype)
+    for optimizer in ("sgd", "momentum", "adam"):
+        for running_var in ("biased", "unbiased"):
+            spec = Spec(hidden=(12, 8), optimizer=optimizer, running_var=running_var, **common)
+            X, y = batch_stack(data, 16, 4, seed=3)
+            cases.append((f"{optimizer}/{running_var}", spec, initial_parameters(spec), X, y))
+    spec = Spec(hidden=(32, 16, 8), optimizer="momentum", running_var="biased", **common)
+    X, y = batch_stack(data, 256, 2, seed=5)
+    cases.append(("3 layers, m=256", spec, initial_parameters(spec), X, y))
+    return cases
+
+
+@dataclasses.dataclass
+class Row:
+    framework: str
+    mode: str
+    device: str
+    dtype: str
+    status: str                       # pass, FAIL, unsupported, unavailable
+    version: Optional[str] = None
+    passed: int = 0
+    checked: int = 0
+    unsupported: List[str] = dataclasses.field(default_factory=list)
+    failures: List[str] = dataclasses.field(default_factory=list)
+    worst: Dict[str, float] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+    reason: Optional[str] = None
+
+
+def combinations(frameworks: Iterable[str], devices: Iterable[str], dtypes: Iterable[str],
+                 modes: Optional[Iterable[str]] = None) -> List[Tuple[str, str, str, str]]:
+    """Every (framework, mode, device, dtype); ``modes`` narrows the modes ('best': each adapter's
+    best mode)."""
+    from bnbench.adapters import get
+
+    out = []
+    wanted = set(modes) if modes else None
+    for name in frameworks:
+        adapter = get(name)
+        for mode in adapter.modes:
+            if wanted is not None and mode not in wanted and not ("best" in wanted and mode == adapter.best_mode):
+                continue
+            for device in adapter.devices:
+                if device in devices:
+                    out.extend((name, mode, device, dtype) for dtype in dtypes)
+    return out
+
+
+def verify_one(name: str, mode: str, device: str, dtype: str, cases) -> Row:
+    from bnbench.adapters import get
+    from bnbench.trace import check_equivalence
+
+    adapter_class = get(name)
+    row = Row(name, mode, device, dtype, status="unavailable")
+    problem = adapter_class.import_error()
+    if problem is None:
+        device_problem = adapter_class.device_unavailable(device)
+        problem = None if device_problem is None else f"device {device}: {device_problem}"
+    if problem:
+        row.reason = problem
+        return row
+    row.version = adapter_class.version()
+    start = time.perf_counter()
+    worst = {group: 0.0 for group in GROUPS}
+    for label, spec, params, X, y in cases:
+        reason = adapter_class.unsupported(spec, mode, device)
+        if reason:
+            row.unsupported.append(f"{label}: {reason}")
+            continue
+        row.checked += 1
+        try:
+            report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
+        except Exception as error:   # a crash is a failure of that check, reported, not a crash of verify
+            row.failures.append(f"{label}: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}")
+            continue
+        for comparison in report.comparisons:
+            group = comparison.group
+            if group in worst and np.isfinite(comparison.error):
+                worst[group] = max(worst[group], float(comparison.error))
+            elif group in worst:
+                worst[group] = float("inf")
+        if report.ok:
+            row.passed += 1
+        else:
+            first = report.failures[0]
+            row.failures.append(f"{label}: {len(report.failures)} tensor(s) off, first {first.key} at step {first.step} "
+                                f"(relative error {first.error:.2e} > {first.tolerance:.0e})")
+    row.worst = worst if row.checked else {}
+    row.seconds = round(time.perf_counter() - start, 2)
+    if row.failures:
+        row.status = "FAIL"
+    elif row.checked == 0:
+        row.status = "unsupported"
+        row.reason = "; ".join(row.unsupported)
+    else:
+        row.status = "pass"
+    return row
+
+
+def run(frameworks: List[str], devices: List[str], dtypes: List[str], modes: Optional[List[str]] = None) -> List[Row]:
+    combos = combinations(frameworks, devices, dtypes, modes)
+    cases = {dtype: battery(dtype) for dtype in dtypes}
+    rows = []
+    bar = _progress_bar(len(combos))
+    try:
+        for name, mode, device, dtype in combos:
+            bar.set_description(f"{name} {mode} {device} {dtype}")
+            rows.append(verify_one(name, mode, device, dtype, cases[dtype]))
+            bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+class _NoBar:
+    def set_description(self, text: str) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="combination", leave=False, dynamic_ncols=True)
+
+
+def machine_name() -> str:
+    """asv's machine name where `asv machine` has recorded one (so verify and results agree),
+    else the host name."""
+    import os
+
+    path = os.path.expanduser("~/.asv-machine.json")
+    try:
+        with open(path) as handle:
+            machines = [key for key in json.load(handle) if key != "version"]
+        if len(machines) == 1:
+            return machines[0]
+    except (OSError, ValueError):
+        pass
+    return platform.node() or "unknown"
+
+
+def merge(previous: Optional[Dict[str, object]], current: Dict[str, object]) -> Dict[str, object]:
+    """The new JSON keeps earlier rows of combinations this run did not check."""
+    if not previous or previous.get("schema") != current["schema"]:
+        return current
+    key = lambda row: (row["framework"], row["mode"], row["device"], row["dtype"])  # noqa: E731
+    fresh = {key(row) for row in current["rows"]}
+    kept = [row for row in previous.get("rows", []) if key(row) not in fresh]
+    merged = dict(current)
+    merged["rows"] = sorted(kept + list(current["rows"]), key=key)
+    return merged
+
+
+def to_json(rows: List[Row], machine: str) -> Dict[str, object]:
+    import sys
+
+    return {
+        "schema": 1,
+        "machine": machine,
+        "created": _now(),
+        "python": platform.python_version(),
+        "interpreter": sys.executable,
+        "numpy": np.__version__,
+        "tolerances": _tolerances(),
+        "rows": [dict(_finite(dataclasses.asdict(row)), checked_at=_now()) for row in rows],
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tolerances() -> Dict[str, float]:
+    from bnbench.compare import TOLERANCES
+
+    return {str(k): float(v) for k, v in TOLERANCES.items()}
+
+
+def _finite(row: Dict[str, object]) -> Dict[str, object]:
+    row["worst"] = {k: (v if np.isfinite(v) else None) for k, v in row["worst"].items()}
+    return row
+
+
+def table(rows: List[Row]) -> str:
+    header = ["framework", "mode", "device", "dtype", "status", "checks", "loss", "probs", "grad", "param", "running", "eval",
+              "seconds", "note"]
+    lines = []
+    for row in rows:
+        checks = f"{row.passed}/{row.checked}" + (f" (+{len(row.unsupported)} unsupported)" if row.unsupported else "")
+        errors = [f"{row.worst[g]:.1e}" if row.worst.get(g) is not None else "-" for g in GROUPS]
+        note = row.reason if row.status in ("unavailable", "unsupported") else ("; ".join(row.failures)[:160] if row.failures else "")
+        lines.append([row.framework, row.mode, row.device, row.dtype, row.status, checks if row.status != "unavailable" else "-",
+                      *errors, f"{row.seconds:.1f}" if row.status != "unavailable" else "-", note or ""])
+    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header) - 1)]
+    fmt = lambda line: "  ".join([str(c).ljust(w) for c, w in zip(line[:-1], widths)] + [str(line[-1])]).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths] + ["----"])] + [fmt(line) for line in lines])

@@ -1,0 +1,81 @@
+"""`bnbench report` on a small stored fixture of asv results: two machines, a malformed file,
+an older run that a newer one replaces, verification records that match and one that fails."""
+import filecmp
+import os
+import shutil
+
+import pytest
+
+pytest.importorskip("pandas")
+pytest.importorskip("matplotlib")
+
+from bnbench import report  # noqa: E402
+from bnbench.cli import main  # noqa: E402
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "asv_results")
+
+
+@pytest.fixture
+def results(tmp_path):
+    target = tmp_path / "results"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+def rows_by_key(summary):
+    return {(r["machine"], r["size"], r["framework"], r["mode"], r["device"]): r for r in summary["rows"]}
+
+
+def test_tables_hold_the_fixture_numbers(results):
+    summary = report.build(str(results))
+    assert summary["machines"] == ["alpha", "beta"]
+    assert len(summary["problems"]) == 1 and "beta/cccc3333-virtualenv-py3.11-broken.json" in summary["problems"][0]
+    rows = rows_by_key(summary)
+    # alpha: numpy 2 ms / 200 ms, torch 1 ms / 100 ms (the older torch run at 9 s is replaced)
+    torch_tiny, numpy_tiny = rows[("alpha", "tiny", "torch", "compiled", "cpu")], rows[("alpha", "tiny", "numpy", "eager", "cpu")]
+    assert torch_tiny["median"] == pytest.approx(0.001) and numpy_tiny["median"] == pytest.approx(0.002)
+    assert torch_tiny["vs_fastest"] == 1 and numpy_tiny["vs_fastest"] == pytest.approx(2.0)
+    assert torch_tiny["vs_numpy"] == pytest.approx(2.0) and numpy_tiny["vs_numpy"] == pytest.approx(1.0)
+    assert torch_tiny["q25"] == pytest.approx(0.0009) and torch_tiny["q75"] == pytest.approx(0.0012)
+    assert torch_tiny["first_step"] == pytest.approx(2.5)
+    assert rows[("alpha", "large", "torch", "compiled", "cpu")]["fraction_of_peak"] == pytest.approx(0.9)
+    assert rows[("alpha", "large", "numpy", "eager", "cpu")]["gflops"] == pytest.approx(80.0)
+    assert rows[("alpha", "large", "numpy", "eager", "cpu")]["peak_memory_mb"] == pytest.approx(400)
+    # verification joins on machine, environment group, framework, mode, device and dtype
+    assert torch_tiny["verified"].startswith("yes") and torch_tiny["version"] == "2.13.0+cpu"
+    assert numpy_tiny["verified"].startswith("**FAILED**")
+    beta_torch = rows[("beta", "tiny", "torch", "compiled", "cpu")]
+    assert beta_torch["median"] == pytest.approx(0.0005) and beta_torch["verified"].startswith("**not verified**")
+    # the failed cuda run (null) and skipped combinations (NaN) are not rows
+    assert not any(key[4] == "cuda" for key in rows)
+
+    text = (results / "README.md").read_text()
+    assert "## Machine `alpha`" in text and "## Machine `beta`" in text
+    assert "CPU Beta CPU, 8 cores, 64.0 GiB memory" in text
+    assert "| torch | compiled | cpu | 2.13.0+cpu | 1 ms (900 µs–1.2 ms) | fastest | 2.00x |" in text
+    assert "broken.json" in text and "skipped" in text
+    for plot in summary["plots"]:
+        assert (results / plot).stat().st_size > 5000 and f"]({plot})" in text
+    assert "plots/alpha-fraction-of-peak-large-float32.png" in summary["plots"]
+
+    csv_lines = (results / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("machine,group,environment,commit,date,benchmark,framework,mode,device,dtype,size,value")
+    assert not any(",0ld0ld00," in line for line in csv_lines)        # older run replaced
+    assert sum(",time_train_step," in line for line in csv_lines) == 8   # 2 machines x 2 frameworks x 2 sizes
+
+
+def test_output_is_deterministic(results, tmp_path):
+    report.build(str(results))
+    first = tmp_path / "first"
+    shutil.copytree(results, first)
+    report.build(str(results))
+    for name in ["README.md", "results.csv"] + [os.path.join("plots", p) for p in os.listdir(results / "plots")]:
+        assert filecmp.cmp(first / name, results / name, shallow=False), name
+
+
+def test_cli_report_and_missing_folder(results, tmp_path, capsys):
+    assert main(["report", "--results", str(results)]) == 0
+    captured = capsys.readouterr()
+    assert "from 2 machine(s) (alpha, beta)" in captured.out and "broken.json" in captured.err
+    assert main(["report", "--results", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err

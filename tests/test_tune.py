@@ -1,0 +1,163 @@
+"""`bnbench tune`: scales, reproducible random draws, coarse-to-fine narrowing, resuming a killed
+search without losing or repeating trials, and caviar (vmapped) equal to training one by one."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from bnbench import tune  # noqa: E402
+from bnbench.cli import main  # noqa: E402
+
+from .conftest import require_adapter  # noqa: E402
+
+
+def settings(tmp_path, **changes):
+    fields = dict(framework="numpy", trials=6, strategy="random", style="panda", study="s", storage=None, seed=3,
+                  epochs=1, results=str(tmp_path), progress=False)
+    fields.update(changes)
+    return tune.Settings(**fields)
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"learning_rate": {"scale": "log", "low": 0, "high": 1}}, "'learning_rate': a log scale needs low > 0, got low = 0"),
+    ({"beta1": {"scale": "one_minus_log", "low": 0.9, "high": 1.0}}, "'beta1': 1 - beta on a log scale needs 0 <= low < high < 1"),
+    ({"learning_rate": {"scale": "log", "low": 1, "high": 0.1}}, "'learning_rate': low = 1 must be below high = 0.1"),
+    ({"learning_rate": {"scale": "cubic", "low": 1, "high": 2}}, "scale 'cubic' is not one of"),
+    ({"momentum": {"scale": "log", "low": 0.1, "high": 1}}, "'momentum' is not tunable"),
+    ({"hidden_units": {"scale": "int", "low": 10.5, "high": 20}}, "integer bounds"),
+    ({"learning_rate": {"scale": "log", "low": 1e-3, "high": "big"}}, "high = 'big' is not a finite number"),
+    ({"learning_rate": {"scale": "log", "lo": 1e-3, "high": 1}}, "unknown key(s) lo"),
+    ({}, "non-empty"),
+])
+def test_bad_search_spaces_are_rejected_by_name(space, message):
+    with pytest.raises(tune.TuneError) as info:
+        tune.load_space(space)
+    assert message in str(info.value)
+
+
+def test_draws_are_uniform_on_the_right_scale(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    s = settings(tmp_path, trials=2000)
+    values = [tune._ask(study, s, i)[1] for i in range(2000)]
+    r = np.log10([v["learning_rate"] for v in values])
+    assert r.min() >= -4 and r.max() <= 0
+    assert np.histogram(r, bins=4, range=(-4, 0))[0].min() > 400            # ~500 in each decade
+    q = np.log10([1 - v["beta1"] for v in values])                            # 1 - beta from 0.001 to 0.1
+    assert q.min() >= -3 - 1e-9 and q.max() <= -1 + 1e-9
+    assert np.histogram(q, bins=2, range=(-3, -1))[0].min() > 900
+    assert {v["n_layers"] for v in values} == {1, 2, 3} and {v["hidden_units"] for v in values} == {64, 128, 192, 256}
+
+
+def test_draws_are_reproducible_from_the_seed(tmp_path):
+    first = [tune._ask(optuna.create_study(direction="maximize"), settings(tmp_path), 0)[1] for _ in range(2)]
+    assert first[0] == first[1]
+    other = tune._ask(optuna.create_study(direction="maximize"), settings(tmp_path, seed=4), 0)[1]
+    assert other != first[0]
+
+
+def test_narrowing_stays_inside_and_keeps_the_best():
+    lr = tune.DEFAULT_SPACE["learning_rate"]
+    narrow = lr.narrowed([0.01, 0.03, 0.02])
+    assert lr.low <= narrow.low < 0.01 and 0.03 < narrow.high <= lr.high and narrow.high / narrow.low < 100
+    beta = tune.DEFAULT_SPACE["beta1"].narrowed([0.99, 0.995])
+    assert 0.9 <= beta.low < 0.99 and 0.995 < beta.high <= 0.999
+    units = tune.DEFAULT_SPACE["hidden_units"].narrowed([128, 128, 192])
+    assert units.low <= 128 and units.high >= 192 and (units.high - units.low) % 64 == 0
+
+
+def test_coarse_to_fine_rounds_narrow_the_learning_rate(tmp_path):
+    s = settings(tmp_path, trials=9, strategy="coarse-to-fine", rounds=3)
+    summary = tune.run(s)
+    assert summary["n_trials_complete"] == 9 and [r["trials"] for r in summary["rounds"]] == [3, 3, 3]
+    spans = [math.log10(r["space"]["learning_rate"]["high"] / r["space"]["learning_rate"]["low"]) for r in summary["rounds"]]
+    assert spans[0] == pytest.approx(4) and spans[1] < 4 and spans[2] < 4
+    for key in ("best_params", "val_accuracy", "test_accuracy", "n_trials_complete", "trials_per_second", "framework",
+                "style", "strategy"):
+        assert key in summary
+    assert 0 <= summary["test_accuracy"] <= 1 and 0 <= summary["val_accuracy"] <= 1
+    folder = tmp_path / "tuning" / "s"
+    assert json.loads((folder / "summary.json").read_text())["n_trials_complete"] == 9
+    assert (folder / "accuracy_vs_learning_rate.png").stat().st_size > 5000 and (folder / "learning_curves.png").exists()
+    assert "round 2" in (folder / "summary.md").read_text()
+
+
+def _complete(storage, study):
+    if not os.path.exists(storage[len("sqlite:///"):]):
+        return []
+    try:
+        loaded = optuna.load_study(study_name=study, storage=storage)
+    except Exception:      # not created yet, or being created
+        return []
+    return [t for t in loaded.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'tuning' / 'killed' / 'study.db'}"
+    command = [sys.executable, "-m", "bnbench.cli", "tune", "--framework", "numpy", "--style", "panda", "--strategy",
+               "random", "--trials", "400", "--epochs", "2", "--study", "killed", "--results", str(tmp_path), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(_complete(storage, "killed")) < 3 and process.poll() is None:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)          # no clean-up at all
+    process.wait()
+    before = {t.number: t.params for t in _complete(storage, "killed")}
+    assert 3 <= len(before) < 400, "the search must be interrupted half-way"
+    command[command.index("400")] = str(len(before) + 4)
+    subprocess.run(command, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    after = {t.number: t.params for t in _complete(storage, "killed")}
+    assert len(after) == len(before) + 4
+    assert all(after[number] == params for number, params in before.items())      # nothing lost or redone
+    draws = [tuple(sorted(p.items())) for p in after.values()]
+    assert len(set(draws)) == len(draws)                                             # no draw repeated
+    summary = json.loads((tmp_path / "tuning" / "killed" / "summary.json").read_text())
+    assert summary["n_trials_complete"] == len(before) + 4 and summary["trials_this_run"] == 4
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    tune.run(settings(tmp_path, trials=1))
+    with pytest.raises(tune.TuneError, match="other settings"):
+        tune.run(settings(tmp_path, trials=2, epochs=2))
+
+
+def test_caviar_equals_training_one_by_one():
+    """Three models of one shape trained together under jax.vmap end where each ends alone
+    (the jax adapter, same batches): final losses and validation curves."""
+    require_adapter("jax")
+    from bnbench.adapters import get
+    from bnbench.reference import initial_parameters
+    from bnbench.reference.data import load_digits, minibatches
+
+    data = load_digits("float32")
+    specs = [tune.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
+             for lr, b1, bm in ((0.3, 0.9, 0.9), (0.01, 0.99, 0.95), (0.001, 0.95, 0.999))]
+    curves, losses = tune.train_caviar_jax(specs, data, epochs=2, seed=5)
+    for spec, curve, loss in zip(specs, curves, losses):
+        adapter = get("jax")(spec, initial_parameters(spec), mode="jit")
+        for epoch in range(2):
+            for X, y in minibatches(data.train, tune.BATCH_SIZE, seed=5, epoch=epoch):
+                alone = adapter.train_step(X, y)
+        assert loss == pytest.approx(alone, rel=1e-4)
+        assert curve[-1] == pytest.approx(tune.accuracy(adapter.predict_proba(data.validation.X), data.validation.y), abs=1.5 / 288)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--framework", "numpy", "--style", "caviar"], "--style caviar vectorises many models in one program"),
+    (["--framework", "nope"], "--framework 'nope' is unknown"),
+    (["--framework", "numpy", "--study", "a/b"], "--study 'a/b' must be a plain name"),
+    (["--framework", "numpy", "--trials", "0"], "'0' must be at least 1"),
+    (["--framework", "numpy", "--space", "missing.json"], "search space file 'missing.json' does not exist"),
+])
+def test_tune_bad_flags(tmp_path, capsys, argv, message):
+    assert main(["tune", "--results", str(tmp_path)] + argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "tuning" / "a")
