@@ -9,7 +9,7 @@ EXTRAS := test,torch,tensorflow,jax,keras,paddle,pytensor,report,progress,bench,
 # Environments of their own (dependencies conflict with the main one): .envs/<name>, each
 # reached from the main environment through a worker process (bnbench/worker.py).
 ENVS := .envs
-OWN_ENVS := mxnet theano chainer lasagne
+OWN_ENVS := mxnet theano chainer lasagne caffe
 ENV_STAMPS := $(foreach env,$(OWN_ENVS),$(ENVS)/$(env)/.bnbench-installed)
 # What each own environment needs (shared/FRAMEWORKS.md): installed first, then bnbench itself.
 ENV_REQS_mxnet := "mxnet==1.9.1" "numpy<1.24"
@@ -20,7 +20,7 @@ ENV_THEN_chainer := --no-build-isolation "chainer==7.8.1"
 ENV_PYTHON_lasagne := python3.9
 ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 # The frameworks the test run must cover: a missing one fails the run instead of being skipped.
-TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne
+TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne,caffe
 PYTEST_ARGS ?=
 
 # `make bench GRID=full` times everything (every mode, dtype and size); quick is the default.
@@ -35,6 +35,10 @@ env: $(STAMP) $(ENV_STAMPS)
 
 env-%: $(ENVS)/%/.bnbench-installed
 	@true
+
+# Caffe: a Debian 11 chroot with python3-caffe (needs root and the Debian mirror of apt's sources).
+$(ENVS)/caffe/.bnbench-installed: scripts/setup-caffe-chroot.sh
+	@bash scripts/setup-caffe-chroot.sh $(ENVS)
 
 # One venv per framework whose dependencies conflict with the main environment's (MXNet and
 # Theano need numpy<1.24, Chainer numpy<2, Lasagne Python 3.9), reached through worker processes.

@@ -25,6 +25,7 @@ ADAPTERS: Dict[str, str] = {
     "theano": "bnbench.adapters.theano_adapter:TheanoAdapter",
     "chainer": "bnbench.adapters.chainer_adapter:ChainerAdapter",
     "lasagne": "bnbench.adapters.lasagne_adapter:LasagneAdapter",
+    "caffe": "bnbench.adapters.caffe_adapter:CaffeAdapter",
     # the lecture's frameworks that cannot run here: rows with the measured reason
     "caffe2": "bnbench.adapters.unavailable:Caffe2Adapter",
     "cntk": "bnbench.adapters.unavailable:CntkAdapter",

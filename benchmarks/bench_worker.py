@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from bnbench.adapters import get
+from bnbench.adapters import get, names
 from bnbench.reference import initial_parameters
 from bnbench.reference.data import batch_stack, synthetic
 
@@ -25,6 +25,8 @@ def measured(framework, dtype, size):
         raise NotImplementedError("worker-timed frameworks run once, from the numpy environment")
     if grid() == "quick" and (dtype != "float32" or size not in QUICK_SIZES):
         raise NotImplementedError("quick grid: float32, tiny and medium only")
+    if framework not in names():
+        raise NotImplementedError(f"{framework}: no adapter in the bnbench installed in this environment")
     adapter_class = get(framework)
     if not hasattr(adapter_class, "time_steps"):
         raise NotImplementedError(f"{framework} runs in this process: it is timed by bench_train")

@@ -10,6 +10,8 @@ Environment variables (set by `make bench`, read at benchmark time):
   BNBENCH_GRID     "quick": each framework's best mode, tiny + medium, float32, every device;
                    "full" (default): everything
   BNBENCH_THREADS  compute threads for every framework (default 2)
+  BNBENCH_SIZES, BNBENCH_DTYPES, BNBENCH_MODES  comma lists narrowing the grid (e.g. "medium,large";
+                   BNBENCH_MODES=best: each framework's best mode)
 """
 from __future__ import annotations
 
@@ -43,9 +45,9 @@ ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensor
                   "mxnet": {"mxnet"}, "keras-jax": {"keras-jax"}, "keras-tensorflow": {"keras-tensorflow"},
                   "keras-torch": {"keras-torch"}, "paddle": {"paddle"}, "pytensor": {"pytensor"}, "theano": {"theano"}}
 # Frameworks that cannot live in an asv environment (Chainer's sdist needs --no-build-isolation,
-# which asv cannot pass; Lasagne needs Python 3.9): timed by their own worker process, reported
-# as track_ values.
-WORKER_TIMED = ("chainer", "lasagne")
+# which asv cannot pass; Lasagne needs Python 3.9; Caffe lives in a Debian 11 chroot): timed by
+# their own worker process, reported as track_ values.
+WORKER_TIMED = ("chainer", "lasagne", "caffe")
 
 
 def threads() -> int:
@@ -62,9 +64,22 @@ def grid() -> str:
     return value
 
 
+def _narrowed(variable: str) -> Optional[List[str]]:
+    """BNBENCH_SIZES / BNBENCH_DTYPES: comma lists that narrow the grid (unset: no narrowing)."""
+    value = os.environ.get(variable, "").strip()
+    return [item.strip() for item in value.split(",") if item.strip()] or None
+
+
 def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Optional[str]:
     """Why this combination is not run here (cheap checks first; imports the framework last)."""
     framework, mode = impl.split(":")
+    sizes, dtypes, modes = _narrowed("BNBENCH_SIZES"), _narrowed("BNBENCH_DTYPES"), _narrowed("BNBENCH_MODES")
+    if modes is not None and mode not in modes and not ("best" in modes and mode == get(framework).best_mode):
+        return f"BNBENCH_MODES={','.join(modes)}: mode {mode} not requested"
+    if size is not None and sizes is not None and size not in sizes:
+        return f"BNBENCH_SIZES={','.join(sizes)}: size {size} not requested"
+    if dtypes is not None and dtype not in dtypes:
+        return f"BNBENCH_DTYPES={','.join(dtypes)}: {dtype} not requested"
     group = os.environ.get("BNBENCH_ENV")
     if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
         return f"{framework} is benchmarked in its own environment, not in {group!r}"

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 from typing import Dict, List, Optional
 
 
@@ -49,7 +50,7 @@ def verify(machine: str, grid: str, results: str = "results", config: str = "asv
         if not env.exists:
             print(f"asv environment for {env.group} not created yet ({env.python}): not verified", file=sys.stderr)
             continue
-        out = os.path.join(results, "verify", machine, f"{env.group}.json")
+        out = os.path.abspath(os.path.join(results, "verify", machine, f"{env.group}.json"))
         command = [env.python, "-m", "bnbench.cli", "verify", "--framework", env.group, "--machine", machine, "--json", out]
         if grid == "quick":     # what the quick grid times: each framework's best mode, float32
             command += ["--mode", "best", "--dtype", "float32"]
@@ -57,7 +58,8 @@ def verify(machine: str, grid: str, results: str = "results", config: str = "asv
         if threads:
             variables["OMP_NUM_THREADS"] = str(threads)
         print(f"verify in the asv environment of {env.group}: {' '.join(command[1:])}", flush=True)
-        failures += subprocess.call(command, env=variables) != 0
+        # not from the checkout: its bnbench/ folder would shadow the environment's installed bnbench
+        failures += subprocess.call(command, env=variables, cwd=tempfile.gettempdir()) != 0
     return 1 if failures else 0
 
 

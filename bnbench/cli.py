@@ -166,7 +166,7 @@ def cmd_conventions(args: argparse.Namespace) -> int:
         try:
             probed = adapter.conventions()
             if not probed:
-                not_probed.append(f"{name}: no batch-norm layer or optimizer of its own to probe (the adapter writes the spec's formulas)")
+                not_probed.append(f"{name}: no conventions probe written for it yet (its adapter writes the spec's formulas or layers by hand)")
             rows.extend(probed)
         except Exception as error:   # one framework's failed probe must not hide the others
             not_probed.append(f"{name}: probe failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}")

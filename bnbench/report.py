@@ -31,7 +31,7 @@ SIZES_M = {"tiny": 32, "medium": 256, "large": 1024}
 SIZE_ORDER = ["tiny", "medium", "large"]
 TRAIN = "bench_train.TrainStep"
 DERIVED = "bench_train.TrainStepDerived"
-COLUMNS = ["machine", "group", "environment", "commit", "date", "benchmark", "framework", "mode", "device", "dtype",
+COLUMNS = ["machine", "env_group", "group", "environment", "commit", "date", "benchmark", "framework", "mode", "device", "dtype",
            "size", "value", "unit", "q25", "q75", "ci99_low", "ci99_high", "repeat", "source"]
 UNITS = {"time": "seconds", "peakmem": "bytes"}
 
@@ -54,9 +54,19 @@ def _combinations(params: List[List[str]]):
     return list(itertools.product(*params))
 
 
-def read_result_file(path: str, units: Dict[str, str]) -> List[Dict[str, object]]:
+WORKER_MODE = "best (worker-timed)"
+WORKER_GROUP = "workers"
+STEP_BENCHMARKS = ("time_train_step", "track_worker_step_seconds")
+FIRST_STEP = {"time_train_step": "track_first_step_seconds", "track_worker_step_seconds": "track_worker_first_step_seconds"}
+
+
+def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, object]]:
     """The measurements of one asv result file as tidy rows (NaN = skipped and null = failed are
-    dropped). Raises ReportError (with the reason) when the file is not an asv result file."""
+    dropped). Raises ReportError (with the reason) when the file is not an asv result file.
+    ``param_names`` (from benchmarks.json) names each benchmark's parameters; rows of the
+    worker-timed benchmarks (parameters framework, dtype, size) get the mode WORKER_MODE and the
+    verification group WORKER_GROUP."""
+    param_names = param_names or {}
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
@@ -68,7 +78,7 @@ def read_result_file(path: str, units: Dict[str, str]) -> List[Dict[str, object]
         columns = data["result_columns"]
         machine = data["params"]["machine"]
         group = (data.get("env_vars") or {}).get("BNBENCH_ENV", data["env_name"])
-        base = {"machine": machine, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
+        base = {"machine": machine, "env_group": group, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
                 "date": int(data["date"]), "source": os.path.basename(path)}
         rows = []
         for name, values in sorted(data["results"].items()):
@@ -83,15 +93,20 @@ def read_result_file(path: str, units: Dict[str, str]) -> List[Dict[str, object]
             stat = lambda key, i: (record.get(key) or [None] * len(combos))[i]  # noqa: E731
             benchmark = name.split(".")[-1]
             kind = benchmark.split("_")[0]
+            names = param_names.get(name) or ["impl", "device", "dtype", "size"][:len(combos[0]) if combos else 0]
             for i, combo in enumerate(combos):
                 value = results[i]
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                impl = combo[0] if combo else ""
-                framework, _, mode = str(impl).partition(":")
-                rows.append(dict(base, benchmark=benchmark, framework=framework, mode=mode,
-                                 device=combo[1] if len(combo) > 1 else "", dtype=combo[2] if len(combo) > 2 else "",
-                                 size=combo[3] if len(combo) > 3 else "", value=float(value),
+                values = dict(zip(names, combo))
+                if "impl" in values:
+                    framework, _, mode = str(values["impl"]).partition(":")
+                    row_group = base["group"]
+                else:      # timed inside the framework's own worker process (bench_worker)
+                    framework, mode, row_group = str(values.get("framework", "")), WORKER_MODE, WORKER_GROUP
+                rows.append(dict(base, group=row_group, benchmark=benchmark, framework=framework, mode=mode,
+                                 device=values.get("device", "cpu" if "framework" in values else ""),
+                                 dtype=values.get("dtype", ""), size=values.get("size", ""), value=float(value),
                                  unit=units.get(name, UNITS.get(kind, "")),
                                  q25=stat("stats_q_25", i), q75=stat("stats_q_75", i), ci99_low=stat("stats_ci_99_a", i),
                                  ci99_high=stat("stats_ci_99_b", i), repeat=stat("stats_repeat", i)))
@@ -107,9 +122,12 @@ def load(results: str):
     import pandas as pd
 
     units: Dict[str, str] = {}
+    param_names: Dict[str, List[str]] = {}
     try:
         with open(os.path.join(results, "benchmarks.json")) as handle:
-            units = {k: v.get("unit", "") for k, v in json.load(handle).items() if isinstance(v, dict)}
+            described = {k: v for k, v in json.load(handle).items() if isinstance(v, dict)}
+        units = {k: v.get("unit", "") for k, v in described.items()}
+        param_names = {k: list(v.get("param_names", [])) for k, v in described.items()}
     except (OSError, ValueError):
         pass
     rows, problems, machines = [], [], {}
@@ -125,12 +143,14 @@ def load(results: str):
             if os.path.basename(path) in ("run-info.json",):
                 continue
             try:
-                rows.extend(read_result_file(path, units))
+                rows.extend(read_result_file(path, units, param_names))
             except ReportError as error:
                 problems.append(f"{os.path.relpath(path, results)}: {error}; skipped")
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if len(frame):
-        newest = frame.groupby(["machine", "group"])["date"].transform("max")
+        # the newest run of each machine and environment group (BNBENCH_ENV): an environment whose
+        # requirements changed has a new asv name, but replaces the old one
+        newest = frame.groupby(["machine", "env_group"])["date"].transform("max")
         frame = frame[frame["date"] == newest]
         frame = frame.sort_values(["machine", "group", "benchmark", "framework", "mode", "device", "dtype", "size"],
                                   kind="mergesort").reset_index(drop=True)
@@ -183,8 +203,16 @@ def _pick(frame, benchmark: str, framework: str, mode: str, device: str, dtype: 
     return None if rows.empty else rows.iloc[0]
 
 
-def verification_label(verification, group: str, framework: str, mode: str, device: str, dtype: str) -> str:
+def verification_row(verification, group: str, framework: str, mode: str, device: str, dtype: str):
     row = verification.get((group, framework, mode, device, dtype))
+    if row is None and group == WORKER_GROUP:     # worker-timed rows: the framework's best mode
+        row = next((r for (g, f, _, d, t), r in sorted(verification.items(), key=lambda item: item[0])
+                    if (g, f, d, t) == (group, framework, device, dtype)), None)
+    return row
+
+
+def verification_label(verification, group: str, framework: str, mode: str, device: str, dtype: str) -> str:
+    row = verification_row(verification, group, framework, mode, device, dtype)
     if row is None:
         return "**not verified** (no record)"
     status = row.get("status")
@@ -200,7 +228,7 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
     """Markdown lines of one machine's step-time tables, and the rows behind them (for tests)."""
     lines, table_rows = [], []
     data = frame[frame.machine == machine]
-    steps = data[data.benchmark == "time_train_step"]
+    steps = data[data.benchmark.isin(STEP_BENCHMARKS)]
     for dtype in sorted(steps.dtype.unique()):
         for size in [s for s in SIZE_ORDER if s in set(steps[steps.dtype == dtype]["size"])]:
             subset = steps[(steps.dtype == dtype) & (steps["size"] == size)]
@@ -215,9 +243,9 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                 key = (row.framework, row["mode"], row.device, dtype, size)
                 gflops = _pick(data, "track_gflops", *key)
                 peak = _pick(data, "track_fraction_of_peak", *key)
-                first = _pick(data, "track_first_step_seconds", *key)
+                first = _pick(data, FIRST_STEP[row.benchmark], *key)
                 memory = _pick(data, "peakmem_train_step", *key)
-                record = verification.get((row.group, row.framework, row["mode"], row.device, dtype))
+                record = verification_row(verification, row.group, row.framework, row["mode"], row.device, dtype)
                 version = (record or {}).get("version") or "-"
                 spread = (f" ({_time(row.q25)}–{_time(row.q75)})" if row.q25 is not None and row.q75 is not None
                           and row.q25 == row.q25 else "")
@@ -260,7 +288,7 @@ def machine_header(machine: str, info: Dict[str, object], frame) -> List[str]:
 def how_measured(machine: str, frame, run_info: Optional[dict]) -> List[str]:
     data = frame[frame.machine == machine]
     threads = sorted({int(v) for v in data[data.benchmark == "track_threads"].value})
-    steps = data[data.benchmark == "time_train_step"]
+    steps = data[data.benchmark.isin(STEP_BENCHMARKS)]
     repeats = sorted({int(r) for r in steps.repeat.dropna()}) if len(steps) else []
     commits = sorted(set(data.commit))
     parts = [f"Threads per framework: {', '.join(map(str, threads)) or 'not recorded'} (pinned, `track_threads`)",
@@ -284,7 +312,7 @@ def plot_step_times(frame, machine: str, dtype: str, path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = frame[(frame.machine == machine) & (frame.benchmark == "time_train_step") & (frame.dtype == dtype)
+    data = frame[(frame.machine == machine) & (frame.benchmark.isin(STEP_BENCHMARKS)) & (frame.dtype == dtype)
                  & (frame.device == "cpu")]
     if data.empty:
         return False
@@ -395,7 +423,7 @@ def build(results: str = "results") -> Dict[str, object]:
         lines += machine_header(machine, machines[machine], frame)
         lines += how_measured(machine, frame, _read_json(os.path.join(results, machine, "run-info.json")))
         data = frame[frame.machine == machine]
-        for dtype in sorted(data[data.benchmark == "time_train_step"].dtype.unique()):
+        for dtype in sorted(data[data.benchmark.isin(STEP_BENCHMARKS)].dtype.unique()):
             step_plot = os.path.join("plots", f"{machine}-step-time-{dtype}.png")
             peak_plot = os.path.join("plots", f"{machine}-fraction-of-peak-large-{dtype}.png")
             links = []

@@ -55,3 +55,11 @@ def test_asv_environments_are_found_for_verification():
     assert set(found) == set(ENV_FRAMEWORKS)
     assert found["keras-torch"].env_vars["KERAS_BACKEND"] == "torch"
     assert all(env.python.endswith(os.path.join("bin", "python")) for env in found.values())
+
+
+def test_asv_check_passes():
+    """asv's own validation of the suite (discovery, parameters, names) in this environment."""
+    pytest.importorskip("asv")
+    asv = os.path.join(os.path.dirname(sys.executable), "asv")
+    result = subprocess.run([asv, "check", "--python=same"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "No problems found" in result.stdout, result.stdout + result.stderr

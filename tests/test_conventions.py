@@ -79,8 +79,8 @@ def test_conventions_command_matches_hand_measurements(tmp_path, capsys, framewo
     assert main(["conventions", "--framework", framework, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     data = json.loads((tmp_path / "conventions.json").read_text())
-    if not data["rows"]:     # an adapter that writes the spec's formulas with no layer of its own
-        assert len(data["not_probed"]) == 1 and "no batch-norm layer" in data["not_probed"][0], data
+    if not data["rows"]:     # an adapter without a probe says so
+        assert len(data["not_probed"]) == 1 and "no conventions probe" in data["not_probed"][0], data
         return
     assert not data["not_probed"], data
     assert (tmp_path / "conventions.csv").read_text().splitlines()[0].startswith("framework,version,layer")

@@ -59,7 +59,7 @@ def test_tables_hold_the_fixture_numbers(results):
     assert "plots/alpha-fraction-of-peak-large-float32.png" in summary["plots"]
 
     csv_lines = (results / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("machine,group,environment,commit,date,benchmark,framework,mode,device,dtype,size,value")
+    assert csv_lines[0].startswith("machine,env_group,group,environment,commit,date,benchmark,framework,mode,device,dtype,size,value")
     assert not any(",0ld0ld00," in line for line in csv_lines)        # older run replaced
     assert sum(",time_train_step," in line for line in csv_lines) == 8   # 2 machines x 2 frameworks x 2 sizes
 
