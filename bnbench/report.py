@@ -14,8 +14,8 @@ for each asv environment (``results/verify/<machine>/<group>.json``), the run se
 - ``results/plots/*.png``: step time against batch size (log-log) and fraction of peak at the
   large size.
 
-The newest result file of each machine and environment group is used; machines never overwrite
-each other. A malformed file is named in the report and skipped. The output is deterministic
+Each measurement comes from the newest run of its machine and environment group that made it;
+machines never overwrite each other. A malformed file is named in the report and skipped. The output is deterministic
 (same inputs, byte-identical files) and written atomically.
 """
 from __future__ import annotations
@@ -102,10 +102,12 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
                 if "impl" in values:
                     framework, _, mode = str(values["impl"]).partition(":")
                     row_group = base["group"]
-                else:      # timed inside the framework's own worker process (bench_worker)
+                elif benchmark.startswith("track_worker"):   # timed inside the framework's own worker process
                     framework, mode, row_group = str(values.get("framework", "")), WORKER_MODE, WORKER_GROUP
+                else:      # e.g. search throughput: (framework, style)
+                    framework, mode, row_group = str(values.get("framework", "")), str(values.get("style", "")), base["group"]
                 rows.append(dict(base, group=row_group, benchmark=benchmark, framework=framework, mode=mode,
-                                 device=values.get("device", "cpu" if "framework" in values else ""),
+                                 device=values.get("device", "cpu" if benchmark.startswith("track_worker") else ""),
                                  dtype=values.get("dtype", ""), size=values.get("size", ""), value=float(value),
                                  unit=units.get(name, UNITS.get(kind, "")),
                                  q25=stat("stats_q_25", i), q75=stat("stats_q_75", i), ci99_low=stat("stats_ci_99_a", i),
@@ -148,9 +150,11 @@ def load(results: str):
                 problems.append(f"{os.path.relpath(path, results)}: {error}; skipped")
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if len(frame):
-        # the newest run of each machine and environment group (BNBENCH_ENV): an environment whose
-        # requirements changed has a new asv name, but replaces the old one
-        newest = frame.groupby(["machine", "env_group"])["date"].transform("max")
+        # each measurement from the newest run that made it, per machine and environment group
+        # (BNBENCH_ENV: an environment whose requirements changed has a new asv name but replaces
+        # the old one; a partial run updates only what it measured)
+        key = ["machine", "env_group", "benchmark", "framework", "mode", "device", "dtype", "size"]
+        newest = frame.groupby(key, dropna=False)["date"].transform("max")
         frame = frame[frame["date"] == newest]
         frame = frame.sort_values(["machine", "group", "benchmark", "framework", "mode", "device", "dtype", "size"],
                                   kind="mergesort").reset_index(drop=True)
@@ -403,6 +407,20 @@ def verification_section(verification, machine: str) -> List[str]:
     return lines + [""]
 
 
+def frameworks_section(results: str) -> List[str]:
+    """Every framework of the lecture's list plus JAX, from `bnbench frameworks --json` as
+    `make bench` saved it: version, modes, where it runs, or why it cannot run here."""
+    data = _read_json(os.path.join(results, "frameworks.json"))
+    if not data:
+        return []
+    lines = ["## Frameworks on this machine (`bnbench frameworks`)", "",
+             "| framework | available | version | modes | runs in | why not |", "|---|---|---|---|---|---|"]
+    for row in data:
+        lines.append(f"| {row.get('name')} | {'yes' if row.get('available') else 'no'} | {row.get('version') or '-'} | "
+                     f"{', '.join(row.get('modes') or []) or '-'} | {row.get('runs_in') or '-'} | {row.get('reason') or ''} |")
+    return lines + [""]
+
+
 def build(results: str = "results") -> Dict[str, object]:
     """Write results/README.md, results/results.csv and results/plots/*.png; returns a summary."""
     from bnbench.io import atomic_write_text
@@ -445,7 +463,13 @@ def build(results: str = "results") -> Dict[str, object]:
             lines += [f"Digits test accuracy after 8 epochs, same hyperparameters (a check that the same model was "
                       f"timed): " + ", ".join(f"{r.framework} ({r['mode']}) {r.value:.4f}"
                                              for _, r in accuracy.iterrows()), ""]
+        throughput = data[data.benchmark == "track_models_per_second"].sort_values(["framework", "mode"], kind="mergesort")
+        if len(throughput):
+            lines += ["Search throughput (`bench_tune`: 16 models of one shape, 2 epochs each on digits, building and "
+                      "compiling included): " + ", ".join(f"{r.framework} {r['mode']} {r.value:.3g} models/s"
+                                                          for _, r in throughput.iterrows()), ""]
         lines += verification_section(verification, machine)
+    lines += frameworks_section(results)
     lines += conventions_section(results)
     atomic_write_text(os.path.join(results, "README.md"), "\n".join(lines).rstrip() + "\n")
     atomic_write_text(os.path.join(results, "results.csv"), frame.to_csv(index=False, lineterminator="\n"))
