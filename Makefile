@@ -36,6 +36,14 @@ env: $(STAMP) $(ENV_STAMPS)
 env-%: $(ENVS)/%/.bnbench-installed
 	@true
 
+# The main environment: every framework that installs beside numpy 2.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing bnbench[$(EXTRAS)] into $(VENV) (log: $(VENV)/pip.log)"
+	@$(VENV)/bin/python -m pip install --disable-pip-version-check -e ".[$(EXTRAS)]" > $(VENV)/pip.log 2>&1 \
+		|| { grep -v "^WARNING: Location" $(VENV)/pip.log | tail -40; exit 1; }
+	@touch $@
+
 # Caffe: a Debian 11 chroot with python3-caffe (needs root and the Debian mirror of apt's sources).
 $(ENVS)/caffe/.bnbench-installed: scripts/setup-caffe-chroot.sh
 	@bash scripts/setup-caffe-chroot.sh $(ENVS)
