@@ -17,7 +17,8 @@ ENV_REQS_theano := "Theano==1.0.5" "numpy<1.24" "scipy<1.11"
 ENV_REQS_chainer := "numpy<2" setuptools wheel
 ENV_THEN_chainer := --no-build-isolation "chainer==7.8.1"
 # Lasagne 0.1 imports names `collections` lost in Python 3.10: a Python 3.9 venv, nothing patched.
-ENV_PYTHON_lasagne := python3.9
+# (pyenv's shims answer only for its selected versions: look in its versions folder first)
+ENV_PYTHON_lasagne := $(or $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9)),$(shell command -v python3.9 2>/dev/null),python3.9)
 ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 # The frameworks the test run must cover: a missing one fails the run instead of being skipped.
 TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne,caffe
