@@ -15,6 +15,25 @@ Tolerances, per dtype (unit roundoff u = 2**-53 for float64, 2**-24 for float32)
   with fused multiply-adds. Measured agreement of torch with the reference is ~1e-6 (see README),
   so 1e-4 still catches every convention error above that is not below float32 precision, e.g. a
   wrong epsilon (1e-3 vs 1e-5) or momentum (0.99 vs 0.9).
+
+What is compared with what: every run is compared with the truth, the reference computed in
+float64 from the very arrays the adapter was given (a float32 spec's parameters and batches are
+float32 numbers, exact in float64). The float32 reference is itself ~1e-6 from that truth on the
+suite's problems (up to 1.5e-6 at the large benchmark size: 1024 x 3 x 1024, m = 1024).
+
+ReLU kinks. max(x, 0) has no derivative at 0, so an input that lies within rounding error of 0
+may land on either side in a correct implementation, and the gradient changes by that whole
+example's contribution to its unit. On small problems no input comes that close; at the large
+benchmark size in float32 a few of the 3 million ReLU inputs per step do, and one of them falling
+on the other side moves every gradient below it by ~1e-3 (measured: torch's float32 step 2 at
+large, 1.2e-3 for W1, while its float64 run agrees to 3e-15). So the check finds the inputs whose
+float64 value is within KINK_BAND x the dtype's rounding of a dot product of that length
+(u sqrt(n_in) x the unit's rms; the float32 reference's largest error in Zt measured 1.8-2.5 of
+that at every size), recomputes the truth with those inputs on the other side, and lets each
+tensor differ from the truth by KINK_MARGIN x what that moved it (never more than
+KINK_MAX_TOLERANCE, and never less than the dtype's tolerance). Tensors the flip does not move
+(the loss, the probabilities, the running statistics, W after a step) keep the dtype's tolerance;
+the gradients and the betas (which start at 0) get what the spec allows at that precision.
 """
 from __future__ import annotations
 
@@ -26,6 +45,9 @@ import numpy as np
 from bnbench.reference.spec import layer_of
 
 TOLERANCES: Dict[str, float] = {"float64": 1e-10, "float32": 1e-4}
+KINK_BAND = 4.0            # x u sqrt(n_in) x rms(Zt): 1.6-2.2x the float32 reference's largest error in Zt
+KINK_MARGIN = 2.0          # an adapter may flip a different subset of the inputs in the band
+KINK_MAX_TOLERANCE = 1e-2  # past this a tensor is too close to the kinks to check: the tolerance stops here
 
 
 def tolerance(dtype: str) -> float:
@@ -33,6 +55,33 @@ def tolerance(dtype: str) -> float:
         return TOLERANCES[str(dtype)]
     except KeyError:
         raise ValueError(f"no tolerance for dtype {dtype!r}; known: {', '.join(TOLERANCES)}") from None
+
+
+def unit_roundoff(dtype: str) -> float:
+    return float(np.finfo(np.dtype(dtype)).eps) / 2
+
+
+class ReluKinks:
+    """A ReLU derivative for the reference (``relu_grad``) that finds the inputs an implementation in
+    ``dtype`` may put on either side of 0, counts them, and with ``flip`` takes the other side there."""
+
+    def __init__(self, dtype: str, *, flip: bool = False):
+        self.dtype = str(dtype)
+        self.flip = flip
+        self.count = 0
+
+    def band(self, Zt: np.ndarray, n_in: int) -> np.ndarray:
+        """Per unit: how close to 0 an input of the ReLU must be to be on an uncertain side."""
+        unit_rms = np.sqrt(np.mean(np.square(Zt), axis=0))
+        return KINK_BAND * unit_roundoff(self.dtype) * np.sqrt(n_in) * unit_rms
+
+    def __call__(self, layer: int, Zt: np.ndarray, n_in: int) -> np.ndarray:
+        from bnbench.reference.model import relu_derivative
+
+        active = relu_derivative(layer, Zt, n_in)
+        uncertain = np.abs(Zt) <= self.band(Zt, n_in)
+        self.count += int(np.count_nonzero(uncertain))
+        return active ^ uncertain if self.flip else active
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -58,6 +107,7 @@ class Comparison:
     error: float
     tolerance: float
     detail: str = ""
+    widened: str = ""  # why the tolerance is above the dtype's (ReLU kinks), or empty
 
     @property
     def ok(self) -> bool:
@@ -75,8 +125,8 @@ class Comparison:
     def describe(self) -> str:
         when = "the first batch (before any update)" if self.step == 0 else f"step {self.step}"
         text = (f"{self.key} at {when}: norm-wise relative error {self.error:.3e} "
-                f"{'<=' if self.ok else '>'} tolerance {self.tolerance:.0e}")
-        return text + (f"; {self.detail}" if self.detail else "")
+                f"{'<=' if self.ok else '>'} tolerance {self.tolerance:.1e}")
+        return text + "".join(f"; {note}" for note in (self.widened, self.detail) if note)
 
 
 def _detail(actual: np.ndarray, expected: np.ndarray, tol: float) -> str:
@@ -101,22 +151,34 @@ def _detail(actual: np.ndarray, expected: np.ndarray, tol: float) -> str:
             f"greatest relative difference {relative[worst_rel]:.3e} at {fmt(worst_rel)}")
 
 
-def compare(key: str, actual, expected, dtype: str, step: int) -> Comparison:
+def compare(key: str, actual, expected, dtype: str, step: int, kinks_flipped=None) -> Comparison:
+    """``kinks_flipped``: the truth recomputed with the ReLU inputs near 0 on the other side
+    (ReluKinks), where there are any; the tolerance then covers what that flip moves."""
     tol = tolerance(dtype)
+    widened = ""
+    if kinks_flipped is not None:
+        moved = relative_error(kinks_flipped, expected)
+        if KINK_MARGIN * moved > tol:
+            widened = (f"tolerance widened from {tol:.0e}: ReLU inputs within {dtype} rounding of 0 move this tensor "
+                       f"by {moved:.1e} when they fall on the other side")
+            tol = min(KINK_MARGIN * moved, KINK_MAX_TOLERANCE)
+            if tol == KINK_MAX_TOLERANCE:
+                widened += f" (capped at {KINK_MAX_TOLERANCE:.0e}: too close to the kinks to check further)"
     error = relative_error(actual, expected)
     detail = "" if error <= tol else _detail(actual, expected, tol)
-    return Comparison(key, step, error, tol, detail)
+    return Comparison(key, step, error, tol, detail, widened)
 
 
 def compare_all(prefix: str, actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
-                dtype: str, step: int) -> List[Comparison]:
+                dtype: str, step: int, kinks_flipped: Optional[Mapping[str, np.ndarray]] = None) -> List[Comparison]:
     results = []
     missing = [name for name in expected if name not in actual]
     for name in missing:
         results.append(Comparison(f"{prefix}/{name}", step, float("inf"), tolerance(dtype), "missing from the adapter's output"))
     for name in expected:
         if name in actual:
-            results.append(compare(f"{prefix}/{name}", actual[name], expected[name], dtype, step))
+            flipped = None if kinks_flipped is None else kinks_flipped[name]
+            results.append(compare(f"{prefix}/{name}", actual[name], expected[name], dtype, step, flipped))
     return results
 
 
@@ -160,6 +222,11 @@ class EquivalenceReport:
     label: str
     dtype: str
     comparisons: List[Comparison]
+    kinks: int = 0     # ReLU inputs the truth found within the dtype's rounding of 0 (ReluKinks)
+
+    @property
+    def widened(self) -> List[Comparison]:
+        return [c for c in self.comparisons if c.widened]
 
     @property
     def failures(self) -> List[Comparison]:
@@ -179,8 +246,9 @@ class EquivalenceReport:
         failures = sorted(self.failures, key=lambda c: (c.step, c.key))
         if not failures:
             return f"{self.label}: all {len(self.comparisons)} comparisons within tolerance"
-        lines = [f"{self.label}: {len(failures)} of {len(self.comparisons)} comparisons exceed the {self.dtype} tolerance "
-                 f"{tolerance(self.dtype):.0e}."]
+        widened = len(self.widened)
+        lines = [f"{self.label}: {len(failures)} of {len(self.comparisons)} comparisons exceed their tolerance "
+                 f"({self.dtype}: {tolerance(self.dtype):.0e}" + (f"; {widened} widened for ReLU kinks" if widened else "") + ")."]
         where = departure(failures)
         if where:
             lines.append(f"The framework {where}.")

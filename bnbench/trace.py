@@ -7,9 +7,9 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from bnbench.adapters.base import Adapter
-from bnbench.compare import EquivalenceReport, compare, compare_all
+from bnbench.compare import EquivalenceReport, ReluKinks, compare, compare_all
 from bnbench.reference.model import BatchError, ReferenceModel
-from bnbench.reference.spec import Spec
+from bnbench.reference.spec import Spec, check_parameters
 
 StepCallback = Callable[[int, Dict[str, np.ndarray]], None]
 
@@ -61,23 +61,44 @@ def check_equivalence(adapter: Adapter, spec: Spec, params: Mapping[str, np.ndar
                       *, label: Optional[str] = None) -> EquivalenceReport:
     """Run the adapter and the reference side by side on the same batches and compare every tensor:
     first-batch loss, probabilities and gradients; loss and all parameters and running statistics
-    after every step; inference-mode probabilities at the end."""
+    after every step; inference-mode probabilities at the end.
+
+    The reference runs in float64 on the adapter's own arrays (for a float32 spec, its float32
+    numbers, exact in float64): that is the truth. Where ReLU inputs lie within the spec dtype's
+    rounding of 0, it runs again with them on the other side, and each tensor's tolerance covers
+    what that moves (bnbench.compare, "ReLU kinks")."""
     X, y = check_batches(spec, X, y)
-    reference = ReferenceModel(spec, params)
-    reference_states: Dict[int, Dict[str, np.ndarray]] = {}
+    exact = lambda array: np.asarray(array, dtype=spec.np_dtype).astype(np.float64)  # noqa: E731
+    truth_spec = spec.replace(dtype="float64")
+    truth_params = {name: exact(array) for name, array in check_parameters(spec, params).items()}
+    X_truth = exact(X)
+
+    def reference_trace(relu_grad: ReluKinks):
+        states: Dict[int, Dict[str, np.ndarray]] = {}
+        out = run(ReferenceModel(truth_spec, truth_params, relu_grad=relu_grad), X_truth, y,
+                  on_step=lambda k, state: states.__setitem__(k, state))
+        return out, states
+
+    kinks = ReluKinks(spec.dtype)
+    expected, reference_states = reference_trace(kinks)
+    flipped, flipped_states = reference_trace(ReluKinks(spec.dtype, flip=True)) if kinks.count else (None, None)
     adapter_states: Dict[int, Dict[str, np.ndarray]] = {}
-    expected = run(reference, X, y, on_step=lambda k, state: reference_states.__setitem__(k, state))
     actual = run(adapter, X, y, on_step=lambda k, state: adapter_states.__setitem__(k, state))
+    other = lambda key: None if flipped is None else flipped[key]  # noqa: E731
     dtype = spec.dtype
-    comparisons = [compare("loss", actual["loss"], expected["loss"], dtype, 0),
-                   compare("probs", actual["probs"], expected["probs"], dtype, 0)]
-    comparisons += compare_all("grad", _strip(actual, "grad/"), _strip(expected, "grad/"), dtype, 0)
+    comparisons = [compare("loss", actual["loss"], expected["loss"], dtype, 0, other("loss")),
+                   compare("probs", actual["probs"], expected["probs"], dtype, 0, other("probs"))]
+    comparisons += compare_all("grad", _strip(actual, "grad/"), _strip(expected, "grad/"), dtype, 0,
+                               None if flipped is None else _strip(flipped, "grad/"))
     for k in range(1, X.shape[0] + 1):
-        comparisons.append(compare("loss", actual["losses"][k - 1], expected["losses"][k - 1], dtype, k))
-        comparisons += compare_all("param", adapter_states[k], reference_states[k], dtype, k)
-    comparisons.append(compare("eval_probs", actual["eval_probs"], expected["eval_probs"], dtype, X.shape[0]))
+        comparisons.append(compare("loss", actual["losses"][k - 1], expected["losses"][k - 1], dtype, k,
+                                   None if flipped is None else flipped["losses"][k - 1]))
+        comparisons += compare_all("param", adapter_states[k], reference_states[k], dtype, k,
+                                   None if flipped is None else flipped_states[k])
+    comparisons.append(compare("eval_probs", actual["eval_probs"], expected["eval_probs"], dtype, X.shape[0],
+                               other("eval_probs")))
     label = label or f"{adapter.name} ({adapter.mode}, {adapter.device}, {dtype}, {spec.optimizer}, running_var={spec.running_var})"
-    return EquivalenceReport(label, dtype, comparisons)
+    return EquivalenceReport(label, dtype, comparisons, kinks.count)
 
 
 def _strip(arrays: Mapping[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:

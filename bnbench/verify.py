@@ -200,6 +200,7 @@ def to_json(rows: List[Row], machine: str) -> Dict[str, object]:
         "interpreter": sys.executable,
         "numpy": np.__version__,
         "tolerances": _tolerances(),
+        "relu_kinks": _relu_kinks(),     # widening where ReLU inputs are within rounding of 0 (bnbench.compare)
         "rows": [dict(_finite(dataclasses.asdict(row)), checked_at=_now()) for row in rows],
     }
 
@@ -212,6 +213,12 @@ def _tolerances() -> Dict[str, float]:
     from bnbench.compare import TOLERANCES
 
     return {str(k): float(v) for k, v in TOLERANCES.items()}
+
+
+def _relu_kinks() -> Dict[str, float]:
+    from bnbench.compare import KINK_BAND, KINK_MARGIN, KINK_MAX_TOLERANCE
+
+    return {"band": KINK_BAND, "margin": KINK_MARGIN, "max_tolerance": KINK_MAX_TOLERANCE}
 
 
 def _finite(row: Dict[str, object]) -> Dict[str, object]:

@@ -6,7 +6,7 @@ the spec over speed, but it is also the suite's "numpy" framework, so it avoids 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -72,6 +72,16 @@ class GradientResult:
     batch_vars: List[np.ndarray]
 
 
+# (layer, Zt, n_in) -> where the ReLU of layer `layer` passes the gradient (a boolean mask of Zt's
+# shape); n_in is the width of the layer's input. Only the equivalence check passes another one.
+ReluDerivative = Callable[[int, np.ndarray, int], np.ndarray]
+
+
+def relu_derivative(layer: int, Zt: np.ndarray, n_in: int) -> np.ndarray:
+    """SPEC.md: the derivative of max(x, 0) is 1 where x > 0 and 0 elsewhere, 0 at x = 0 included."""
+    return Zt > 0
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -111,8 +121,12 @@ def loss_from(spec: Spec, params: Mapping[str, np.ndarray], log_probs: np.ndarra
     return float(data_loss) + penalty
 
 
-def gradients(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray) -> GradientResult:
-    """Loss, training-mode probabilities and the gradient of every trainable parameter (by hand)."""
+def gradients(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np.ndarray, *,
+              relu_grad: ReluDerivative = relu_derivative) -> GradientResult:
+    """Loss, training-mode probabilities and the gradient of every trainable parameter (by hand).
+
+    ``relu_grad`` is the spec's ReLU derivative; the equivalence check (bnbench.trace) passes one
+    that takes the other side for inputs within rounding of 0, to measure what that changes."""
     result = forward(spec, params, X, training=True)
     m = X.shape[0]
     loss = loss_from(spec, params, result.log_probs, y)
@@ -126,7 +140,7 @@ def gradients(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np
     dA = dlogits @ params["W_out"].T
     for layer in range(spec.n_layers, 0, -1):
         cache = result.caches[layer - 1]
-        dZt = dA * (cache.Zt > 0)                  # d max(x, 0) / dx at 0 is 0
+        dZt = dA * relu_grad(layer, cache.Zt, cache.A_prev.shape[1])
         grads[f"gamma{layer}"] = (dZt * cache.N).sum(axis=0)
         grads[f"beta{layer}"] = dZt.sum(axis=0)
         dN = dZt * params[f"gamma{layer}"]
@@ -185,8 +199,9 @@ class Optimizer:
 class ReferenceModel:
     """A trainable instance of the spec in NumPy: the reference every adapter is checked against."""
 
-    def __init__(self, spec: Spec, params: Mapping[str, np.ndarray]):
+    def __init__(self, spec: Spec, params: Mapping[str, np.ndarray], *, relu_grad: ReluDerivative = relu_derivative):
         self.spec = spec
+        self.relu_grad = relu_grad
         self.params = check_parameters(spec, params)
         self.params = {name: array.copy() for name, array in self.params.items()}
         names = trainable_names(spec)
@@ -195,11 +210,11 @@ class ReferenceModel:
     def gradients(self, X: np.ndarray, y: np.ndarray) -> GradientResult:
         """Gradients of one batch; nothing (parameters, statistics, optimizer) changes."""
         X, y = check_batch(self.spec, X, y, training=True)
-        return gradients(self.spec, self.params, X, y)
+        return gradients(self.spec, self.params, X, y, relu_grad=self.relu_grad)
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
         X, y = check_batch(self.spec, X, y, training=True)
-        result = gradients(self.spec, self.params, X, y)
+        result = gradients(self.spec, self.params, X, y, relu_grad=self.relu_grad)
         self.params.update(updated_running_stats(self.spec, self.params, result.batch_means, result.batch_vars, X.shape[0]))
         self.optimizer.apply(self.params, result.grads)
         return result.loss
@@ -214,5 +229,5 @@ class ReferenceModel:
 
 __all__ = [
     "BatchError", "ForwardResult", "GradientResult", "Optimizer", "ReferenceModel", "check_batch",
-    "forward", "gradients", "loss_from", "updated_running_stats", "running_stat_names",
+    "forward", "gradients", "loss_from", "relu_derivative", "updated_running_stats", "running_stat_names",
 ]
