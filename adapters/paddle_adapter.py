@@ -19,10 +19,10 @@ def _paddle():
     # pinned compute threads they compete for the cores (2 here): serial, the ops run in the
     # calling thread as in every other framework. Measured at medium, two alternating runs each:
     # static 13.1/14.4 -> 8.3/10.0 ms, eager (same process) 12.9/10.5 -> 8.2/8.7 ms.
-    os.environ.setdefault("FLAGS_new_executor_serial_run", "1")
     _select_mkl_kernels()
     import paddle
 
+    paddle.set_flags({"FLAGS_new_executor_serial_run": True})   # also where paddle was imported before
     return paddle
 
 
