@@ -42,6 +42,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from bnbench.reference.model import relu_derivative
 from bnbench.reference.spec import layer_of
 
 TOLERANCES: Dict[str, float] = {"float64": 1e-10, "float32": 1e-4}
@@ -76,8 +77,6 @@ class ReluKinks:
         return KINK_BAND * unit_roundoff(self.dtype) * np.sqrt(n_in) * unit_rms
 
     def __call__(self, layer: int, Zt: np.ndarray, n_in: int) -> np.ndarray:
-        from bnbench.reference.model import relu_derivative
-
         active = relu_derivative(layer, Zt, n_in)
         uncertain = np.abs(Zt) <= self.band(Zt, n_in)
         self.count += int(np.count_nonzero(uncertain))
