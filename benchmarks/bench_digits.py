@@ -5,7 +5,8 @@ from bnbench.adapters import get
 from bnbench.reference import initial_parameters
 from bnbench.reference.data import load_digits, minibatches
 
-from .common import ACCURACY_EPOCHS, DEVICES, DIGITS_BATCH, DTYPES, IMPLS, digits_spec, prepare_digits, skip_reason, threads
+from .common import (ACCURACY_EPOCHS, DEVICES, DIGITS_BATCH, DTYPES, IMPLS, digits_spec, prepare_digits, require_supported,
+                     skip_reason, threads)
 
 
 class DigitsEpoch:
@@ -39,6 +40,8 @@ class DigitsAccuracy:
         reason = skip_reason(impl, "cpu", "float32", None)
         if reason:
             raise NotImplementedError(reason)
+        framework, mode = impl.split(":")
+        require_supported(get(framework), digits_spec("float32"), mode, "cpu")
 
     def track_test_accuracy_digits(self, impl):
         framework, mode = impl.split(":")

@@ -3,7 +3,7 @@ import numpy as np
 
 from bnbench.flops import inference_flops, step_flops
 
-from .common import DEVICES, DTYPES, IMPLS, SIZES, matmul_peak_gflops, median_step_seconds, prepare
+from .common import DEVICES, DTYPES, IMPLS, SIZES, fraction_of_peak, matmul_gflops, median_step_seconds, prepare
 
 PARAMS = [IMPLS, DEVICES, DTYPES, list(SIZES)]
 PARAM_NAMES = ["impl", "device", "dtype", "size"]
@@ -59,16 +59,15 @@ class TrainStepDerived:
     track_gflops.unit = "GFLOP/s"
 
     def track_fraction_of_peak(self, impl, device, dtype, size):
-        """GFLOP/s of a step / the machine's matmul peak for this dtype, measured in this process."""
-        seconds = median_step_seconds(self.prepared)
-        achieved = step_flops(self.prepared.spec, self.prepared.m) / seconds / 1e9
-        return achieved / matmul_peak_gflops(dtype)
+        """GFLOP/s of a step / the machine's matmul peak for this dtype, measured in this process,
+        in interleaved pairs (common.fraction_of_peak)."""
+        return fraction_of_peak(self.prepared)
 
     track_fraction_of_peak.unit = "fraction"
 
     def track_peak_gflops(self, impl, device, dtype, size):
         """The matmul peak the fraction is taken of (NumPy BLAS, same thread count)."""
-        return matmul_peak_gflops(dtype)
+        return matmul_gflops(dtype, repeats=3)
 
     track_peak_gflops.unit = "GFLOP/s"
 

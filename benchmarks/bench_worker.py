@@ -11,7 +11,7 @@ from bnbench.adapters import get, names
 from bnbench.reference import initial_parameters
 from bnbench.reference.data import batch_stack, synthetic
 
-from .common import QUICK_SIZES, SIZES, VERIFY_STEPS, WORKER_TIMED, grid, spec_for, threads
+from .common import QUICK_SIZES, SIZES, VERIFY_STEPS, WORKER_TIMED, grid, require_supported, spec_for, threads
 
 PARAMS = [list(WORKER_TIMED), ["float32", "float64"], list(SIZES)]
 _CACHE = {}
@@ -30,11 +30,12 @@ def measured(framework, dtype, size):
     adapter_class = get(framework)
     if not hasattr(adapter_class, "time_steps"):
         raise NotImplementedError(f"{framework} runs in this process: it is timed by bench_train")
+    spec = spec_for(size, dtype)
+    require_supported(adapter_class, spec, adapter_class.modes[0], "cpu")   # spec logic only: no worker started
     problem = adapter_class.import_error()
     if problem:
         raise NotImplementedError(problem)
     adapter_class.set_threads(threads())
-    spec = spec_for(size, dtype)
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
     X, y = batch_stack(synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype), m, VERIFY_STEPS, seed=0)

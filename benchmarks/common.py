@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from bnbench.adapters import get, names
+from bnbench.flops import step_flops
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches, synthetic
 
@@ -115,16 +116,24 @@ class Prepared:
 
 
 _CACHE: Dict[Tuple, Prepared] = {}
-_PEAK: Dict[str, float] = {}
+_MATMUL_OPERANDS: Dict[Tuple, tuple] = {}
 
 
-def _runnable(impl: str, device: str, dtype: str, size: Optional[str]):
+def require_supported(adapter_class, spec: Spec, mode: str, device: str) -> None:
+    """A spec the framework cannot express is a skip with its reason (never a different model)."""
+    reason = adapter_class.unsupported(spec, mode, device)
+    if reason:
+        raise NotImplementedError(f"unsupported by {adapter_class.name} ({mode}): {reason}")
+
+
+def _runnable(impl: str, device: str, dtype: str, size: Optional[str], spec: Spec):
     """The adapter class and mode of ``impl`` with threads pinned, or NotImplementedError (a skip)."""
     reason = skip_reason(impl, device, dtype, size)
     if reason:
         raise NotImplementedError(reason)
     framework, mode = impl.split(":")
     adapter_class = get(framework)
+    require_supported(adapter_class, spec, mode, device)
     return adapter_class, mode, adapter_class.set_threads(threads())
 
 
@@ -141,8 +150,8 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
     key = (impl, device, dtype, size)
     if key in _CACHE:
         return _CACHE[key]
-    adapter_class, mode, used_threads = _runnable(impl, device, dtype, size)
     spec = spec_for(size, dtype)
+    adapter_class, mode, used_threads = _runnable(impl, device, dtype, size, spec)
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
     data = synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype)
@@ -178,16 +187,34 @@ def median_step_seconds(prepared: Prepared, min_seconds: float = 1.0, min_steps:
     return float(np.median(times))
 
 
-def matmul_peak_gflops(dtype: str, n: int = 2048, repeats: int = 3) -> float:
-    """The machine's matmul peak for ``dtype`` (NumPy's BLAS, same threads), measured in this process."""
-    if dtype not in _PEAK:
+def matmul_gflops(dtype: str, repeats: int = 2, n: int = 2048) -> float:
+    """The machine's matmul peak for ``dtype``, measured now in this process: the best of
+    ``repeats`` n^3 NumPy matmuls (its BLAS, the same pinned threads)."""
+    if (dtype, n) not in _MATMUL_OPERANDS:
         rng = np.random.default_rng(0)
         a = rng.standard_normal((n, n)).astype(dtype)
         b = rng.standard_normal((n, n)).astype(dtype)
         a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(repeats))
-        _PEAK[dtype] = 2 * n ** 3 / best / 1e9
-    return _PEAK[dtype]
+        _MATMUL_OPERANDS[(dtype, n)] = a, b
+    a, b = _MATMUL_OPERANDS[(dtype, n)]
+    return 2 * n ** 3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+PEAK_ROUNDS = 7
+
+
+def fraction_of_peak(prepared: Prepared) -> float:
+    """GFLOP/s of a step over the machine's matmul peak, measured in pairs: a few steps, then the
+    matmul, PEAK_ROUNDS times; the median of the ratios. These machines alternate fast and slow
+    phases of seconds, so a step median and a peak measured one after the other can fall in
+    different phases: one torch (compiled, medium) process read 0.94 that way, where four paired
+    repeats in one process gave 0.56-0.64 (and unpaired ones 0.50-0.74)."""
+    flops = step_flops(prepared.spec, prepared.m)
+    ratios = []
+    for _ in range(PEAK_ROUNDS):
+        seconds = median_step_seconds(prepared, min_seconds=0.25, min_steps=3)
+        ratios.append(flops / seconds / 1e9 / matmul_gflops(prepared.spec.dtype))
+    return float(np.median(ratios))
 
 
 def _timed(function) -> float:
@@ -218,8 +245,8 @@ def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:
     key = (impl, device, dtype)
     if key in _DIGITS:
         return _DIGITS[key]
-    adapter_class, mode, _ = _runnable(impl, device, dtype, None)
     spec = digits_spec(dtype)
+    adapter_class, mode, _ = _runnable(impl, device, dtype, None, spec)
     data = load_digits(dtype)
     params = initial_parameters(spec)
     X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)

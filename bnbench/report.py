@@ -307,7 +307,8 @@ def how_measured(machine: str, frame, run_info: Optional[dict]) -> List[str]:
             "adapter against the NumPy reference on the spec and batch it timed before timing (a failing one "
             "records nothing); the *verified* column is `bnbench verify` run in the same asv environment. "
             "FLOPs are counted analytically (`bnbench/flops.py`); the peak is a 2048³ NumPy matmul in the same "
-            "process. These machines alternate fast and slow phases: read no gap under ~20% from one run.", ""]
+            "process, and the fraction of peak is the median of 7 ratios, each of a few steps and the matmul "
+            "right after them (so that both fall in the same phase of the machine). These machines alternate fast and slow phases: read no gap under ~20% from one run.", ""]
 
 
 def plot_step_times(frame, machine: str, dtype: str, path: str) -> bool:
