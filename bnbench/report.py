@@ -361,8 +361,8 @@ def plot_fraction_of_peak(frame, machine: str, dtype: str, path: str) -> bool:
     for y, value in enumerate(data.value):
         ax.text(value * 100 + 1, y, f"{value * 100:.0f}%", va="center", fontsize=8)
     ax.set_xlim(0, 110)
-    ax.set_xlabel("achieved FLOP/s as % of the machine's measured matmul peak (same process)")
-    ax.set_title(f"Fraction of peak, large configuration, {dtype}, cpu, machine {machine}")
+    ax.set_xlabel("achieved FLOP/s, % of the matmul peak measured beside it")
+    ax.set_title(f"Fraction of peak, large, {dtype}, cpu, machine {machine}")
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
