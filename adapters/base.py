@@ -11,6 +11,7 @@ import abc
 import dataclasses
 import importlib
 import importlib.util
+import os
 from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -72,12 +73,29 @@ class Adapter(abc.ABC):
     install_hint: ClassVar[str] = ""
     tuning: ClassVar[Dict[str, str]] = {}
     description: ClassVar[str] = ""
+    # A framework whose dependencies conflict with the suite's names its own venv under
+    # bnbench.worker.environments_dir() and how to make it; it then runs in a worker there.
+    environment: ClassVar[Optional[str]] = None
+    environment_hint: ClassVar[str] = ""
 
     # ------------------------------------------------------------------ class-level facts
     @classmethod
     def placement(cls) -> Optional["Placement"]:
-        """None when the adapter runs in this process; else the worker environment it needs."""
-        return None
+        """None when the adapter runs in this process; else the worker environment it needs: the
+        adapter's own ``environment``, unless its modules import here (its environment's asv run,
+        or this process is already a worker there)."""
+        if cls.environment is None or os.environ.get("BNBENCH_WORKER") or cls.missing_requirement() is None:
+            return None
+        from bnbench.worker import environment_placement
+
+        placement = environment_placement(cls.environment, cls.environment_hint)
+        variables = cls.worker_variables()
+        return dataclasses.replace(placement, env=variables) if variables else placement
+
+    @classmethod
+    def worker_variables(cls) -> Tuple[Tuple[str, str], ...]:
+        """Environment variables the worker process needs before the framework is imported."""
+        return ()
 
     @classmethod
     def conventions(cls) -> List[Dict[str, object]]:

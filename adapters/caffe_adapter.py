@@ -5,7 +5,6 @@ ReLU, then InnerProduct -> SoftmaxWithLoss; a second net in the TEST phase share
 gives inference. Mode ``net``: Caffe has one way to run, its C++ Net."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from typing import Dict, Optional
@@ -15,9 +14,6 @@ import numpy as np
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, Gradients
-
-ENVIRONMENT = "caffe"
-SETUP_HINT = "`make env-caffe` (root: a Debian 11 chroot with python3-caffe, scripts/setup-caffe-chroot.sh)"
 
 
 def _caffe():
@@ -34,17 +30,11 @@ class CaffeAdapter(Adapter):
     best_mode = "net"
     devices = ("cpu",)
     requires = ("caffe",)
-    install_hint = "its own environment: " + SETUP_HINT
+    environment = "caffe"
+    environment_hint = "`make env-caffe` (root: a Debian 11 chroot with python3-caffe, scripts/setup-caffe-chroot.sh)"
+    install_hint = "its own environment: " + environment_hint
     tuning = {"net": "caffe.Net from a NetSpec prototxt (C++ layers, CPU build of Debian 11)"}
     description = "NetSpec: InnerProduct + BatchNorm + Scale + ReLU, SoftmaxWithLoss; updates in NumPy on the blobs"
-
-    @classmethod
-    def placement(cls):
-        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("caffe") is not None:
-            return None
-        from bnbench.worker import environment_placement
-
-        return environment_placement(ENVIRONMENT, SETUP_HINT)
 
     @classmethod
     def version(cls) -> str:

@@ -3,8 +3,6 @@ environment (numpy<2: it uses names numpy 2 removed), reached through a worker p
 ``eager``: Chainer has no compiler."""
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Dict, Optional
 
 import numpy as np
@@ -12,9 +10,6 @@ import numpy as np
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, Gradients
-
-ENVIRONMENT = "chainer"
-SETUP_HINT = "`make env-chainer` (venv with numpy<2 and chainer==7.8.1, installed without build isolation)"
 
 
 def _chainer():
@@ -29,17 +24,12 @@ class ChainerAdapter(Adapter):
     best_mode = "eager"
     devices = ("cpu",)
     requires = ("chainer",)
-    install_hint = "its own environment: " + SETUP_HINT
+    environment = "chainer"
+    environment_hint = "`make env-chainer` (venv with numpy<2 and chainer==7.8.1, installed without build isolation)"
+    install_hint = "its own environment: " + environment_hint
     tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward()"}
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
 
-    @classmethod
-    def placement(cls):
-        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("chainer") is not None:
-            return None
-        from bnbench.worker import environment_placement
-
-        return environment_placement(ENVIRONMENT, SETUP_HINT)
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         chainer = _chainer()

@@ -5,35 +5,25 @@ bias, a batch-norm layer written as a Lasagne layer (0.1 has none), Nonlinearity
 update rules are the spec's, shared with the Theano and PyTensor adapters."""
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import os
 
 from .pytensor_adapter import SymbolicAdapter
-from .theano_adapter import THEANO_FLAGS
-
-ENVIRONMENT = "lasagne"
-SETUP_HINT = "`make env-lasagne` (Python 3.9 venv with Lasagne==0.1, Theano==0.8.2, numpy<1.24, scipy<1.11)"
+from .theano_adapter import THEANO_FLAGS, theano_worker_variables
 
 
 class LasagneAdapter(SymbolicAdapter):
     name = "lasagne"
     requires = ("lasagne", "theano")
-    install_hint = "its own environment: " + SETUP_HINT
+    environment = "lasagne"
+    environment_hint = "`make env-lasagne` (Python 3.9 venv with Lasagne==0.1, Theano==0.8.2, numpy<1.24, scipy<1.11)"
+    install_hint = "its own environment: " + environment_hint
     tuning = {
         "c": "Lasagne layers, theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "Lasagne layers, theano.function(mode=Mode(linker='py', optimizer='fast_compile'))",
     }
     description = "lasagne.layers DenseLayer(b=None) + a spec batch-norm Lasagne layer + NonlinearityLayer"
 
-    @classmethod
-    def placement(cls):
-        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("lasagne") is not None:
-            return None
-        from bnbench.worker import environment_placement
-
-        placement = environment_placement(ENVIRONMENT, SETUP_HINT)
-        return dataclasses.replace(placement, env=(("THEANO_FLAGS", os.environ.get("THEANO_FLAGS", THEANO_FLAGS)),))
+    worker_variables = staticmethod(theano_worker_variables)
 
     @classmethod
     def _library(cls):

@@ -3,7 +3,6 @@ the network runs as one cached symbolic graph). It lives in its own environment 
 shared/FRAMEWORKS.md); from any other environment it runs in a worker process (bnbench.worker)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Dict, Optional
 
@@ -12,9 +11,6 @@ import numpy as np
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, Gradients
-
-ENVIRONMENT = "mxnet"
-SETUP_HINT = "`make env-mxnet` (venv with mxnet==1.9.1 and numpy<1.24)"
 
 
 def _mx():
@@ -29,20 +25,14 @@ class MxnetAdapter(Adapter):
     best_mode = "hybrid"
     devices = ("cpu", "cuda")
     requires = ("mxnet",)
-    install_hint = "its own environment: " + SETUP_HINT
+    environment = "mxnet"
+    environment_hint = "`make env-mxnet` (venv with mxnet==1.9.1 and numpy<1.24)"
+    install_hint = "its own environment: " + environment_hint
     tuning = {
         "imperative": "gluon blocks run op by op under autograd.record()",
         "hybrid": "net.hybridize(static_alloc=True, static_shape=True): one cached graph for the network",
     }
     description = "gluon Dense(use_bias=False) + gluon BatchNorm + relu; optimizers written with mx.nd"
-
-    @classmethod
-    def placement(cls):
-        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("mxnet") is not None:
-            return None
-        from bnbench.worker import environment_placement
-
-        return environment_placement(ENVIRONMENT, SETUP_HINT)
 
     @classmethod
     def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:

@@ -3,37 +3,32 @@ FRAMEWORKS.md), reached from the suite through a worker process. The graph is bu
 code as PyTensor's (pytensor_adapter.SymbolicAdapter)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from .pytensor_adapter import SymbolicAdapter
 
-ENVIRONMENT = "theano"
-SETUP_HINT = "`make env-theano` (venv with Theano==1.0.5, numpy<1.24, scipy<1.11)"
 # Theano's BLAS detection fails on this machine's libraries: it uses NumPy's BLAS through its C API.
 THEANO_FLAGS = "blas.ldflags="
+
+
+def theano_worker_variables():
+    """A Theano worker's THEANO_FLAGS: the caller's own, else the ones above."""
+    return (("THEANO_FLAGS", os.environ.get("THEANO_FLAGS", THEANO_FLAGS)),)
 
 
 class TheanoAdapter(SymbolicAdapter):
     name = "theano"
     requires = ("theano",)
-    install_hint = "its own environment: " + SETUP_HINT
+    environment = "theano"
+    environment_hint = "`make env-theano` (venv with Theano==1.0.5, numpy<1.24, scipy<1.11)"
+    install_hint = "its own environment: " + environment_hint
     tuning = {
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
     }
     description = "symbolic graph of the spec (shared with pytensor); theano.grad; updates on shared variables"
 
-    @classmethod
-    def placement(cls):
-        if os.environ.get("BNBENCH_WORKER") or importlib.util.find_spec("theano") is not None:
-            return None
-        from bnbench.worker import environment_placement
-
-        placement = environment_placement(ENVIRONMENT, SETUP_HINT)
-        import dataclasses
-
-        return dataclasses.replace(placement, env=(("THEANO_FLAGS", os.environ.get("THEANO_FLAGS", THEANO_FLAGS)),))
+    worker_variables = staticmethod(theano_worker_variables)
 
     @classmethod
     def _library(cls):
