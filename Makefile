@@ -24,11 +24,17 @@ ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne,caffe
 PYTEST_ARGS ?=
 
-# `make bench GRID=full` times everything (every mode, dtype and size); quick is the default.
+# `make bench GRID=full` times everything (every mode, dtype and size, every benchmark); quick is
+# the default: the step time, the fraction of peak and the thread count of each framework's best
+# mode (every benchmark is a process of its own that imports, compiles and verifies its adapter:
+# 5-15 s each, measured), the rest with BENCH=all.
 GRID ?= quick
 THREADS ?= 2
 ASV_ARGS ?=
-BENCH_REGEX ?= TrainStep|Digits|Tune|WorkerStep
+ALL_BENCHMARKS := TrainStep|Digits|Tune|WorkerStep
+QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_of_peak|threads)|WorkerStep
+BENCH ?= $(if $(filter quick,$(GRID)),quick,all)
+BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
 .PHONY: test bench env clean-env
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -92,10 +93,25 @@ def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Opti
             return "quick grid: float32 only"
         if size is not None and size not in QUICK_SIZES:
             return f"quick grid: sizes {', '.join(QUICK_SIZES)} only"
+    if device == "cuda":
+        problem = no_nvidia_driver()
+        if problem:
+            return problem
     problem = adapter.import_error() or adapter.device_unavailable(device)
     if problem:
         return problem
     return None
+
+
+def no_nvidia_driver() -> Optional[str]:
+    """Why no framework can see a CUDA GPU on this machine, decided without importing one (each
+    cuda combination is a process of its own: importing tensorflow only to learn that there is no
+    GPU cost 5-8 s per process, measured). Every CUDA build reaches the GPU through the NVIDIA
+    kernel driver, which publishes /proc/driver/nvidia and /dev/nvidiactl on Linux. None: a driver
+    is there (or not Linux), so the framework itself is asked."""
+    if not sys.platform.startswith("linux") or os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidiactl"):
+        return None
+    return "no NVIDIA GPU on this machine (no NVIDIA driver: neither /proc/driver/nvidia nor /dev/nvidiactl exists)"
 
 
 def spec_for(size: str, dtype: str) -> Spec:
@@ -126,7 +142,7 @@ def require_supported(adapter_class, spec: Spec, mode: str, device: str) -> None
         raise NotImplementedError(f"unsupported by {adapter_class.name} ({mode}): {reason}")
 
 
-def _runnable(impl: str, device: str, dtype: str, size: Optional[str], spec: Spec):
+def runnable(impl: str, device: str, dtype: str, size: Optional[str], spec: Spec):
     """The adapter class and mode of ``impl`` with threads pinned, or NotImplementedError (a skip)."""
     reason = skip_reason(impl, device, dtype, size)
     if reason:
@@ -151,7 +167,7 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
     if key in _CACHE:
         return _CACHE[key]
     spec = spec_for(size, dtype)
-    adapter_class, mode, used_threads = _runnable(impl, device, dtype, size, spec)
+    adapter_class, mode, used_threads = runnable(impl, device, dtype, size, spec)
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
     data = synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype)
@@ -246,7 +262,7 @@ def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:
     if key in _DIGITS:
         return _DIGITS[key]
     spec = digits_spec(dtype)
-    adapter_class, mode, _ = _runnable(impl, device, dtype, None, spec)
+    adapter_class, mode, _ = runnable(impl, device, dtype, None, spec)
     data = load_digits(dtype)
     params = initial_parameters(spec)
     X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)

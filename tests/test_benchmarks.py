@@ -85,3 +85,49 @@ def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypat
     # Keras 3 on jax computes float64 in float32: its float64 rows are skips, in-process as well.
     with pytest.raises(NotImplementedError, match=r"unsupported by keras-jax \(compiled\): Keras 3's type promotion"):
         common.prepare("keras-jax:compiled", "cpu", "float64", "tiny")
+
+
+def test_without_an_nvidia_driver_cuda_is_skipped_before_any_framework_is_imported():
+    """Every cuda combination is a process of its own: on a machine without the NVIDIA driver its
+    skip must not pay for importing the framework (tensorflow: 5-8 s, measured)."""
+    code = ("import sys; sys.path.insert(0, %r); from benchmarks import common; "
+            "common.no_nvidia_driver = lambda: 'no NVIDIA GPU on this machine (test)'; "
+            "print(common.skip_reason('tensorflow:xla', 'cuda', 'float32', 'tiny')); "
+            "sys.exit(1 if 'tensorflow' in sys.modules else 0)") % ROOT
+    env = dict(os.environ, BNBENCH_GRID="full")
+    env.pop("BNBENCH_ENV", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "no NVIDIA GPU on this machine (test)"
+
+
+def test_the_nvidia_driver_check_asks_the_framework_where_a_driver_is_loaded(monkeypatch):
+    common, _ = _benchmarks()
+    monkeypatch.setattr(common.sys, "platform", "linux")
+    monkeypatch.setattr(common.os.path, "exists", lambda path: False)
+    assert "no NVIDIA driver" in common.no_nvidia_driver()
+    monkeypatch.setattr(common.os.path, "exists", lambda path: path == "/dev/nvidiactl")
+    assert common.no_nvidia_driver() is None
+    monkeypatch.setattr(common.sys, "platform", "darwin")
+    monkeypatch.setattr(common.os.path, "exists", lambda path: False)
+    assert common.no_nvidia_driver() is None
+
+
+def test_derived_values_build_the_adapter_only_when_they_need_it(monkeypatch):
+    """track_threads needs no adapter: its process must not compile and verify one."""
+    common, _ = _benchmarks()
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks import bench_train
+    finally:
+        sys.path.remove(ROOT)
+    monkeypatch.delenv("BNBENCH_ENV", raising=False)
+    monkeypatch.setenv("BNBENCH_GRID", "full")
+    built = []
+    monkeypatch.setattr(bench_train, "prepare", lambda *key: built.append(key) or common.prepare(*key))
+    derived = bench_train.TrainStepDerived()
+    derived.setup("numpy:eager", "cpu", "float32", "tiny")
+    assert derived.track_threads("numpy:eager", "cpu", "float32", "tiny") == common.threads()
+    assert built == []
+    assert derived.track_gflops("numpy:eager", "cpu", "float32", "tiny") > 0
+    assert set(built) == {("numpy:eager", "cpu", "float32", "tiny")}
