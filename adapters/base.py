@@ -109,7 +109,8 @@ class Adapter(abc.ABC):
         """Why the framework cannot be used here, without importing it (None when it is installed)."""
         for module in cls.requires:
             if importlib.util.find_spec(module) is None:
-                hint = f" ({cls.install_hint})" if cls.install_hint else ""
+                install = cls.install_hint or (f"its own environment: {cls.environment_hint}" if cls.environment else "")
+                hint = f" ({install})" if install else ""
                 return f"{module} is not installed in this environment{hint}"
         return None
 

@@ -32,7 +32,6 @@ class CaffeAdapter(Adapter):
     requires = ("caffe",)
     environment = "caffe"
     environment_hint = "`make env-caffe` (root: a Debian 11 chroot with python3-caffe, scripts/setup-caffe-chroot.sh)"
-    install_hint = "its own environment: " + environment_hint
     tuning = {"net": "caffe.Net from a NetSpec prototxt (C++ layers, CPU build of Debian 11)"}
     description = "NetSpec: InnerProduct + BatchNorm + Scale + ReLU, SoftmaxWithLoss; updates in NumPy on the blobs"
 

@@ -26,10 +26,8 @@ class ChainerAdapter(Adapter):
     requires = ("chainer",)
     environment = "chainer"
     environment_hint = "`make env-chainer` (venv with numpy<2 and chainer==7.8.1, installed without build isolation)"
-    install_hint = "its own environment: " + environment_hint
     tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward()"}
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
-
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         chainer = _chainer()

@@ -16,7 +16,6 @@ class LasagneAdapter(SymbolicAdapter):
     requires = ("lasagne", "theano")
     environment = "lasagne"
     environment_hint = "`make env-lasagne` (Python 3.9 venv with Lasagne==0.1, Theano==0.8.2, numpy<1.24, scipy<1.11)"
-    install_hint = "its own environment: " + environment_hint
     tuning = {
         "c": "Lasagne layers, theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "Lasagne layers, theano.function(mode=Mode(linker='py', optimizer='fast_compile'))",

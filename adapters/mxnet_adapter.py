@@ -27,7 +27,6 @@ class MxnetAdapter(Adapter):
     requires = ("mxnet",)
     environment = "mxnet"
     environment_hint = "`make env-mxnet` (venv with mxnet==1.9.1 and numpy<1.24)"
-    install_hint = "its own environment: " + environment_hint
     tuning = {
         "imperative": "gluon blocks run op by op under autograd.record()",
         "hybrid": "net.hybridize(static_alloc=True, static_shape=True): one cached graph for the network",

@@ -21,7 +21,6 @@ class TheanoAdapter(SymbolicAdapter):
     requires = ("theano",)
     environment = "theano"
     environment_hint = "`make env-theano` (venv with Theano==1.0.5, numpy<1.24, scipy<1.11)"
-    install_hint = "its own environment: " + environment_hint
     tuning = {
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",

@@ -68,15 +68,15 @@ def test_asv_check_passes():
 def _benchmarks():
     sys.path.insert(0, ROOT)
     try:
-        from benchmarks import bench_worker, common
+        from benchmarks import bench_train, bench_worker, common
     finally:
         sys.path.remove(ROOT)
-    return common, bench_worker
+    return common, bench_worker, bench_train
 
 
 def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypatch):
     """Not a crash of the run, and not a different model timed: NotImplementedError, asv's skip."""
-    common, bench_worker = _benchmarks()
+    common, bench_worker, _ = _benchmarks()
     monkeypatch.delenv("BNBENCH_ENV", raising=False)
     monkeypatch.setenv("BNBENCH_GRID", "full")
     # Caffe's BatchNorm always applies m/(m-1) to the running variance; the timed spec is biased.
@@ -102,7 +102,7 @@ def test_without_an_nvidia_driver_cuda_is_skipped_before_any_framework_is_import
 
 
 def test_the_nvidia_driver_check_asks_the_framework_where_a_driver_is_loaded(monkeypatch):
-    common, _ = _benchmarks()
+    common, _, _ = _benchmarks()
     monkeypatch.setattr(common.sys, "platform", "linux")
     monkeypatch.setattr(common.os.path, "exists", lambda path: False)
     assert "no NVIDIA driver" in common.no_nvidia_driver()
@@ -115,12 +115,7 @@ def test_the_nvidia_driver_check_asks_the_framework_where_a_driver_is_loaded(mon
 
 def test_derived_values_build_the_adapter_only_when_they_need_it(monkeypatch):
     """track_threads needs no adapter: its process must not compile and verify one."""
-    common, _ = _benchmarks()
-    sys.path.insert(0, ROOT)
-    try:
-        from benchmarks import bench_train
-    finally:
-        sys.path.remove(ROOT)
+    common, _, bench_train = _benchmarks()
     monkeypatch.delenv("BNBENCH_ENV", raising=False)
     monkeypatch.setenv("BNBENCH_GRID", "full")
     built = []
