@@ -9,9 +9,8 @@ import numpy as np
 
 from bnbench.adapters import get, names
 from bnbench.reference import initial_parameters
-from bnbench.reference.data import batch_stack, synthetic
 
-from .common import QUICK_SIZES, SIZES, VERIFY_STEPS, WORKER_TIMED, grid, require_supported, spec_for, threads
+from .common import QUICK_SIZES, SIZES, WORKER_TIMED, timing_batches, grid, require_supported, spec_for, threads
 
 PARAMS = [list(WORKER_TIMED), ["float32", "float64"], list(SIZES)]
 _CACHE = {}
@@ -38,7 +37,7 @@ def measured(framework, dtype, size):
     adapter_class.set_threads(threads())
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
-    X, y = batch_stack(synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype), m, VERIFY_STEPS, seed=0)
+    X, y = timing_batches(spec, m)
     from bnbench.trace import check_equivalence
 
     report = check_equivalence(adapter_class(spec, params), spec, params, X, y)

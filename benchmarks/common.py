@@ -26,13 +26,9 @@ import numpy as np
 from bnbench.adapters import get, names
 from bnbench.flops import step_flops
 from bnbench.reference import Spec, initial_parameters
-from bnbench.reference.data import batch_stack, load_digits, minibatches, synthetic
+from bnbench.reference.data import batch_stack, load_digits, minibatches
+from bnbench.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches  # noqa: F401 (the suite's sizes)
 
-SIZES: Dict[str, dict] = {
-    "tiny": dict(m=32, n_features=64, hidden=(64, 64), n_classes=10),
-    "medium": dict(m=256, n_features=512, hidden=(512, 512), n_classes=10),
-    "large": dict(m=1024, n_features=1024, hidden=(1024, 1024, 1024), n_classes=10),
-}
 QUICK_SIZES = ("tiny", "medium")
 IMPLS: List[str] = [f"{name}:{mode}" for name in names() for mode in get(name).modes]
 DEVICES = ["cpu", "cuda"]
@@ -40,7 +36,6 @@ DTYPES = ["float32", "float64"]
 DIGITS_HIDDEN = (64, 64)
 DIGITS_BATCH = 64
 ACCURACY_EPOCHS = 8
-VERIFY_STEPS = 2
 
 # Environment groups of asv.conf.json -> frameworks that live there.
 ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax"},
@@ -114,12 +109,6 @@ def no_nvidia_driver() -> Optional[str]:
     return "no NVIDIA GPU on this machine (no NVIDIA driver: neither /proc/driver/nvidia nor /dev/nvidiactl exists)"
 
 
-def spec_for(size: str, dtype: str) -> Spec:
-    fields = dict(SIZES[size])
-    fields.pop("m")
-    return Spec(dtype=dtype, learning_rate=0.01, optimizer="momentum", **fields)
-
-
 @dataclasses.dataclass
 class Prepared:
     adapter: object
@@ -170,8 +159,7 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
     adapter_class, mode, used_threads = runnable(impl, device, dtype, size, spec)
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
-    data = synthetic(m * 4, spec.n_features, spec.n_classes, seed=0, dtype=dtype)
-    X, y = batch_stack(data, m, VERIFY_STEPS, seed=0)
+    X, y = timing_batches(spec, m)
 
     adapter = adapter_class(spec, params, mode=mode, device=device)
     batch = adapter.to_device(X[0], y[0])

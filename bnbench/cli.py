@@ -224,6 +224,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- compare
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bnbench import paired
+    from bnbench.io import atomic_write_json
+
+    out_dir = os.path.dirname(os.path.abspath(args.json))
+    if os.path.isdir(args.json):
+        raise CliError(f"--json {args.json!r} is a folder, expected a file name")
+    if not os.path.isdir(out_dir):
+        raise CliError(f"--json {args.json!r}: folder {out_dir!r} does not exist")
+    if args.budget <= 0:
+        raise CliError(f"--budget {args.budget!r} must be a positive number of seconds")
+    try:
+        if args.frameworks is None:
+            items, left_out = paired.default_items(args.device)
+        else:
+            items = paired.resolve_items(paired.parse_items(args.frameworks), args.device, "--frameworks")
+            left_out = []
+        baseline = paired.resolve_items(paired.parse_items(args.baseline, "--baseline"), args.device, "--baseline")
+        if len(baseline) != 1:
+            raise paired.CompareError(f"--baseline {args.baseline!r} must name one framework")
+        if baseline[0] not in items:
+            items = [baseline[0]] + items        # the baseline always takes part
+        if not items:
+            raise paired.CompareError(f"no framework to compare on {args.device}")
+        settings = paired.Settings(items=items, size=args.size, dtype=args.dtype, device=args.device, baseline=baseline[0],
+                                   budget=args.budget, threads=args.threads, seed=args.seed, left_out=left_out,
+                                   progress=not args.quiet)
+        result = paired.run(settings)
+    except paired.CompareError as error:
+        raise CliError(str(error)) from None
+    atomic_write_json(args.json, result)
+    if not args.quiet:
+        print(paired.table(result))
+        peak = result["peak"]
+        print(f"\n{result['rounds']} rounds in {result['seconds']:.0f} s ({result['stopped']}: "
+              f"{'every interval within +-' + format(100 * result['target_half_width'], '.1f') + '%' if result['stopped'] == 'converged' else 'the budget ended first'}); "
+              f"{args.size}, {args.dtype}, {args.device}, {args.threads} thread(s); "
+              f"peak {'-' if peak is None else format(peak['gflops'], '.4g') + ' GFLOP/s'}; machine {result['machine_id']}; "
+              f"wrote {args.json}")
+    failed = [row for row in result["rows"] if row.get("not_timed") and row["not_timed"].startswith("not verified")]
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
     try:
@@ -326,6 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", default=None, metavar="PATH", help="where to write the result (default: results/verify/<machine>.json)")
     ver.add_argument("--machine", default=None, help="machine name recorded in the JSON (default: asv's machine name, else the host name)")
     ver.set_defaults(handler=cmd_verify)
+
+    com = commands.add_parser("compare", help="time frameworks together in interleaved paired rounds: ratios with 95%% intervals")
+    com.add_argument("--frameworks", default=None, metavar="NAME[:MODE],...",
+                     help="participants (default: every installed framework in its best mode); an item named twice is the A/A check")
+    com.add_argument("--size", choices=("tiny", "medium", "large"), default="medium", help="spec size (default medium)")
+    com.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    com.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    com.add_argument("--baseline", default="numpy", metavar="NAME[:MODE]", help="the row every ratio divides by (default numpy)")
+    com.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                     help="time for the rounds, unless every interval is within +-2.5%% sooner (default 60)")
+    com.add_argument("--threads", type=_positive_int, default=2, help="compute threads of every participant (default 2)")
+    com.add_argument("--seed", type=int, default=0, help="round order and bootstrap seed (default 0)")
+    com.add_argument("--json", required=True, metavar="OUT.json", help="where to write the result")
+    com.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    com.set_defaults(handler=cmd_compare)
 
     rep = commands.add_parser("report", help="publish tables, CSV and plots from asv's results (results/README.md)")
     rep.add_argument("--results", default="results", metavar="DIR", help="asv's results folder (default: results)")

@@ -76,7 +76,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         if data.get("version") != 2:
             raise ReportError(f"asv result format version {data.get('version')!r}, expected 2")
         columns = data["result_columns"]
-        machine = data["params"]["machine"]
+        machine = machine_key(data["params"])
         group = (data.get("env_vars") or {}).get("BNBENCH_ENV", data["env_name"])
         base = {"machine": machine, "env_group": group, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
                 "date": int(data["date"]), "source": os.path.basename(path)}
@@ -119,6 +119,25 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         raise ReportError(f"not an asv result file ({type(error).__name__}: {error})") from None
 
 
+def machine_key(params: Dict[str, object]) -> str:
+    """A machine is its hardware: asv's machine name with the CPU, cores and memory that asv
+    recorded in the result file, so that two machines sharing a host name never share a table."""
+    name = str(params["machine"])
+    if not params.get("cpu"):
+        return name
+    try:
+        memory = f", {int(params['ram']) / 2 ** 30:.0f} GiB"
+    except (KeyError, TypeError, ValueError):
+        memory = ""
+    return f"{name} ({params['cpu']}, {params.get('num_cpu', '?')} cores{memory})"
+
+
+def file_name_part(key: str) -> str:
+    from bnbench.machine import slug
+
+    return key if key.replace("-", "").replace("_", "").isalnum() else slug(key)
+
+
 def load(results: str):
     """(tidy DataFrame of the newest result file per machine and group, machines, problems)."""
     import pandas as pd
@@ -137,17 +156,25 @@ def load(results: str):
         folder = os.path.dirname(machine_dir)
         try:
             with open(machine_dir) as handle:
-                machines[os.path.basename(folder)] = json.load(handle)
+                folder_info = json.load(handle)
         except (OSError, ValueError) as error:
             problems.append(f"{os.path.relpath(machine_dir, results)}: not readable ({error})")
-            machines[os.path.basename(folder)] = {}
+            folder_info = {}
         for path in sorted(glob.glob(os.path.join(folder, "*-*.json"))):
             if os.path.basename(path) in ("run-info.json",):
                 continue
             try:
-                rows.extend(read_result_file(path, units, param_names))
+                found = read_result_file(path, units, param_names)
             except ReportError as error:
                 problems.append(f"{os.path.relpath(path, results)}: {error}; skipped")
+                continue
+            rows.extend(found)
+            for key in {row["machine"] for row in found}:
+                # the hardware asv recorded in the result file itself, not the folder's latest
+                params = (_read_json(path) or {}).get("params", {})
+                machines.setdefault(key, dict(params if params.get("cpu") else folder_info, folder=os.path.basename(folder)))
+        if not any(info.get("folder") == os.path.basename(folder) for info in machines.values()):
+            machines[os.path.basename(folder)] = dict(folder_info, folder=os.path.basename(folder))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if len(frame):
         # each measurement from the newest run that made it, per machine and environment group
@@ -422,6 +449,148 @@ def frameworks_section(results: str) -> List[str]:
     return lines + [""]
 
 
+# --------------------------------------------------------------------------- paired comparisons
+COMPARE_COLUMNS = ["machine", "device", "dtype", "size", "baseline", "created", "rounds", "framework", "mode", "label",
+                   "version", "ratio", "ci_low", "ci_high", "resolved", "median_step_s", "step_ci_low", "step_ci_high",
+                   "fraction_of_peak", "fraction_ci_low", "fraction_ci_high", "first_step_s", "verified", "source"]
+
+
+def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
+    """Every ``bnbench compare`` result under results/compare/<machine>/, one run per file.
+    A file holds one run on one machine: its values are never combined with another file's."""
+    runs, problems = [], []
+    for path in sorted(glob.glob(os.path.join(results, "compare", "*", "*.json"))):
+        data = _read_json(path)
+        if not isinstance(data, dict) or data.get("tool") != "bnbench compare" or not isinstance(data.get("rows"), list):
+            problems.append(f"{os.path.relpath(path, results)}: not a `bnbench compare` result; skipped")
+            continue
+        data["source"] = os.path.relpath(path, results)
+        runs.append(data)
+    runs.sort(key=lambda r: (r["machine_id"], r["device"], r["dtype"], SIZE_ORDER.index(r["size"]) if r["size"] in SIZE_ORDER else 9))
+    return runs, problems
+
+
+def _interval(value, low, high, style: str = ".3f") -> str:
+    if value is None:
+        return "-"
+    return f"{value:{style}} [{low:{style}}, {high:{style}}]"
+
+
+def comparison_table(run: Dict[str, object], verification) -> List[str]:
+    from bnbench.paired import format_seconds
+
+    peak = run.get("peak") or {}
+    peak_text = (f"matmul peak {peak['gflops']:.4g} GFLOP/s ({peak.get('flags')})" if "gflops" in peak
+                 else f"no matmul peak ({peak.get('problem', 'not measured')})")
+    lines = [f"#### {run['device']}, {run['dtype']}, `{run['size']}` (m={run.get('m', SIZES_M.get(run['size'], '?'))})", "",
+             f"Baseline `{run['baseline']}`; {run['rounds']} rounds in {run['seconds']:.0f} s, stopped: {run['stopped']} "
+             f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
+             f"{peak_text}; run of {run['created']} (`{run['source']}`).", "",
+             "| framework | mode | version | ratio to baseline [95% CI] | vs baseline | vs next faster row | median step [95% CI] | "
+             "GFLOP/s | fraction of peak [95% CI] | first step (compile) | verified | flags |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in run["rows"]:
+        if row.get("median_step_s") is None:
+            lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | not timed | - | - | - | - | - | - | "
+                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed', '')} | {row.get('flags', '')} |")
+            continue
+        versus = row.get("versus_next_faster")
+        versus_text = "-" if not versus else (f"{versus['ratio']:.3f} vs {versus['label']} "
+                                              f"({'resolved' if versus['resolved'] else 'not resolved'})")
+        baseline_text = "baseline" if row.get("resolved") is None else ("resolved" if row["resolved"] else "not resolved")
+        record = verification.get((row["framework"], row["mode"], run["device"], run["dtype"]))
+        checked = "yes, on the timed spec and batches" + (f"; `bnbench verify` {record['status']} "
+                                                          f"({record.get('passed')}/{record.get('checked')})" if record else "")
+        step = f"{format_seconds(row['median_step_s'])} [{format_seconds(row['step_ci_low'])}, {format_seconds(row['step_ci_high'])}]"
+        fraction = _interval(row.get("fraction_of_peak"), row.get("fraction_ci_low"), row.get("fraction_ci_high"), ".2g")
+        lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
+                     f"{_interval(row['ratio'], row['ci_low'], row['ci_high'])} | {baseline_text} | {versus_text} | {step} | "
+                     f"{_number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {checked} | "
+                     f"{row.get('flags', '')} |")
+    return lines + [""]
+
+
+_STYLES = [(colour, marker) for marker in "osD^v<>ph*" for colour in
+           ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")]
+
+
+def plot_comparison(runs: List[Dict[str, object]], path: str) -> bool:
+    """Ratios to the baseline with their 95% intervals, one panel per size, rows sorted; every
+    framework and mode keeps one colour and marker pair across panels, and no two share both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [run for run in runs if any(row.get("ratio") is not None for row in run["rows"])]
+    if not runs:
+        return False
+    labels = sorted({row["label"] for run in runs for row in run["rows"] if row.get("ratio") is not None})
+    style = {label: _STYLES[i % len(_STYLES)] for i, label in enumerate(labels)}
+    height = max(len([r for r in run["rows"] if r.get("ratio") is not None]) for run in runs)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs) + 1.0, 0.38 * height + 1.9), dpi=100, squeeze=False)
+    for ax, run in zip(axes[0], runs):
+        rows = sorted([r for r in run["rows"] if r.get("ratio") is not None], key=lambda r: r["ratio"], reverse=True)
+        for y, row in enumerate(rows):
+            colour, marker = style[row["label"]]
+            ax.errorbar(row["ratio"], y, xerr=[[row["ratio"] - row["ci_low"]], [row["ci_high"] - row["ratio"]]],
+                        fmt=marker, color=colour, capsize=3, markersize=6)
+        ax.axvline(1.0, color="grey", linewidth=1, linestyle="--")
+        ax.set_xscale("log")
+        ax.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(f"step time / {run['baseline']} (log; <1 faster)")
+        ax.set_title(f"{run['size']} (m={run.get('m', '?')}), {run['rounds']} rounds", fontsize=10)
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+    first = runs[0]
+    fig.suptitle(f"Paired step-time ratios with 95% intervals: {first['device']}, {first['dtype']}, {first['machine_id']}",
+                 fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def comparison_sections(results: str) -> Tuple[List[str], List[str], List[str], List[Dict[str, object]]]:
+    """(markdown lines, plots, problems, tidy rows) of every machine's paired comparisons."""
+    from bnbench import machine as machines_module
+
+    runs, problems = load_comparisons(results)
+    lines, plots, tidy = [], [], []
+    if not runs:
+        return lines, plots, problems, tidy
+    lines += ["## Paired comparisons (`bnbench compare`)", "",
+              "Every framework of a table was timed in the same run, in interleaved rounds: one short burst each per round, "
+              "in an order shuffled per round, so that all of them sample the same phase of the machine. A ratio is "
+              "taken within each round (burst median over the baseline's burst median); the table gives its median over "
+              "rounds with a bootstrap 95% interval. A difference is **resolved** when its interval excludes 1 "
+              "(*vs next faster row*: the paired ratio to the row above). The fraction of peak divides each round's "
+              "FLOP/s by the matmul peak measured in the same round. First steps (compilation) ran before the rounds. "
+              "Each participant was checked against the NumPy reference on the spec and batches it was timed on "
+              "before any round; one that failed was not timed.", ""]
+    for machine_id in sorted({run["machine_id"] for run in runs}):
+        mine = [run for run in runs if run["machine_id"] == machine_id]
+        info = mine[-1]["machine"]
+        lines += [f"### Machine `{machine_id}`", "",
+                  f"{machines_module.describe(info)}; host name `{info.get('hostname')}` (not part of its identity).", ""]
+        records = load_verification(results, machine_id)
+        verification = {(f, m, d, t): row for (_, f, m, d, t), row in records.items()}
+        for device, dtype in sorted({(run["device"], run["dtype"]) for run in mine}):
+            group = [run for run in mine if run["device"] == device and run["dtype"] == dtype]
+            plot = os.path.join("plots", f"compare-{machine_id}-{device}-{dtype}.png")
+            if plot_comparison(group, os.path.join(results, plot)):
+                plots.append(plot)
+                lines += [f"![paired ratios, {device}, {dtype}, {machine_id}]({plot})", ""]
+            for run in group:
+                lines += comparison_table(run, verification)
+                tidy += [dict({key: run.get(key) for key in ("device", "dtype", "size", "baseline", "created", "rounds")},
+                              machine=machine_id, source=run["source"],
+                              **{key: row.get(key) for key in COMPARE_COLUMNS if key in row}) for row in run["rows"]]
+        if records:
+            lines += verification_section(records, machine_id)
+    return lines, plots, problems, tidy
+
+
 def build(results: str = "results") -> Dict[str, object]:
     """Write results/README.md, results/results.csv and results/plots/*.png; returns a summary."""
     from bnbench.io import atomic_write_text
@@ -430,21 +599,31 @@ def build(results: str = "results") -> Dict[str, object]:
         raise ReportError(f"results folder {results!r} does not exist (run the benchmarks first: make bench)")
     frame, machines, problems = load(results)
     lines = ["# Results", "",
-             "Generated by `bnbench report` from asv's result files (do not edit by hand). Every timing row says "
+             "Generated by `bnbench report` from `bnbench compare`'s paired comparisons (results/compare/) and asv's "
+             "result files (do not edit by hand). Every timing row says "
              "whether `bnbench verify` passed for that framework, mode, device and dtype in the same environment; "
-             "unverified rows are marked. Data for analysis: [results.csv](results.csv) (one row per measurement). "
+             "unverified rows are marked. Data for analysis: [compare.csv](compare.csv) (paired comparisons) and "
+             "[results.csv](results.csv) (asv, one row per measurement). "
              "Interactive asv pages: `asv publish`, then `.asv/html/index.html` (not committed).", ""]
+    compare_lines, plots, compare_problems, compare_rows = comparison_sections(results)
+    problems = problems + compare_problems
     if problems:
         lines += ["**Skipped files:**", ""] + [f"- {problem}" for problem in problems] + [""]
-    plots, all_rows = [], []
+    lines += compare_lines
+    if machines:
+        lines += ["## asv timings (history across commits)", "",
+                  "Each framework timed by asv in a process of its own; rows of one table come from separate processes "
+                  "and are not paired in time (the paired comparisons above are).", ""]
+    all_rows = []
     for machine in sorted(machines):
-        verification = load_verification(results, machine)
+        folder = machines[machine].get("folder", machine)
+        verification = load_verification(results, folder)
         lines += machine_header(machine, machines[machine], frame)
-        lines += how_measured(machine, frame, _read_json(os.path.join(results, machine, "run-info.json")))
+        lines += how_measured(machine, frame, _read_json(os.path.join(results, folder, "run-info.json")))
         data = frame[frame.machine == machine]
         for dtype in sorted(data[data.benchmark.isin(STEP_BENCHMARKS)].dtype.unique()):
-            step_plot = os.path.join("plots", f"{machine}-step-time-{dtype}.png")
-            peak_plot = os.path.join("plots", f"{machine}-fraction-of-peak-large-{dtype}.png")
+            step_plot = os.path.join("plots", f"{file_name_part(machine)}-step-time-{dtype}.png")
+            peak_plot = os.path.join("plots", f"{file_name_part(machine)}-fraction-of-peak-large-{dtype}.png")
             links = []
             if plot_step_times(frame, machine, dtype, os.path.join(results, step_plot)):
                 links.append(f"![step time against batch size, {dtype}]({step_plot})")
@@ -474,5 +653,13 @@ def build(results: str = "results") -> Dict[str, object]:
     lines += conventions_section(results)
     atomic_write_text(os.path.join(results, "README.md"), "\n".join(lines).rstrip() + "\n")
     atomic_write_text(os.path.join(results, "results.csv"), frame.to_csv(index=False, lineterminator="\n"))
+    if compare_rows:
+        import pandas as pd
+
+        atomic_write_text(os.path.join(results, "compare.csv"),
+                          pd.DataFrame(compare_rows, columns=["machine", "device", "dtype", "size", "baseline", "created", "rounds"]
+                                       + [c for c in COMPARE_COLUMNS if c not in ("machine", "device", "dtype", "size", "baseline",
+                                                                                   "created", "rounds")]).to_csv(index=False, lineterminator="\n"))
     return {"machines": sorted(machines), "rows": all_rows, "problems": problems, "plots": plots,
-            "measurements": len(frame)}
+            "measurements": len(frame), "comparisons": compare_rows,
+            "compare_machines": sorted({row["machine"] for row in compare_rows})}

@@ -89,7 +89,14 @@ def _error_classes() -> Dict[str, Type[Exception]]:
 class _Server:
     def __init__(self) -> None:
         self.adapters: Dict[int, Any] = {}
+        self.timed_steps: Dict[int, Any] = {}     # handle -> a step function that waits for its device
         self.next_handle = 1
+
+    def _new_handle(self, obj: Any) -> int:
+        handle = self.next_handle
+        self.next_handle += 1
+        self.adapters[handle] = obj
+        return handle
 
     def handle(self, op: str, header: Dict[str, Any], arrays: Dict[str, np.ndarray]):
         from bnbench.adapters import registry
@@ -114,11 +121,16 @@ class _Server:
             adapter_class = registry.local_class(header["framework"])
             spec = Spec.from_dict(header["spec"])
             adapter = adapter_class(spec, arrays, mode=header["mode"], device=header["device"])
-            handle = self.next_handle
-            self.next_handle += 1
-            self.adapters[handle] = adapter
-            return {"handle": handle}, None
-        if op not in ("train_step", "gradients", "predict_proba", "state", "time_steps", "release"):
+            return {"handle": self._new_handle(adapter)}, None
+        if op == "build_peak":
+            from bnbench.peak import MatmulPeak
+
+            peak = MatmulPeak(header["device"], header["dtype"], int(header.get("n") or 0))
+            handle = self._new_handle(peak)
+            self.timed_steps[handle] = peak.step
+            return {"handle": handle, "flops": peak.flops, "n": peak.n, "library": peak.library}, None
+        if op not in ("train_step", "gradients", "predict_proba", "state", "time_steps", "prepare_timing", "burst",
+                      "release"):
             raise WorkerError(f"unknown worker operation {op!r}")
         adapter = self.adapters.get(header.get("handle"))
         if adapter is None:
@@ -137,8 +149,66 @@ class _Server:
             return {"names": list(state)}, state
         if op == "time_steps":
             return {"seconds": _time_steps(adapter, arrays["X"], arrays["y"], int(header["warmup"]), int(header["steps"]))}, None
+        if op == "prepare_timing":
+            step, first, warmup = _prepare_timing(adapter, arrays["X"], arrays["y"], int(header["warmup"]))
+            self.timed_steps[header["handle"]] = step
+            return {"first_step": first, "warmup_seconds": warmup}, None
+        if op == "burst":
+            step = self.timed_steps.get(header["handle"])
+            if step is None:
+                raise WorkerError(f"handle {header['handle']!r} was not prepared for timing")
+            return _burst(step, float(header["seconds"]), int(header["min_steps"]), int(header["max_steps"]),
+                          bool(header.get("per_step", True))), None
         del self.adapters[header["handle"]]      # op == "release"
+        self.timed_steps.pop(header["handle"], None)
         return {}, None
+
+
+def _prepare_timing(adapter, X: np.ndarray, y: np.ndarray, warmup: int):
+    """Put one batch on the device and return a step function that ends synchronised, the first
+    step's seconds (compilation, tracing) and the warm-up's; both are reported apart from the
+    steady state."""
+    import time
+
+    batch = adapter.to_device(X, y)
+
+    def step() -> None:
+        adapter.train_step_prepared(batch)
+        adapter.sync()
+
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    return step, first, time.perf_counter() - start
+
+
+def _burst(step, seconds: float, min_steps: int, max_steps: int, per_step: bool) -> Dict[str, Any]:
+    """Steps until ``seconds`` have passed (at least ``min_steps``, at most ``max_steps``).
+
+    per_step: every step timed on its own (the burst's median resists a step that an interrupt
+    slowed); otherwise only the whole burst is timed (the bare measurement the timer's own
+    overhead is checked against)."""
+    import time
+
+    clock = time.perf_counter
+    if not per_step:
+        start = clock()
+        for _ in range(max(min_steps, 1)):
+            step()
+        return {"total": clock() - start, "count": max(min_steps, 1)}
+    times = []
+    burst_start = clock()
+    while len(times) < max_steps:
+        start = clock()
+        step()
+        end = clock()
+        times.append(end - start)
+        if len(times) >= min_steps and end - burst_start >= seconds:
+            break
+    return {"steps": times}
 
 
 def _time_steps(adapter, X: np.ndarray, y: np.ndarray, warmup: int, steps: int):
@@ -305,6 +375,14 @@ def close_workers() -> None:
         _workers.clear()
 
 
+def burst(worker: WorkerProcess, handle: int, seconds: float, *, min_steps: int = 1, max_steps: int = 10000,
+          per_step: bool = True) -> Dict[str, Any]:
+    reply, _ = worker.call("burst", handle=handle, seconds=seconds, min_steps=min_steps, max_steps=max_steps,
+                           per_step=per_step)
+    reply.pop("ok", None)
+    return reply
+
+
 def remote_class(local: Type, placement: Placement) -> Type:
     """An Adapter class with ``local``'s declared facts whose work runs in a worker process."""
     from bnbench.adapters.base import Adapter, Gradients
@@ -407,6 +485,16 @@ def remote_class(local: Type, placement: Placement) -> Type:
             reply, _ = self._remote.call("time_steps", {"X": X, "y": y}, handle=self._handle,
                                          warmup=warmup, steps=steps)
             return reply["seconds"]
+
+        def prepare_timing(self, X: np.ndarray, y: np.ndarray, *, warmup: int = 3) -> Dict[str, Any]:
+            """Put (X, y) on the device in the worker; the first step's and the warm-up's seconds."""
+            X, y = self._check(X, y)
+            reply, _ = self._remote.call("prepare_timing", {"X": X, "y": y}, handle=self._handle, warmup=warmup)
+            return {"first_step": reply["first_step"], "warmup_seconds": reply["warmup_seconds"]}
+
+        def burst(self, seconds: float, *, min_steps: int = 1, max_steps: int = 10000, per_step: bool = True):
+            """One burst of synchronised steps on the prepared batch, timed in the worker."""
+            return burst(self._remote, self._handle, seconds, min_steps=min_steps, max_steps=max_steps, per_step=per_step)
 
         def __del__(self) -> None:
             # Never talk to the worker from here (a collection can run in the middle of a call):

@@ -1,0 +1,413 @@
+"""``bnbench compare``: every framework measured together, in interleaved paired rounds.
+
+1. One warm worker process per participant (framework and mode), started with the interpreter
+   of that framework's environment (bnbench.worker), threads pinned in each.
+2. Each participant is checked against the NumPy reference on the very spec and batches it will
+   be timed on; one that fails is never timed (its row says so).
+3. Its first step (compilation, tracing) and a short warm-up run outside the rounds and are
+   reported apart.
+4. Rounds: every participant runs one short burst of synchronised steps, in an order shuffled
+   per round, so that all of a round's bursts sample the same phase of the machine. The matmul
+   peak is one more participant, so the fraction of peak is paired the same way.
+5. Ratios are taken within a round and summarised over rounds with bootstrap intervals
+   (bnbench.stats); rounds go on until every interval is within +-2.5% or the budget ends.
+
+An item named twice (``numpy,numpy``) is two participants: the A/A check.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bnbench import stats
+
+PEAK = "peak"
+DEFAULT_BUDGET = 60.0
+BURST_SECONDS = 0.15
+SETTLE_SECONDS = 0.05
+WARMUP_STEPS = 3
+MIN_ROUNDS = 10
+CHECK_EVERY = 5
+SCHEMA = 1
+
+
+class CompareError(ValueError):
+    """Bad participants, baseline or settings; the message names the flag and value."""
+
+
+@dataclasses.dataclass
+class Participant:
+    framework: str
+    mode: str
+    label: str                       # framework:mode, with #2, #3 for repeats (the A/A check)
+    adapter: Any = None              # the worker-side adapter proxy (None for the peak)
+    worker: Any = None
+    handle: Optional[int] = None
+    version: Optional[str] = None
+    verified: bool = False
+    verification: str = ""
+    first_step_s: Optional[float] = None
+    warmup_s: Optional[float] = None
+    flops: float = 0.0               # per step
+    flags: str = ""
+    medians: List[float] = dataclasses.field(default_factory=list)    # burst median per round
+    steps: List[int] = dataclasses.field(default_factory=list)        # steps per burst
+    problem: Optional[str] = None    # why it was not timed
+
+
+def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:
+    """'numpy,torch:eager' -> [('numpy', None), ('torch', 'eager')] (no mode: the best mode)."""
+    if text is None:
+        return []
+    items = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        name, _, mode = item.partition(":")
+        if not name or (":" in item and not mode):
+            raise CompareError(f"{flag} item {item!r} is not NAME or NAME:MODE")
+        items.append((name, mode or None))
+    if not items:
+        raise CompareError(f"{flag} {text!r} names no framework")
+    return items
+
+
+def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag: str) -> List[Tuple[str, str]]:
+    """(name, mode) pairs with modes resolved and checked against each adapter's declaration."""
+    from bnbench.adapters import names
+    from bnbench.adapters.registry import local_class
+
+    known = names()
+    out = []
+    for name, mode in items:
+        if name not in known:
+            raise CompareError(f"{flag}: unknown framework {name!r}; known: {', '.join(known)}")
+        adapter = local_class(name)
+        if not adapter.modes:
+            raise CompareError(f"{flag}: {name} cannot run here: {adapter.missing_requirement()}")
+        mode = mode or adapter.best_mode or adapter.modes[0]
+        if mode not in adapter.modes:
+            raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
+        if device not in adapter.devices:
+            raise CompareError(f"{flag}: {name} has no device {device!r}; devices: {', '.join(adapter.devices)}")
+        out.append((name, mode))
+    return out
+
+
+def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
+    """Every framework that is installed here (checked without importing it) and has ``device``,
+    in its best mode; and the others with the reason."""
+    from bnbench.adapters import names
+    from bnbench.adapters.registry import local_class
+
+    chosen, left_out = [], []
+    for name in names():
+        adapter = local_class(name)
+        if not adapter.modes:
+            left_out.append({"framework": name, "reason": adapter.missing_requirement() or "no modes"})
+        elif device not in adapter.devices:
+            left_out.append({"framework": name, "reason": f"no {device} device (devices: {', '.join(adapter.devices)})"})
+        else:
+            chosen.append((name, adapter.best_mode or adapter.modes[0]))
+    return chosen, left_out
+
+
+def _labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    seen: Dict[str, int] = {}
+    labels = []
+    for name, mode in pairs:
+        base = f"{name}:{mode}"
+        seen[base] = seen.get(base, 0) + 1
+        labels.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return labels
+
+
+def _placement(framework: str, index: int):
+    """A worker placement of its own for participant ``index``: the framework's environment
+    (or this interpreter), with a variable that keeps the worker apart from every other one."""
+    from bnbench.adapters.registry import local_class
+    from bnbench.worker import Placement
+
+    adapter = local_class(framework)
+    placement = adapter.placement()
+    if placement is None:
+        placement = Placement(python=sys.executable, env=tuple(adapter.worker_variables()),
+                              where="a worker of this environment")
+    return dataclasses.replace(placement, env=tuple(placement.env) + (("BNBENCH_PARTICIPANT", str(index)),))
+
+
+@dataclasses.dataclass
+class Settings:
+    items: List[Tuple[str, str]]
+    size: str = "medium"
+    dtype: str = "float32"
+    device: str = "cpu"
+    baseline: Tuple[str, str] = ("numpy", "eager")
+    budget: float = DEFAULT_BUDGET
+    threads: int = 2
+    burst_seconds: float = BURST_SECONDS
+    settle_seconds: float = SETTLE_SECONDS
+    seed: int = 0
+    left_out: List[Dict[str, str]] = dataclasses.field(default_factory=list)
+    progress: bool = True
+
+
+def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Participant], Any]:
+    """Start, verify and warm every participant and the peak (outside the rounds)."""
+    from bnbench.adapters.base import AdapterError
+    from bnbench.adapters.registry import local_class
+    from bnbench.flops import step_flops
+    from bnbench.reference import initial_parameters
+    from bnbench.trace import check_equivalence
+    from bnbench.worker import WorkerError, remote_class, worker_for
+    from bnbench.workload import batch_size, spec_for, timing_batches
+
+    spec = spec_for(settings.size, settings.dtype)
+    m = batch_size(settings.size)
+    params = initial_parameters(spec)
+    X, y = timing_batches(spec, m)
+    participants = []
+    for index, ((name, mode), label) in enumerate(zip(settings.items, _labels(settings.items))):
+        bar.set_description(f"starting {label}")
+        local = local_class(name)
+        participant = Participant(name, mode, label, flags=local.tuning.get(mode, ""), flops=float(step_flops(spec, m)))
+        participants.append(participant)
+        try:
+            reason = local.unsupported(spec, mode, settings.device)
+            if reason:
+                raise AdapterError(f"unsupported: {reason}")
+            adapter_class = remote_class(local, _placement(name, index))
+            problem = adapter_class.import_error() or adapter_class.device_unavailable(settings.device)
+            if problem:
+                raise AdapterError(problem)
+            participant.version = adapter_class.version()
+            adapter_class.set_threads(settings.threads)
+            # The timed instance first, so that its first step pays for compilation (reported
+            # apart); then a second instance is checked against the reference on the same spec
+            # and batches. One that fails is dropped before any round.
+            timed_adapter = adapter_class(spec, params, mode=mode, device=settings.device)
+            warm = timed_adapter.prepare_timing(X[0], y[0], warmup=WARMUP_STEPS)
+            participant.first_step_s, participant.warmup_s = warm["first_step"], warm["warmup_seconds"]
+            report = check_equivalence(adapter_class(spec, params, mode=mode, device=settings.device), spec, params, X, y)
+            participant.verified = report.ok
+            participant.verification = "passed" if report.ok else report.message(limit=2)
+            if not report.ok:
+                raise AdapterError("not verified against the reference, not timed: " + report.message(limit=2))
+            participant.adapter = timed_adapter
+        except (AdapterError, WorkerError) as error:
+            participant.problem = (str(error).splitlines() or [""])[0]
+        bar.update(1)
+    bar.set_description("starting the matmul peak")
+    peak = None
+    try:
+        from bnbench.worker import Placement
+
+        worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),), where="the peak's worker"))
+        reply, _ = worker.call("set_threads", framework="numpy", n_threads=settings.threads)
+        reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype)
+        peak = Participant(PEAK, "matmul", PEAK, worker=worker, handle=reply["handle"], version=reply["library"],
+                           verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}")
+    except WorkerError as error:
+        peak = Participant(PEAK, "matmul", PEAK, problem=(str(error).splitlines() or [""])[0])
+    bar.update(1)
+    return participants, peak, spec
+
+
+def _burst(participant: Participant, seconds: float) -> List[float]:
+    from bnbench.worker import burst
+
+    if participant.adapter is not None:
+        reply = participant.adapter.burst(seconds)
+    else:
+        reply = burst(participant.worker, participant.handle, seconds)
+    return reply["steps"]
+
+
+def _intervals(timed: List[Participant], baseline: Participant, peak: Optional[Participant], seed: int) -> List[stats.Interval]:
+    out = [stats.paired_ratio(p.medians, baseline.medians, seed=seed) for p in timed if p is not baseline]
+    if peak is not None and peak.medians:
+        out += [stats.bootstrap_median(_fractions(p, peak), seed=seed) for p in timed]
+    return out
+
+
+def _fractions(participant: Participant, peak: Participant) -> np.ndarray:
+    """Per round: the step's FLOP/s over the peak's FLOP/s of the same round."""
+    return (participant.flops / peak.flops) * stats.round_ratios(peak.medians, participant.medians)
+
+
+def run(settings: Settings) -> Dict[str, Any]:
+    bar = _progress(settings.progress, total=len(settings.items) + 1, unit="participant")
+    started = time.time()
+    try:
+        participants, peak, spec = _start(settings, bar)
+    finally:
+        bar.close()
+    baseline_label = f"{settings.baseline[0]}:{settings.baseline[1]}"
+    timed = [p for p in participants if p.problem is None]
+    baseline = next((p for p in timed if p.label == baseline_label), None)
+    if baseline is None:
+        why = next((p.problem for p in participants if p.label == baseline_label), "not among the participants")
+        _stop(participants, peak)
+        raise CompareError(f"--baseline {baseline_label}: cannot be timed here ({why})")
+    timed_peak = peak if peak is not None and peak.problem is None else None
+    contenders = timed + ([timed_peak] if timed_peak is not None else [])
+    rng = np.random.default_rng(settings.seed)
+    rounds_started = time.perf_counter()
+    stopped = "budget"
+    bar = _progress(settings.progress, total=None, unit="round")
+    try:
+        while True:
+            for index in rng.permutation(len(contenders)):
+                participant = contenders[index]
+                # A pause before every burst: the previous participant's spinning threads (OpenMP,
+                # OpenBLAS wait actively for a while after their last task) must not steal the
+                # cores of the next one, whose thread team then stalls at every barrier.
+                time.sleep(settings.settle_seconds)
+                steps = _burst(participant, settings.burst_seconds)
+                participant.medians.append(stats.burst_median(steps))
+                participant.steps.append(len(steps))
+            rounds = len(baseline.medians)
+            elapsed = time.perf_counter() - rounds_started
+            if rounds >= MIN_ROUNDS and rounds % CHECK_EVERY == 0:
+                intervals = _intervals(timed, baseline, timed_peak, settings.seed)
+                worst = max((i.relative_half_width for i in intervals), default=0.0)
+                bar.set_description(f"round {rounds}, widest interval +-{100 * worst:.1f}%")
+                if stats.converged(intervals, min_rounds=MIN_ROUNDS):
+                    stopped = "converged"
+                    break
+            bar.update(1)
+            if elapsed >= settings.budget and rounds >= 2:
+                break
+    finally:
+        bar.close()
+        _stop(participants, peak)
+    seconds = time.perf_counter() - rounds_started
+    return _result(settings, participants, timed_peak, baseline, spec, stopped, seconds, started,
+                   peak_problem=None if peak is None else peak.problem)
+
+
+def _stop(participants: List[Participant], peak: Optional[Participant]) -> None:
+    from bnbench.worker import close_workers
+
+    for participant in participants:
+        participant.adapter = None
+    close_workers()
+
+
+def _result(settings: Settings, participants: List[Participant], peak: Optional[Participant], baseline: Participant,
+            spec, stopped: str, seconds: float, started: float, peak_problem: Optional[str] = None) -> Dict[str, Any]:
+    from bnbench import machine
+    from bnbench.workload import batch_size
+
+    seed = settings.seed
+    timed = sorted([p for p in participants if p.problem is None],
+                   key=lambda p: (stats.paired_ratio(p.medians, baseline.medians, seed=seed).estimate, p.label))
+    rows = []
+    for position, participant in enumerate(timed):
+        ratio = stats.paired_ratio(participant.medians, baseline.medians, seed=seed)
+        step = stats.bootstrap_median(participant.medians, seed=seed)
+        fraction = stats.bootstrap_median(_fractions(participant, peak), seed=seed) if peak is not None else None
+        faster = timed[position - 1] if position else None
+        versus = stats.paired_ratio(participant.medians, faster.medians, seed=seed) if faster is not None else None
+        rows.append({
+            "framework": participant.framework, "mode": participant.mode, "label": participant.label,
+            "version": participant.version, "verified": True, "flags": participant.flags,
+            "median_step_s": step.estimate, "step_ci_low": step.low, "step_ci_high": step.high,
+            "ratio": ratio.estimate, "ci_low": ratio.low, "ci_high": ratio.high,
+            "resolved": ratio.resolved if participant is not baseline else None,
+            "fraction_of_peak": None if fraction is None else fraction.estimate,
+            "fraction_ci_low": None if fraction is None else fraction.low,
+            "fraction_ci_high": None if fraction is None else fraction.high,
+            "gflops": participant.flops / step.estimate / 1e9,
+            "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
+            "steps_per_burst": float(np.median(participant.steps)),
+            "versus_next_faster": None if versus is None else {
+                "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
+                "resolved": versus.resolved},
+        })
+    for participant in participants:
+        if participant.problem is not None:
+            rows.append({"framework": participant.framework, "mode": participant.mode, "label": participant.label,
+                         "version": participant.version, "verified": participant.verified, "flags": participant.flags,
+                         "median_step_s": None, "ratio": None, "ci_low": None, "ci_high": None, "resolved": None,
+                         "fraction_of_peak": None, "not_timed": participant.problem,
+                         "first_step_s": participant.first_step_s})
+    peak_entry = None if peak_problem is None else {"problem": peak_problem}
+    if peak is not None:
+        peak_step = stats.bootstrap_median(peak.medians, seed=seed)
+        peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
+                      "gflops": peak.flops / peak_step.estimate / 1e9}
+    info = machine.identify()
+    return {
+        "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
+        "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "size": settings.size, "dtype": settings.dtype, "device": settings.device, "baseline": baseline.label,
+        "rounds": len(baseline.medians), "seconds": round(seconds, 2), "budget": settings.budget, "stopped": stopped,
+        "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
+        "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads, "python": sys.version.split()[0],
+        "spec": spec.to_dict(), "m": batch_size(settings.size), "peak": peak_entry, "rows": rows,
+        "left_out": settings.left_out,
+        # every participant's burst median per round: any other baseline or pair can be recomputed
+        "round_medians": {p.label: p.medians for p in [*timed] + ([peak] if peak is not None else [])},
+    }
+
+
+class _NoBar:
+    def set_description(self, text: str) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: Optional[int], unit: str):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def table(result: Dict[str, Any]) -> str:
+    """The comparison as a plain-text table (what the command prints)."""
+    header = ["framework", "mode", f"ratio to {result['baseline']} [95% CI]", "vs baseline", "vs next faster", "median step",
+              "of peak", "first step", "verified"]
+    lines = []
+    for row in result["rows"]:
+        if row.get("median_step_s") is None:
+            lines.append([row["framework"], row["mode"], "-", "-", "-", "-", "-", "-",
+                          f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed', '')}"[:90]])
+            continue
+        versus = row.get("versus_next_faster")
+        lines.append([
+            row["label"].split(":")[0], row["label"].split(":", 1)[1],
+            f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
+            "baseline" if row["resolved"] is None else ("resolved" if row["resolved"] else "not resolved"),
+            "-" if versus is None else f"{versus['ratio']:.3f} ({'resolved' if versus['resolved'] else 'not resolved'})",
+            format_seconds(row["median_step_s"]),
+            "-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
+            format_seconds(row["first_step_s"]), "yes"])
+    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
+    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"

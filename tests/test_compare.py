@@ -1,0 +1,135 @@
+"""`bnbench compare` (paired rounds) and the report built from its results.
+
+The CLI runs are short (a few seconds of rounds on tiny): they check the mechanism, the JSON
+contract and the errors; the statistics themselves are tested on synthetic timings in
+tests/test_stats.py."""
+import json
+import os
+import shutil
+
+import pytest
+
+from bnbench.cli import main
+from tests.conftest import require_adapter
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+ROW_KEYS = {"framework", "mode", "median_step_s", "ratio", "ci_low", "ci_high", "fraction_of_peak", "verified"}
+
+
+def run_compare(tmp_path, *args):
+    out = tmp_path / "out.json"
+    status = main(["compare", "--quiet", "--json", str(out), *args])
+    return status, (json.loads(out.read_text()) if out.exists() else None)
+
+
+def test_aa_check_numpy_against_itself(tmp_path):
+    status, result = run_compare(tmp_path, "--frameworks", "numpy,numpy", "--size", "tiny", "--budget", "4")
+    assert status == 0
+    assert {"machine", "size", "dtype", "device", "baseline", "rounds", "seconds", "rows"} <= set(result)
+    assert result["baseline"] == "numpy:eager" and result["size"] == "tiny" and result["device"] == "cpu"
+    assert result["machine"]["id"] == result["machine_id"] and result["rounds"] >= 2
+    rows = {row["label"]: row for row in result["rows"]}
+    assert set(rows) == {"numpy:eager", "numpy:eager#2"}
+    for row in rows.values():
+        assert ROW_KEYS <= set(row) and row["verified"] is True
+        assert 0 < row["median_step_s"] < 0.1 and 0 < row["fraction_of_peak"] < 1
+        assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
+    assert abs(rows["numpy:eager#2"]["ratio"] - 1) < 0.05
+    assert result["peak"]["gflops"] > 0 and len(result["round_medians"]["peak"]) == result["rounds"]
+
+
+def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
+    require_adapter("torch")
+    status, result = run_compare(tmp_path, "--frameworks", "torch:eager", "--size", "tiny", "--budget", "3")
+    assert status == 0
+    rows = {row["label"]: row for row in result["rows"]}
+    assert set(rows) == {"numpy:eager", "torch:eager"}       # the baseline always takes part
+    torch_row = rows["torch:eager"]
+    assert torch_row["verified"] and torch_row["version"].startswith("2.") and torch_row["first_step_s"] > 0
+    assert torch_row["flags"]                                  # the adapter's published flags
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frameworks", "nosuch"], "unknown framework 'nosuch'"),
+    (["--frameworks", "numpy:jit"], "numpy has no mode 'jit'"),
+    (["--frameworks", "numpy:"], "is not NAME or NAME:MODE"),
+    (["--frameworks", "numpy", "--baseline", "numpy,numpy"], "must name one framework"),
+    (["--frameworks", "numpy", "--budget", "0"], "--budget 0.0 must be a positive number"),
+    (["--frameworks", "numpy", "--size", "huge"], "invalid choice: 'huge'"),
+    (["--frameworks", "numpy", "--device", "cuda"], "--frameworks: numpy has no device 'cuda'"),
+])
+def test_bad_flags_are_named(tmp_path, capsys, args, message):
+    status, result = run_compare(tmp_path, *args)
+    assert status == 1 and result is None
+    assert message in capsys.readouterr().err
+
+
+def test_output_folder_must_exist(tmp_path, capsys):
+    assert main(["compare", "--frameworks", "numpy", "--json", str(tmp_path / "missing" / "out.json")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_baseline_that_cannot_run_is_an_error(tmp_path, capsys):
+    """On a machine without a GPU, torch on cuda is unavailable: the run says so, in one line."""
+    require_adapter("torch")
+    from bnbench.adapters import get
+
+    if get("torch").device_unavailable("cuda") is None:
+        pytest.skip("a GPU is visible here")
+    status, result = run_compare(tmp_path, "--frameworks", "torch", "--device", "cuda", "--baseline", "torch", "--budget", "1")
+    assert status == 1 and result is None
+    assert "--baseline torch:compiled: cannot be timed here" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the report
+pytest.importorskip("pandas")
+pytest.importorskip("matplotlib")
+
+
+@pytest.fixture
+def two_machines_one_hostname(tmp_path):
+    """Stored compare results of a 16-core H200 machine and a 2-core CPU machine, both called
+    `vm`, and asv results of two CPUs under one asv machine folder `alpha`."""
+    results = tmp_path / "results"
+    shutil.copytree(os.path.join(FIXTURES, "asv_results"), results)
+    for name in ("h200-cuda-large-float32.json", "xeon-cpu-tiny-float32.json"):
+        data = json.loads(open(os.path.join(FIXTURES, "compare", name)).read())
+        target = results / "compare" / data["machine_id"] / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data))
+    for path, cpu in (("alpha/aaaa1111-virtualenv-py3.11-numpy.json", "AMD EPYC"),
+                      ("alpha/aaaa1111-virtualenv-py3.11-torch.json", "Intel Xeon")):
+        data = json.loads((results / path).read_text())
+        data["params"].update(cpu=cpu, num_cpu="2", ram="25276510208")
+        (results / path).write_text(json.dumps(data))
+    return results
+
+
+def test_report_keeps_machines_with_one_hostname_apart(two_machines_one_hostname):
+    from bnbench import report
+
+    results = two_machines_one_hostname
+    summary = report.build(str(results))
+    text = (results / "README.md").read_text()
+    # compare results: one section per hardware, each table from one run
+    assert summary["compare_machines"] == ["intel-xeon-16c-126g-nvidia-h200", "intel-xeon-2c-24g"]
+    assert "### Machine `intel-xeon-16c-126g-nvidia-h200`" in text and "### Machine `intel-xeon-2c-24g`" in text
+    assert "NVIDIA H200" in text and text.count("host name `vm`") == 2
+    by_machine = {}
+    for row in summary["comparisons"]:
+        by_machine.setdefault((row["machine"], row["device"], row["size"]), set()).add(row["source"])
+    assert all(len(sources) == 1 for sources in by_machine.values())      # no table mixes runs
+    assert set(by_machine) == {("intel-xeon-16c-126g-nvidia-h200", "cuda", "large"), ("intel-xeon-2c-24g", "cpu", "tiny")}
+    gpu = [r for r in summary["comparisons"] if r["device"] == "cuda"]
+    assert {r["label"] for r in gpu} == {"torch:eager", "torch:compiled", "jax:eager", "jax:jit"}
+    assert all(r["verified"] and 0 < r["fraction_of_peak"] < 1 for r in gpu)
+    assert "not resolved" in text or "resolved" in text
+    assert "plots/compare-intel-xeon-16c-126g-nvidia-h200-cuda-float32.png" in summary["plots"]
+    # asv results: the same asv machine name on two CPUs gives two machines, never one table
+    assert "alpha (AMD EPYC, 2 cores, 24 GiB)" in summary["machines"]
+    assert "alpha (Intel Xeon, 2 cores, 24 GiB)" in summary["machines"]
+    for row in summary["rows"]:
+        if row["machine"].startswith("alpha ("):
+            expected = "AMD EPYC" if row["framework"] == "numpy" else "Intel Xeon"
+            assert expected in row["machine"]
+    assert (results / "compare.csv").read_text().startswith("machine,device,dtype,size,baseline")

@@ -1,0 +1,72 @@
+"""The paired statistics of `bnbench compare` on synthetic timings with a known answer."""
+import numpy as np
+import pytest
+
+from bnbench import stats
+
+
+def synthetic_rounds(rng, rounds, true_ratio, phase_sd=0.3, noise_sd=0.02):
+    """Burst medians of two participants that share each round's machine phase (a common factor
+    that varies a lot between rounds) and differ by ``true_ratio`` with a little noise of their own."""
+    phase = np.exp(rng.normal(0.0, phase_sd, rounds))
+    baseline = 1e-3 * phase * np.exp(rng.normal(0.0, noise_sd, rounds))
+    other = 1e-3 * true_ratio * phase * np.exp(rng.normal(0.0, noise_sd, rounds))
+    return other, baseline
+
+
+def test_interval_covers_the_true_ratio_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    covered = 0
+    trials = 300
+    for trial in range(trials):
+        other, baseline = synthetic_rounds(rng, 40, 1.25)
+        interval = stats.paired_ratio(other, baseline, seed=trial)
+        covered += interval.low <= 1.25 <= interval.high
+    # a percentile bootstrap of a median is a little liberal or conservative; 95% nominal
+    assert 0.88 <= covered / trials <= 0.995, covered / trials
+
+
+def test_pairing_removes_the_machine_phase():
+    """Phases of +-30% between rounds would swamp a 5% difference unpaired; paired, it resolves."""
+    rng = np.random.default_rng(2)
+    other, baseline = synthetic_rounds(rng, 60, 1.05, phase_sd=0.3, noise_sd=0.01)
+    paired = stats.paired_ratio(other, baseline)
+    assert paired.resolved and paired.low > 1.0 and abs(paired.estimate - 1.05) < 0.01
+    unpaired = stats.paired_ratio(other, np.roll(baseline, 7))      # rounds no longer matched
+    assert not unpaired.resolved
+
+
+def test_equal_participants_are_not_resolved():
+    rng = np.random.default_rng(3)
+    unresolved = 0
+    for trial in range(200):
+        other, baseline = synthetic_rounds(rng, 30, 1.0)
+        unresolved += not stats.paired_ratio(other, baseline, seed=trial).resolved
+    assert unresolved / 200 >= 0.88          # the A/A check: a false "resolved" about 5% of the time
+
+
+def test_interval_is_seeded_and_deterministic():
+    values = np.linspace(0.9, 1.1, 25)
+    assert stats.bootstrap_median(values, seed=4) == stats.bootstrap_median(values, seed=4)
+    interval = stats.bootstrap_median(values)
+    assert interval.estimate == pytest.approx(1.0) and interval.low < 1.0 < interval.high and interval.rounds == 25
+
+
+def test_missed_rounds_and_edge_cases():
+    ratios = stats.round_ratios([2.0, np.nan, 3.0], [1.0, 1.0, 0.0])
+    assert ratios[0] == 2.0 and np.isnan(ratios[1]) and np.isnan(ratios[2])
+    assert stats.bootstrap_median([]).rounds == 0 and not stats.bootstrap_median([]).resolved
+    one = stats.bootstrap_median([1.5])
+    assert (one.estimate, one.low, one.high, one.rounds) == (1.5, 1.5, 1.5, 1)
+    with pytest.raises(ValueError, match="round counts differ"):
+        stats.round_ratios([1.0, 2.0], [1.0])
+
+
+def test_convergence_rule():
+    narrow = stats.Interval(1.0, 0.99, 1.02, 20)
+    wide = stats.Interval(1.0, 0.9, 1.02, 20)
+    assert narrow.relative_half_width == pytest.approx(0.02)
+    assert stats.converged([narrow]) and not stats.converged([narrow, wide])
+    assert not stats.converged([stats.Interval(1.0, 0.999, 1.001, 5)])          # too few rounds yet
+    assert stats.Interval(1.2, 1.1, 1.3, 20).verdict() == "resolved"
+    assert stats.Interval(1.2, 0.98, 1.3, 20).verdict() == "not resolved"
