@@ -7,7 +7,6 @@ rest of the process.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Dict, Optional
 
 import numpy as np
@@ -99,8 +98,18 @@ class JaxAdapter(Adapter):
         return [conventions.row("jax", f"{jax.__version__} (flax {flax.__version__})", "flax.linen.BatchNorm", batch_norm,
                                 linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
 
+    @classmethod
+    def worker_variables(cls):
+        # XLA takes 75% of a GPU's memory when it starts by default; beside other workers on the
+        # same card (bnbench compare) it must allocate as it goes.
+        return (("XLA_PYTHON_CLIENT_PREALLOCATE", "false"),)
+
     def _precision(self):
-        return self.jax.enable_x64(True) if self.spec.dtype == "float64" else contextlib.nullcontext()
+        if self.spec.dtype == "float64":
+            return self.jax.enable_x64(True)
+        # float32 matmuls in float32: on NVIDIA GPUs XLA's default precision is TF32 (10-bit
+        # mantissa), which is not the spec's float32. A no-op on the CPU.
+        return self.jax.default_matmul_precision("float32")
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         jax = _jax()
