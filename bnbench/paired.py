@@ -50,7 +50,6 @@ class Participant:
     handle: Optional[int] = None
     version: Optional[str] = None
     verified: bool = False
-    verification: str = ""
     first_step_s: Optional[float] = None
     warmup_s: Optional[float] = None
     flops: float = 0.0               # per step
@@ -196,7 +195,6 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
             participant.first_step_s, participant.warmup_s = warm["first_step"], warm["warmup_seconds"]
             report = check_equivalence(adapter_class(spec, params, mode=mode, device=settings.device), spec, params, X, y)
             participant.verified = report.ok
-            participant.verification = "passed" if report.ok else report.message(limit=2)
             if not report.ok:
                 raise AdapterError("not verified against the reference, not timed: " + report.message(limit=2))
             participant.adapter = timed_adapter
@@ -209,7 +207,7 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
         from bnbench.worker import Placement
 
         worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),), where="the peak's worker"))
-        reply, _ = worker.call("set_threads", framework="numpy", n_threads=settings.threads)
+        worker.call("set_threads", framework="numpy", n_threads=settings.threads)
         reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype)
         peak = Participant(PEAK, "matmul", PEAK, worker=worker, handle=reply["handle"], version=reply["library"],
                            verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}")
@@ -253,7 +251,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     baseline = next((p for p in timed if p.label == baseline_label), None)
     if baseline is None:
         why = next((p.problem for p in participants if p.label == baseline_label), "not among the participants")
-        _stop(participants, peak)
+        _stop(participants)
         raise CompareError(f"--baseline {baseline_label}: cannot be timed here ({why})")
     timed_peak = peak if peak is not None and peak.problem is None else None
     contenders = timed + ([timed_peak] if timed_peak is not None else [])
@@ -286,13 +284,13 @@ def run(settings: Settings) -> Dict[str, Any]:
                 break
     finally:
         bar.close()
-        _stop(participants, peak)
+        _stop(participants)
     seconds = time.perf_counter() - rounds_started
     return _result(settings, participants, timed_peak, baseline, spec, stopped, seconds, started,
                    peak_problem=None if peak is None else peak.problem)
 
 
-def _stop(participants: List[Participant], peak: Optional[Participant]) -> None:
+def _stop(participants: List[Participant]) -> None:
     from bnbench.worker import close_workers
 
     for participant in participants:

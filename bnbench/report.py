@@ -27,6 +27,8 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
+from bnbench.paired import format_seconds
+
 SIZES_M = {"tiny": 32, "medium": 256, "large": 1024}
 SIZE_ORDER = ["tiny", "medium", "large"]
 TRAIN = "bench_train.TrainStep"
@@ -212,16 +214,6 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 # --------------------------------------------------------------------------- formatting
-def _time(seconds: Optional[float]) -> str:
-    if seconds is None or seconds != seconds:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s"
-
-
 def _number(value: Optional[float], digits: int = 3) -> str:
     if value is None or value != value:
         return "-"
@@ -278,7 +270,7 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                 memory = _pick(data, "peakmem_train_step", *key)
                 record = verification_row(verification, row.group, row.framework, row["mode"], row.device, dtype)
                 version = (record or {}).get("version") or "-"
-                spread = (f" ({_time(row.q25)}–{_time(row.q75)})" if row.q25 is not None and row.q75 is not None
+                spread = (f" ({format_seconds(row.q25)}–{format_seconds(row.q75)})" if row.q25 is not None and row.q75 is not None
                           and row.q25 == row.q25 else "")
                 entry = {
                     "framework": row.framework, "mode": row["mode"], "device": row.device, "version": version,
@@ -295,9 +287,9 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                 vs_fastest = "fastest" if entry["vs_fastest"] == 1 else f"{entry['vs_fastest']:.2f}x slower"
                 vs_numpy = "-" if entry["vs_numpy"] is None else f"{entry['vs_numpy']:.2f}x"
                 memory_text = "-" if entry["peak_memory_mb"] is None else f"{entry['peak_memory_mb']:.0f} MB"
-                lines.append(f"| {row.framework} | {row['mode']} | {row.device} | {version} | {_time(row.value)}{spread} | "
+                lines.append(f"| {row.framework} | {row['mode']} | {row.device} | {version} | {format_seconds(row.value)}{spread} | "
                              f"{vs_fastest} | {vs_numpy} | {_number(entry['gflops'])} | "
-                             f"{_number(entry['fraction_of_peak'], 2)} | {_time(entry['first_step'])} | {memory_text} | "
+                             f"{_number(entry['fraction_of_peak'], 2)} | {format_seconds(entry['first_step'])} | {memory_text} | "
                              f"{entry['verified']} |")
             lines.append("")
     return lines, table_rows
@@ -477,8 +469,6 @@ def _interval(value, low, high, style: str = ".3f") -> str:
 
 
 def comparison_table(run: Dict[str, object], verification) -> List[str]:
-    from bnbench.paired import format_seconds
-
     peak = run.get("peak") or {}
     peak_text = (f"matmul peak {peak['gflops']:.4g} GFLOP/s ({peak.get('flags')})" if "gflops" in peak
                  else f"no matmul peak ({peak.get('problem', 'not measured')})")
