@@ -48,7 +48,7 @@ class JaxAdapter(Adapter):
 
     @classmethod
     def set_threads(cls, n_threads: int) -> int:
-        # XLA's CPU thread pool ignores XLA_FLAGS thread settings (shared/FRAMEWORKS.md): the
+        # XLA's CPU thread pool ignores XLA_FLAGS thread settings (docs/FRAMEWORKS.md): the
         # process's CPU affinity is what bounds it.
         import os
 

@@ -1,6 +1,6 @@
 """MXNet 1.9.1 (gluon): modes ``imperative`` (gluon + autograd) and ``hybrid`` (``hybridize()``:
 the network runs as one cached symbolic graph). It lives in its own environment (numpy<1.24,
-shared/FRAMEWORKS.md); from any other environment it runs in a worker process (bnbench.worker)."""
+docs/FRAMEWORKS.md); from any other environment it runs in a worker process (bnbench.worker)."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Theano 1.0.5 (the last release) in its own environment (numpy<1.24, scipy<1.11; shared/
+"""Theano 1.0.5 (the last release) in its own environment (numpy<1.24, scipy<1.11; docs/
 FRAMEWORKS.md), reached from the suite through a worker process. The graph is built by the same
 code as PyTensor's (pytensor_adapter.SymbolicAdapter)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Frameworks of the lecture's list that cannot run here. Each keeps a row, with the reason that
-was measured (shared/FRAMEWORKS.md), until it can: `bnbench frameworks` shows them as
+was measured (docs/FRAMEWORKS.md), until it can: `bnbench frameworks` shows them as
 unavailable and nothing tries to run them."""
 from __future__ import annotations
 

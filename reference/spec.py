@@ -1,4 +1,4 @@
-"""The model specification of ``shared/SPEC.md`` (v1) as a frozen, validated object.
+"""The model specification of ``docs/SPEC.md`` (v1) as a frozen, validated object.
 
 Every framework adapter is handed a :class:`Spec` and the arrays of :func:`initial_parameters`;
 nothing here imports a framework.

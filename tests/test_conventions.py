@@ -1,5 +1,5 @@
 """`bnbench conventions`: the analysis recovers known conventions from synthetic layers, and the
-real frameworks' rows say what shared/FRAMEWORKS.md measured by hand."""
+real frameworks' rows say what docs/FRAMEWORKS.md measured by hand."""
 import json
 
 import numpy as np
@@ -57,7 +57,7 @@ def test_momentum_forms():
     assert conventions.analyse_momentum(lambda lr, beta, g, steps: [-1.0, -5.0]).startswith("other")
 
 
-# What shared/FRAMEWORKS.md measured by hand (2026-11): momentum, what it weights, epsilon, running var.
+# What docs/FRAMEWORKS.md measured by hand (2026-11): momentum, what it weights, epsilon, running var.
 EXPECTED = {
     ("torch", "torch.nn.BatchNorm1d"): (0.1, "NEW value", 1e-5, "biased", "unbiased (m-1)", "v = beta*v + g (no 1-beta)"),
     ("mxnet", "gluon.nn.BatchNorm"): (0.9, "OLD value", 1e-5, "biased", "biased", "v = beta*v + g (no 1-beta)"),
