@@ -15,7 +15,7 @@ fail() { echo "[caffe] error: $*" >&2; exit 1; }
 # the Debian mirror the machine's own apt sources name (deb822 "URIs:" or one-line "deb" entries)
 MIRROR=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
          | grep -oE 'https?://[^ ]+' | grep debian | grep -v security | head -n 1 || true)
-[ -n "$MIRROR" ] || MIRROR=http://deb.debian.org/debian
+[ -n "$MIRROR" ] || fail "no Debian mirror in the apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d/*): add the Debian mirror this machine may reach, then run again"
 MIRROR=${MIRROR%/}
 
 if ! command -v debootstrap > /dev/null; then
