@@ -280,11 +280,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise CliError(f"bnbench report needs pandas and matplotlib (pip install 'bnbench[report]'): {error}") from None
     try:
-        summary = report.build(args.results)
+        summary = report.build(args.results, prune_old_runs=not args.keep_old_runs)
     except report.ReportError as error:
         raise CliError(str(error)) from None
     for problem in summary["problems"]:
         print(f"warning: {problem}", file=sys.stderr)
+    if summary["removed"]:
+        print(f"removed {len(summary['removed'])} asv result file(s) that newer runs replaced entirely "
+              f"({', '.join(summary['removed'][:3])}{', ...' if len(summary['removed']) > 3 else ''})")
     print(f"{summary['measurements']} measurements from {len(summary['machines'])} machine(s) "
           f"({', '.join(summary['machines']) or 'none'}); wrote {os.path.join(args.results, 'README.md')}, "
           f"{os.path.join(args.results, 'results.csv')} and {len(summary['plots'])} plot(s)")
@@ -388,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = commands.add_parser("report", help="publish tables, CSV and plots from asv's results (results/README.md)")
     rep.add_argument("--results", default="results", metavar="DIR", help="asv's results folder (default: results)")
+    rep.add_argument("--keep-old-runs", action="store_true",
+                     help="keep asv result files whose every measurement a newer run replaced (default: remove them)")
     rep.set_defaults(handler=cmd_report)
 
     tun = commands.add_parser("tune", help="random search (coarse to fine) on digits, panda or caviar, with Optuna")

@@ -81,7 +81,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         machine = machine_key(data["params"])
         group = (data.get("env_vars") or {}).get("BNBENCH_ENV", data["env_name"])
         base = {"machine": machine, "env_group": group, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
-                "date": int(data["date"]), "source": os.path.basename(path)}
+                "date": int(data["date"]), "source": os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))}
         rows = []
         for name, values in sorted(data["results"].items()):
             record = dict(zip(columns, values))
@@ -140,8 +140,9 @@ def file_name_part(key: str) -> str:
     return key if key.replace("-", "").replace("_", "").isalnum() else slug(key)
 
 
-def load(results: str):
-    """(tidy DataFrame of the newest result file per machine and group, machines, problems)."""
+def load(results: str, read: Optional[List[str]] = None):
+    """(tidy DataFrame of the newest result file per machine and group, machines, problems).
+    ``read`` collects the result files that were read (as machine-folder/file)."""
     import pandas as pd
 
     units: Dict[str, str] = {}
@@ -171,6 +172,8 @@ def load(results: str):
                 problems.append(f"{os.path.relpath(path, results)}: {error}; skipped")
                 continue
             rows.extend(found)
+            if read is not None:
+                read.append(os.path.join(os.path.basename(folder), os.path.basename(path)))
             for key in {row["machine"] for row in found}:
                 # the hardware asv recorded in the result file itself, not the folder's latest
                 params = (_read_json(path) or {}).get("params", {})
@@ -214,6 +217,10 @@ def _read_json(path: str) -> Optional[dict]:
 
 
 # --------------------------------------------------------------------------- formatting
+# Plot styles: a colour and a marker per series; the first 8 series differ in colour, and no two of
+# the 80 pairs share both.
+_STYLES = [(colour, marker) for marker in "osD^v<>ph*" for colour in
+           ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")]
 def _number(value: Optional[float], digits: int = 3) -> str:
     if value is None or value != value:
         return "-"
@@ -255,13 +262,12 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
     for dtype in sorted(steps.dtype.unique()):
         for size in [s for s in SIZE_ORDER if s in set(steps[steps.dtype == dtype]["size"])]:
             subset = steps[(steps.dtype == dtype) & (steps["size"] == size)]
-            fastest = subset.value.min()
-            numpy_row = subset[(subset.framework == "numpy") & (subset.device == "cpu")]
-            numpy_time = numpy_row.value.iloc[0] if len(numpy_row) else None
             lines += [f"### {machine}: {dtype}, `{size}` (m={SIZES_M.get(size, '?')})", "",
-                      "| framework | mode | device | version | step (median, IQR) | vs fastest | vs numpy | GFLOP/s | "
+                      "Each row is its own asv process and run (named in *run*); rows are not paired in time, so no "
+                      "ratio is taken between them: the paired comparisons above rank frameworks.", "",
+                      "| framework | mode | device | version | step (median, IQR) | run | GFLOP/s | "
                       "of peak | first step | peak memory | verified |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for _, row in subset.sort_values(["value", "framework", "mode", "device"], kind="mergesort").iterrows():
                 key = (row.framework, row["mode"], row.device, dtype, size)
                 gflops = _pick(data, "track_gflops", *key)
@@ -274,8 +280,7 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                           and row.q25 == row.q25 else "")
                 entry = {
                     "framework": row.framework, "mode": row["mode"], "device": row.device, "version": version,
-                    "median": row.value, "q25": row.q25, "q75": row.q75, "vs_fastest": row.value / fastest,
-                    "vs_numpy": (numpy_time / row.value) if numpy_time else None,
+                    "median": row.value, "q25": row.q25, "q75": row.q75, "run": _run_label(row),
                     "gflops": None if gflops is None else gflops.value,
                     "fraction_of_peak": None if peak is None else peak.value,
                     "first_step": None if first is None else first.value,
@@ -284,15 +289,28 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                     "dtype": dtype, "size": size,
                 }
                 table_rows.append(entry)
-                vs_fastest = "fastest" if entry["vs_fastest"] == 1 else f"{entry['vs_fastest']:.2f}x slower"
-                vs_numpy = "-" if entry["vs_numpy"] is None else f"{entry['vs_numpy']:.2f}x"
                 memory_text = "-" if entry["peak_memory_mb"] is None else f"{entry['peak_memory_mb']:.0f} MB"
                 lines.append(f"| {row.framework} | {row['mode']} | {row.device} | {version} | {format_seconds(row.value)}{spread} | "
-                             f"{vs_fastest} | {vs_numpy} | {_number(entry['gflops'])} | "
-                             f"{_number(entry['fraction_of_peak'], 2)} | {format_seconds(entry['first_step'])} | {memory_text} | "
+                             f"{entry['run']} | {_number(entry['gflops'])}{_other_run(gflops, row)} | "
+                             f"{_number(entry['fraction_of_peak'], 2)}{_other_run(peak, row)} | "
+                             f"{format_seconds(entry['first_step'])}{_other_run(first, row)} | {memory_text}{_other_run(memory, row)} | "
                              f"{entry['verified']} |")
             lines.append("")
     return lines, table_rows
+
+
+def _run_label(row) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(int(row.date) / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return f"{row.commit} {when}"
+
+
+def _other_run(value, row) -> str:
+    """Where a derived value comes from another run than the row's step time, it says which."""
+    if value is None or (value.commit == row.commit and value.date == row.date):
+        return ""
+    return f" (run {_run_label(value)})"
 
 
 def machine_header(machine: str, info: Dict[str, object], frame) -> List[str]:
@@ -340,13 +358,11 @@ def plot_step_times(frame, machine: str, dtype: str, path: str) -> bool:
                  & (frame.device == "cpu")]
     if data.empty:
         return False
-    import itertools
-
-    markers = itertools.cycle("osD^v<>ph*")
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=100)
-    for (framework, mode), rows in data.groupby(["framework", "mode"], sort=True):
+    for index, ((framework, mode), rows) in enumerate(data.groupby(["framework", "mode"], sort=True)):
         rows = rows.assign(m=rows["size"].map(SIZES_M)).sort_values("m")
-        ax.plot(rows.m, rows.value * 1e3, marker=next(markers), label=f"{framework} ({mode})")
+        colour, marker = _STYLES[index % len(_STYLES)]       # no two series share both colour and marker
+        ax.plot(rows.m, rows.value * 1e3, marker=marker, color=colour, label=f"{framework} ({mode})")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     present = sorted(set(data["size"]), key=SIZE_ORDER.index)
@@ -500,8 +516,6 @@ def comparison_table(run: Dict[str, object], verification) -> List[str]:
     return lines + [""]
 
 
-_STYLES = [(colour, marker) for marker in "osD^v<>ph*" for colour in
-           ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")]
 
 
 def plot_comparison(runs: List[Dict[str, object]], path: str) -> bool:
@@ -581,13 +595,27 @@ def comparison_sections(results: str) -> Tuple[List[str], List[str], List[str], 
     return lines, plots, problems, tidy
 
 
-def build(results: str = "results") -> Dict[str, object]:
+def prune(results: str, read: List[str], frame) -> List[str]:
+    """Remove the asv result files none of whose measurements the tables use any more (every one
+    was replaced by a newer run of the same machine and environment group); returns them."""
+    used = set(frame["source"]) if len(frame) else set()
+    removed = []
+    for source in read:
+        if source not in used:
+            os.remove(os.path.join(results, source))
+            removed.append(source)
+    return removed
+
+
+def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str, object]:
     """Write results/README.md, results/results.csv and results/plots/*.png; returns a summary."""
     from bnbench.io import atomic_write_text
 
     if not os.path.isdir(results):
         raise ReportError(f"results folder {results!r} does not exist (run the benchmarks first: make bench)")
-    frame, machines, problems = load(results)
+    read: List[str] = []
+    frame, machines, problems = load(results, read)
+    removed = prune(results, read, frame) if prune_old_runs else []
     lines = ["# Results", "",
              "Generated by `bnbench report` from `bnbench compare`'s paired comparisons (results/compare/) and asv's "
              "result files (do not edit by hand). Every timing row says "
@@ -651,5 +679,5 @@ def build(results: str = "results") -> Dict[str, object]:
                                        + [c for c in COMPARE_COLUMNS if c not in ("machine", "device", "dtype", "size", "baseline",
                                                                                    "created", "rounds")]).to_csv(index=False, lineterminator="\n"))
     return {"machines": sorted(machines), "rows": all_rows, "problems": problems, "plots": plots,
-            "measurements": len(frame), "comparisons": compare_rows,
+            "measurements": len(frame), "comparisons": compare_rows, "removed": removed,
             "compare_machines": sorted({row["machine"] for row in compare_rows})}
