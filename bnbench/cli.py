@@ -122,6 +122,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise CliError(f"output folder {out_dir!r} does not exist")
+    departure = adapter_class.known_departure(spec, args.mode or adapter_class.modes[0], args.device, X.shape[1])
+    if departure:      # the framework runs it but misses the spec's tolerance: never silently
+        print(f"warning: known departure of {args.framework} from the spec for this input: {departure}", file=sys.stderr)
     try:
         adapter = adapter_class(spec, params, mode=args.mode, device=args.device)
         trace = run(adapter, X, y)
