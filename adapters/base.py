@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-from typing import TYPE_CHECKING, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from bnbench.reference.spec import Spec, check_parameters, state_names
 
 
 if TYPE_CHECKING:
-    from bnbench.worker import Placement
+    from .placement import Placement
 
 _blas_limits = []
 
@@ -45,6 +45,27 @@ class Unavailable(AdapterError):
 
 class Unsupported(AdapterError):
     """The framework cannot express this spec combination; the message says which and why."""
+
+
+@dataclasses.dataclass
+class ConventionProbe:
+    """A framework's own batch-norm layer and momentum optimizer with their defaults, as callables
+    that return raw outputs; ``bnbench conventions`` (a tool) solves for the conventions from them.
+
+    ``batch_norm(X)``: a FRESH layer with every default, ONE training-mode forward on X; returns
+    (output, running mean before, running var before, running mean after, running var after).
+    ``momentum_sgd(lr, beta, gradient, steps)``: the framework's SGD with momentum from a scalar 0
+    under a constant gradient; the parameter after each step.
+    ``batch_norm_with_gamma(X, gamma)``: the output with gamma set, where defaults may ignore it."""
+
+    framework: str
+    version: str
+    layer: str
+    batch_norm: Optional[Callable] = None
+    declared_momentum: Optional[float] = None
+    optimizer: str = "-"
+    momentum_sgd: Optional[Callable] = None
+    batch_norm_with_gamma: Optional[Callable] = None
 
 
 @dataclasses.dataclass
@@ -86,7 +107,7 @@ class Adapter(abc.ABC):
         or this process is already a worker there)."""
         if cls.environment is None or os.environ.get("BNBENCH_WORKER") or cls.missing_requirement() is None:
             return None
-        from bnbench.worker import environment_placement
+        from .placement import environment_placement
 
         placement = environment_placement(cls.environment, cls.environment_hint)
         variables = cls.worker_variables()
@@ -98,10 +119,10 @@ class Adapter(abc.ABC):
         return ()
 
     @classmethod
-    def conventions(cls) -> List[Dict[str, object]]:
-        """Rows of ``bnbench conventions``: the framework's own batch-norm layer and momentum
-        optimizer probed with their defaults (bnbench.conventions). Runs in the framework's
-        process; an adapter without a layer of its own to probe returns no rows."""
+    def conventions(cls) -> List[ConventionProbe]:
+        """Probes of the framework's own batch-norm layer and momentum optimizer with their
+        defaults, for ``bnbench conventions``. Runs in the framework's process; an adapter
+        without a layer of its own to probe returns none."""
         return []
 
     @classmethod

@@ -3,13 +3,13 @@ environment (numpy<2: it uses names numpy 2 removed), reached through a worker p
 ``eager``: Chainer has no compiler."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _chainer():
@@ -132,7 +132,6 @@ class ChainerAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-        from bnbench import conventions
 
         chainer = _chainer()
         import chainer.links as L
@@ -158,5 +157,5 @@ class ChainerAdapter(Adapter):
                 values.append(float(link.theta.array[0]))
             return values
 
-        return [conventions.row("chainer", chainer.__version__, "chainer.links.BatchNormalization", batch_norm,
+        return [ConventionProbe("chainer", chainer.__version__, "chainer.links.BatchNormalization", batch_norm,
                                 L.BatchNormalization(1).decay, "chainer.optimizers.MomentumSGD", momentum_sgd)]

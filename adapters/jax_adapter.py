@@ -13,7 +13,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _jax():
@@ -64,7 +64,6 @@ class JaxAdapter(Adapter):
         the momentum optimizer of jax.example_libraries (jax's own)."""
         import importlib.util
 
-        from bnbench import conventions
 
         jax = _jax()
         import jax.numpy as jnp
@@ -80,9 +79,8 @@ class JaxAdapter(Adapter):
             return values
 
         if importlib.util.find_spec("flax") is None:
-            return [{"framework": "jax", "version": jax.__version__, "layer": "none in jax (flax not installed)",
-                     "optimizer": "jax.example_libraries.optimizers.momentum",
-                     "momentum_form": conventions.analyse_momentum(momentum_sgd)}]
+            return [ConventionProbe("jax", jax.__version__, "none in jax (flax not installed)",
+                                    optimizer="jax.example_libraries.optimizers.momentum", momentum_sgd=momentum_sgd)]
         import flax
         from flax import linen
 
@@ -95,7 +93,7 @@ class JaxAdapter(Adapter):
             return (np.asarray(out), np.asarray(before["mean"]), np.asarray(before["var"]),
                     np.asarray(after["mean"]), np.asarray(after["var"]))
 
-        return [conventions.row("jax", f"{jax.__version__} (flax {flax.__version__})", "flax.linen.BatchNorm", batch_norm,
+        return [ConventionProbe("jax", f"{jax.__version__} (flax {flax.__version__})", "flax.linen.BatchNorm", batch_norm,
                                 linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
 
     @classmethod

@@ -20,9 +20,9 @@ from typing import ClassVar, Dict, Optional
 
 import numpy as np
 
-from bnbench.reference.spec import Spec, running_stat_names, trainable_names
+from bnbench.reference.spec import Spec, trainable_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _keras():
@@ -76,7 +76,7 @@ class KerasAdapter(Adapter):
     def placement(cls):
         if _process_backend() == cls.backend:
             return None
-        from bnbench.worker import Placement
+        from .placement import Placement
 
         return Placement(python=sys.executable, env=(("KERAS_BACKEND", cls.backend),),
                          where=f"a worker process with KERAS_BACKEND={cls.backend}")
@@ -254,7 +254,6 @@ class KerasAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-        from bnbench import conventions
 
         keras = _keras()
 
@@ -276,7 +275,7 @@ class KerasAdapter(Adapter):
             return values
 
         declared = keras.layers.BatchNormalization().momentum
-        return [conventions.row(cls.name, cls.version(), "keras.layers.BatchNormalization", batch_norm, declared,
+        return [ConventionProbe(cls.name, cls.version(), "keras.layers.BatchNormalization", batch_norm, declared,
                                 "keras.optimizers.SGD(momentum)", momentum_sgd)]
 
 

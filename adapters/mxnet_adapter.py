@@ -10,7 +10,7 @@ import numpy as np
 
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _mx():
@@ -213,7 +213,6 @@ class MxnetAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-        from bnbench import conventions
 
         mx = _mx()
         from mxnet import autograd, gluon
@@ -253,12 +252,11 @@ class MxnetAdapter(Adapter):
             return values
 
         declared = gluon.nn.BatchNorm()._kwargs["momentum"]
-        gluon_row = conventions.row("mxnet", mx.__version__, "gluon.nn.BatchNorm", gluon_batch_norm, declared,
-                                    "gluon.Trainer('sgd', momentum)", momentum_sgd)
-        raw_row = conventions.row("mxnet", mx.__version__, "mx.nd.BatchNorm (raw op)", raw_batch_norm,
-                                  _raw_default(mx, "momentum"))
-        raw_row["gamma"] = conventions.gamma_is_used(lambda X, g: raw_batch_norm(X, g)[0])
-        return [gluon_row, raw_row]
+        return [ConventionProbe("mxnet", mx.__version__, "gluon.nn.BatchNorm", gluon_batch_norm, declared,
+                                "gluon.Trainer('sgd', momentum)", momentum_sgd),
+                ConventionProbe("mxnet", mx.__version__, "mx.nd.BatchNorm (raw op)", raw_batch_norm,
+                                _raw_default(mx, "momentum"),
+                                batch_norm_with_gamma=lambda X, gamma: raw_batch_norm(X, gamma)[0])]
 
 
 def _raw_default(mx, argument: str) -> float:

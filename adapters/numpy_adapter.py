@@ -7,7 +7,7 @@ import numpy as np
 
 from bnbench.reference.model import ReferenceModel
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 class NumpyAdapter(Adapter):
@@ -38,17 +38,18 @@ class NumpyAdapter(Adapter):
     @classmethod
     def conventions(cls):
         """The spec's own row: the reference's batch norm and momentum with the spec's defaults."""
-        from bnbench import conventions
         from bnbench.reference.model import Optimizer, forward, updated_running_stats
         from bnbench.reference.spec import Spec, initial_parameters
 
-        spec = Spec(n_features=conventions.FEATURES, hidden=(conventions.FEATURES,), n_classes=2, dtype="float64")
+        spec = Spec(n_features=1, hidden=(1,), n_classes=2, dtype="float64")
 
         def batch_norm(X):
-            params = initial_parameters(spec)
-            params["W1"] = np.eye(conventions.FEATURES)          # layer 1's Z is X itself
-            result = forward(spec, params, X.astype(np.float64), training=True)
-            after = updated_running_stats(spec, params, result.batch_means, result.batch_vars, len(X))
+            features = X.shape[1]
+            spec_of_x = spec.replace(n_features=features, hidden=(features,))
+            params = initial_parameters(spec_of_x)
+            params["W1"] = np.eye(features)          # layer 1's Z is X itself
+            result = forward(spec_of_x, params, X.astype(np.float64), training=True)
+            after = updated_running_stats(spec_of_x, params, result.batch_means, result.batch_vars, len(X))
             return (result.caches[0].Zt, params["running_mean1"], params["running_var1"],
                     after["running_mean1"], after["running_var1"])
 
@@ -61,5 +62,5 @@ class NumpyAdapter(Adapter):
                 values.append(float(params["theta"][0]))
             return values
 
-        return [conventions.row("spec (reference)", f"SPEC.md v1, numpy {np.__version__}", "reference/model.py, Spec defaults",
+        return [ConventionProbe("spec (reference)", f"SPEC.md v1, numpy {np.__version__}", "reference/model.py, Spec defaults",
                                 batch_norm, spec.bn_momentum, "spec optimizer='momentum'", momentum_sgd)]

@@ -10,7 +10,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _paddle():
@@ -72,7 +72,7 @@ class PaddleAdapter(Adapter):
         # this process exists for paddle alone (a worker, or paddle's asv environment).
         if os.environ.get("BNBENCH_WORKER") or os.environ.get("BNBENCH_ENV") == "paddle":
             return None
-        from bnbench.worker import Placement
+        from .placement import Placement
 
         return Placement(python=sys.executable, where="a worker process of its own (paddle crashes a process that "
                                                       "imported tensorflow before it)")
@@ -224,7 +224,6 @@ class PaddleAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-        from bnbench import conventions
 
         paddle = _paddle()
         paddle.set_device("cpu")
@@ -248,7 +247,7 @@ class PaddleAdapter(Adapter):
             return values
 
         declared = paddle.nn.BatchNorm1D(1)._momentum
-        return [conventions.row("paddle", paddle.__version__, "paddle.nn.BatchNorm1D", batch_norm, declared,
+        return [ConventionProbe("paddle", paddle.__version__, "paddle.nn.BatchNorm1D", batch_norm, declared,
                                 "paddle.optimizer.Momentum", momentum_sgd)]
 
 

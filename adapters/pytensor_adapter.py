@@ -5,7 +5,7 @@ the module differs. Modes ``c`` (the C virtual machine, g++-compiled ops: Theano
 path) and ``python`` (the Python linker: no compilation, a slow reference for the compiler)."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 

@@ -1,12 +1,12 @@
 """Which adapters exist, found without importing any framework.
 
 Adapter modules import their framework lazily, so importing an adapter class is cheap; only
-``import_error()`` / ``describe(probe=True)`` actually import a framework.
+``import_error()`` (and bnbench.frameworks.describe(probe=True)) actually import a framework.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Type
 
 from .base import Adapter
 
@@ -50,47 +50,3 @@ def local_class(name: str) -> Type[Adapter]:
         raise UnknownFramework(name) from None
     module_name, class_name = target.split(":")
     return getattr(importlib.import_module(module_name), class_name)
-
-
-_remote_classes: Dict[tuple, Type[Adapter]] = {}
-
-
-def get(name: str) -> Type[Adapter]:
-    """The adapter class to use from this process: the class itself, or, where the framework
-    lives in another environment or needs a process of its own (``Adapter.placement``), a class
-    with the same facts whose work runs in a worker process (bnbench.worker)."""
-    adapter = local_class(name)
-    placement = adapter.placement()
-    if placement is None:
-        return adapter
-    from bnbench.worker import remote_class
-
-    key = (name, placement)
-    if key not in _remote_classes:
-        _remote_classes[key] = remote_class(adapter, placement)
-    return _remote_classes[key]
-
-
-def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
-    """One row of ``bnbench frameworks``: name, modes, devices, availability and the reason.
-
-    With ``probe`` the framework is imported (a broken install is then 'unavailable' with the
-    error); without, only its presence is checked.
-    """
-    adapter = get(name)
-    reason: Optional[str] = adapter.import_error() if probe else adapter.missing_requirement()
-    row: Dict[str, object] = {
-        "name": name,
-        "modes": list(adapter.modes),
-        "devices": list(adapter.devices),
-        "available": reason is None,
-        "reason": reason,
-        "version": None,
-        "device_status": {},
-        "tuning": dict(adapter.tuning),
-        "runs_in": getattr(adapter, "worker_placement", None) and adapter.worker_placement.where or "this process",
-    }
-    if reason is None and probe:
-        row["version"] = adapter.version()
-        row["device_status"] = {device: adapter.device_unavailable(device) for device in adapter.devices}
-    return row

@@ -8,7 +8,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _tf():
@@ -61,7 +61,6 @@ class TensorflowAdapter(Adapter):
         batch is given as (m, 1, 1, features)); its momentum is exponential_avg_factor."""
         import inspect
 
-        from bnbench import conventions
 
         tf = _tf()
         fused = tf.compat.v1.nn.fused_batch_norm
@@ -83,7 +82,7 @@ class TensorflowAdapter(Adapter):
                 values.append(float(theta.numpy()[0]))
             return values
 
-        return [conventions.row("tensorflow", tf.__version__, "tf.compat.v1.nn.fused_batch_norm", batch_norm,
+        return [ConventionProbe("tensorflow", tf.__version__, "tf.compat.v1.nn.fused_batch_norm", batch_norm,
                                 defaults["exponential_avg_factor"], "tf.compat.v1.train.MomentumOptimizer", momentum_sgd)]
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, ConventionProbe, Gradients
 
 
 def _torch():
@@ -49,7 +49,6 @@ class TorchAdapter(Adapter):
 
     @classmethod
     def conventions(cls):
-        from bnbench import conventions
 
         torch = _torch()
 
@@ -71,7 +70,7 @@ class TorchAdapter(Adapter):
                 values.append(float(theta.detach()[0]))
             return values
 
-        return [conventions.row("torch", torch.__version__, "torch.nn.BatchNorm1d", batch_norm,
+        return [ConventionProbe("torch", torch.__version__, "torch.nn.BatchNorm1d", batch_norm,
                                 torch.nn.BatchNorm1d(1).momentum, "torch.optim.SGD(momentum)", momentum_sgd)]
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:

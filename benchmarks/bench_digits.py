@@ -1,7 +1,7 @@
 """The real digits set: one epoch's time, and test accuracy after a fixed training budget."""
 import numpy as np
 
-from bnbench.adapters import get
+from bnbench.frameworks import get
 from bnbench.reference import initial_parameters
 from bnbench.reference.data import load_digits, minibatches
 

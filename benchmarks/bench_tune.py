@@ -9,7 +9,8 @@ everything a search pays for: building each model, compiling, training and scori
 """
 import time
 
-from bnbench.adapters import get, names
+from bnbench.adapters import names
+from bnbench.frameworks import get
 
 from .common import ENV_FRAMEWORKS, grid, threads
 

@@ -7,7 +7,8 @@ import os
 
 import numpy as np
 
-from bnbench.adapters import get, names
+from bnbench.adapters import names
+from bnbench.frameworks import get
 from bnbench.reference import initial_parameters
 
 from .common import QUICK_SIZES, SIZES, WORKER_TIMED, timing_batches, grid, require_supported, spec_for, threads

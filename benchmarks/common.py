@@ -7,8 +7,9 @@ is timed on, in the same process and environment; a combination that fails is sk
 
 Environment variables (set by `make bench`, read at benchmark time):
   BNBENCH_ENV      the framework group this asv environment exists for (asv.conf.json)
-  BNBENCH_GRID     "quick": each framework's best mode, tiny + medium, float32, every device;
-                   "full" (default): everything
+  BNBENCH_GRID     "quick" (default, what a bare `asv run` times): each framework's best mode, tiny +
+                   medium, float32, every device;
+                   "full": everything (`make bench GRID=full`)
   BNBENCH_THREADS  compute threads for every framework (default 2)
   BNBENCH_SIZES, BNBENCH_DTYPES, BNBENCH_MODES  comma lists narrowing the grid (e.g. "medium,large";
                    BNBENCH_MODES=best: each framework's best mode)
@@ -23,7 +24,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bnbench.adapters import get, names
+from bnbench.adapters import names
+from bnbench.frameworks import get
 from bnbench.flops import step_flops
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
@@ -55,7 +57,7 @@ def threads() -> int:
 
 
 def grid() -> str:
-    value = os.environ.get("BNBENCH_GRID", "full")
+    value = os.environ.get("BNBENCH_GRID", "quick")
     if value not in ("quick", "full"):
         raise ValueError(f"BNBENCH_GRID={value!r} must be 'quick' or 'full'")
     return value

@@ -92,7 +92,7 @@ def write_run_info(machine: str, grid: str, threads: int, results: str = "result
 
     import asv
 
-    from bnbench.io import atomic_write_json
+    from bnbench.reference.io import atomic_write_json
 
     atomic_write_json(os.path.join(results, machine, "run-info.json"), {
         "asv_version": asv.__version__, "grid": grid, "threads": threads,

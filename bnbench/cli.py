@@ -26,7 +26,8 @@ class _Parser(argparse.ArgumentParser):
 
 # --------------------------------------------------------------------------- frameworks
 def cmd_frameworks(args: argparse.Namespace) -> int:
-    from bnbench.adapters import describe, names
+    from bnbench.adapters import names
+    from bnbench.frameworks import describe
 
     rows = [describe(name, probe=True) for name in names()]
     if args.json:
@@ -93,9 +94,10 @@ def load_batches(path: str, spec) -> "tuple[np.ndarray, np.ndarray]":
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from bnbench.adapters import Unavailable, Unsupported, get
+    from bnbench.adapters import Unavailable, Unsupported
+    from bnbench.frameworks import get
     from bnbench.adapters.registry import UnknownFramework
-    from bnbench.io import atomic_save_npz
+    from bnbench.reference.io import atomic_save_npz
     from bnbench.reference.spec import ParameterError, Spec, SpecError, check_parameters, initial_parameters
     from bnbench.trace import run
 
@@ -154,8 +156,8 @@ def _framework_list(values: Optional[List[str]]) -> List[str]:
 
 def cmd_conventions(args: argparse.Namespace) -> int:
     from bnbench import conventions
-    from bnbench.adapters import get
-    from bnbench.io import atomic_write_json, atomic_write_text
+    from bnbench.frameworks import get
+    from bnbench.reference.io import atomic_write_json, atomic_write_text
 
     if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise CliError(f"--out {args.out!r} exists and is not a folder")
@@ -167,7 +169,7 @@ def cmd_conventions(args: argparse.Namespace) -> int:
             not_probed.append(f"{name}: {reason}")
             continue
         try:
-            probed = adapter.conventions()
+            probed = conventions.measure(adapter)
             if not probed:
                 not_probed.append(f"{name}: no conventions probe written for it yet (its adapter writes the spec's formulas or layers by hand)")
             rows.extend(probed)
@@ -190,7 +192,7 @@ def cmd_conventions(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- verify
 def cmd_verify(args: argparse.Namespace) -> int:
     from bnbench import verify
-    from bnbench.io import atomic_write_json
+    from bnbench.reference.io import atomic_write_json
 
     frameworks = _framework_list(args.framework)
     for value, allowed, flag in ((args.device, ("cpu", "cuda"), "--device"), (args.dtype, ("float64", "float32"), "--dtype")):
@@ -202,7 +204,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if os.path.isdir(path):
         raise CliError(f"--json {path!r} is a folder, expected a file name")
     if args.mode:
-        from bnbench.adapters import get
+        from bnbench.frameworks import get
 
         known = {"best"}.union(*(get(name).modes for name in frameworks))
         bad = [mode for mode in args.mode if mode not in known]
@@ -230,7 +232,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- compare
 def cmd_compare(args: argparse.Namespace) -> int:
     from bnbench import paired
-    from bnbench.io import atomic_write_json
+    from bnbench.reference.io import atomic_write_json
 
     out_dir = os.path.dirname(os.path.abspath(args.json))
     if os.path.isdir(args.json):

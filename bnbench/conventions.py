@@ -130,13 +130,26 @@ def gamma_is_used(batch_norm_with_gamma: Callable[[np.ndarray, float], np.ndarra
     return "used" if np.allclose(doubled, 2 * single, rtol=1e-4) else "IGNORED (fixed at 1)"
 
 
-def row(framework: str, version: str, layer: str, batch_norm: BatchNormProbe, declared_momentum: Optional[float],
-        optimizer: str = "-", momentum_sgd: Optional[MomentumProbe] = None) -> Dict[str, object]:
-    result = {"framework": framework, "version": version, "layer": layer}
-    result.update(analyse_batch_norm(batch_norm, declared_momentum))
-    result["optimizer"] = optimizer
-    result["momentum_form"] = analyse_momentum(momentum_sgd) if momentum_sgd is not None else "-"
+def row(probe) -> Dict[str, object]:
+    """One table row from an adapter's ConventionProbe (bnbench.adapters.base): its raw outputs
+    analysed here, in the framework's process."""
+    result: Dict[str, object] = {"framework": probe.framework, "version": probe.version, "layer": probe.layer}
+    if probe.batch_norm is not None:
+        result.update(analyse_batch_norm(probe.batch_norm, probe.declared_momentum))
+    if probe.batch_norm_with_gamma is not None:
+        result["gamma"] = gamma_is_used(probe.batch_norm_with_gamma)
+    result["optimizer"] = probe.optimizer
+    result["momentum_form"] = analyse_momentum(probe.momentum_sgd) if probe.momentum_sgd is not None else "-"
     return result
+
+
+def measure(adapter_class) -> List[Dict[str, object]]:
+    """The rows of one framework: probed and analysed in its own process (a worker's adapter class
+    brings back rows), else here."""
+    remote = getattr(adapter_class, "measured_conventions", None)
+    if remote is not None:
+        return remote()
+    return [row(probe) for probe in adapter_class.conventions()]
 
 
 def markdown(rows: List[Dict[str, object]]) -> str:

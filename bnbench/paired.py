@@ -16,6 +16,7 @@ An item named twice (``numpy,numpy``) is two participants: the A/A check.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import sys
@@ -171,8 +172,16 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
     m = batch_size(settings.size)
     params = initial_parameters(spec)
     X, y = timing_batches(spec, m)
+    classes = [remote_class(local_class(name), _placement(name, index)) for index, (name, _) in enumerate(settings.items)]
+    # Every worker starts and imports its framework at once (imports wait on the disk as much as
+    # on the cores); building, compiling and verifying then go one participant at a time, so that
+    # each first step (compilation) is timed without the others' load.
+    bar.set_description("starting the workers")
+    runnable = [c for c, (_, mode) in zip(classes, settings.items) if c.unsupported(spec, mode, settings.device) is None]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
+        list(pool.map(lambda adapter_class: adapter_class.import_error(), runnable))
     participants = []
-    for index, ((name, mode), label) in enumerate(zip(settings.items, _labels(settings.items))):
+    for adapter_class, (name, mode), label in zip(classes, settings.items, _labels(settings.items)):
         bar.set_description(f"starting {label}")
         local = local_class(name)
         participant = Participant(name, mode, label, flags=local.tuning.get(mode, ""), flops=float(step_flops(spec, m)))
@@ -181,7 +190,6 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
             reason = local.unsupported(spec, mode, settings.device)
             if reason:
                 raise AdapterError(f"unsupported: {reason}")
-            adapter_class = remote_class(local, _placement(name, index))
             problem = adapter_class.import_error() or adapter_class.device_unavailable(settings.device)
             if problem:
                 raise AdapterError(problem)

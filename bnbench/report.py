@@ -408,7 +408,7 @@ def plot_fraction_of_peak(frame, machine: str, dtype: str, path: str) -> bool:
 def _save(fig, path: str) -> None:
     import io as _io
 
-    from bnbench.io import atomic_write_bytes
+    from bnbench.reference.io import atomic_write_bytes
 
     buffer = _io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})   # no version stamp: deterministic
@@ -609,7 +609,7 @@ def prune(results: str, read: List[str], frame) -> List[str]:
 
 def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str, object]:
     """Write results/README.md, results/results.csv and results/plots/*.png; returns a summary."""
-    from bnbench.io import atomic_write_text
+    from bnbench.reference.io import atomic_write_text
 
     if not os.path.isdir(results):
         raise ReportError(f"results folder {results!r} does not exist (run the benchmarks first: make bench)")

@@ -186,7 +186,7 @@ def train_panda(framework: str, spec, data, epochs: int, seed: int,
                 on_epoch: Optional[Callable[[int, float], bool]] = None, evaluate=None) -> Tuple[List[float], object]:
     """One model, epoch by epoch: its validation curve. ``on_epoch(epoch, val_accuracy)`` returns
     True to stop (pruned). Returns (curve, adapter)."""
-    from bnbench.adapters import get
+    from bnbench.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import minibatches
 
@@ -505,7 +505,7 @@ def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, ob
 
 
 def summarise(study, settings: Settings, data, new_trials: int, elapsed: float) -> Dict[str, object]:
-    from bnbench.io import atomic_write_json, atomic_write_text
+    from bnbench.reference.io import atomic_write_json, atomic_write_text
 
     complete = _complete(study)
     summary: Dict[str, object] = {

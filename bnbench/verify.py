@@ -14,7 +14,7 @@ import datetime
 import json
 import platform
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def combinations(frameworks: Iterable[str], devices: Iterable[str], dtypes: Iter
                  modes: Optional[Iterable[str]] = None) -> List[Tuple[str, str, str, str]]:
     """Every (framework, mode, device, dtype); ``modes`` narrows the modes ('best': each adapter's
     best mode)."""
-    from bnbench.adapters import get
+    from bnbench.frameworks import get
 
     out = []
     wanted = set(modes) if modes else None
@@ -77,7 +77,7 @@ def combinations(frameworks: Iterable[str], devices: Iterable[str], dtypes: Iter
 
 
 def verify_one(name: str, mode: str, device: str, dtype: str, cases) -> Row:
-    from bnbench.adapters import get
+    from bnbench.frameworks import get
     from bnbench.trace import check_equivalence
 
     adapter_class = get(name)

@@ -15,7 +15,6 @@ The code here must stay importable by the oldest interpreter a worker runs under
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import io
 import json
 import os
@@ -114,7 +113,9 @@ class _Server:
         if op == "set_threads":
             return {"threads": registry.local_class(header["framework"]).set_threads(int(header["n_threads"]))}, None
         if op == "conventions":
-            return {"rows": registry.local_class(header["framework"]).conventions()}, None
+            from bnbench import conventions
+
+            return {"rows": conventions.measure(registry.local_class(header["framework"]))}, None
         if op == "build":
             from bnbench.reference.spec import Spec
 
@@ -264,40 +265,8 @@ def serve() -> int:
 
 
 # --------------------------------------------------------------------------- the caller side
-@dataclasses.dataclass(frozen=True)
-class Placement:
-    """Where an adapter runs when not in this process: an interpreter and extra environment."""
-
-    python: str
-    env: Tuple[Tuple[str, str], ...] = ()
-    where: str = ""                 # for people: "the MXNet venv .envs/mxnet"
-    setup_hint: str = ""            # how to create the environment when it is missing
-
-    def missing(self) -> Optional[str]:
-        if not os.path.exists(self.python):
-            hint = f"; create it with {self.setup_hint}" if self.setup_hint else ""
-            return f"{self.where or self.python} does not exist ({self.python} missing){hint}"
-        return None
-
-
-def environments_dir() -> str:
-    """Where the framework environments live: $BNBENCH_ENVS, else .envs/ in the source checkout
-    bnbench runs from, else ~/.cache/bnbench/envs."""
-    if os.environ.get("BNBENCH_ENVS"):
-        return os.path.abspath(os.environ["BNBENCH_ENVS"])
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.exists(os.path.join(checkout, "pyproject.toml")):
-        return os.path.join(checkout, ".envs")
-    return os.path.join(os.path.expanduser("~"), ".cache", "bnbench", "envs")
-
-
-def environment_placement(environment: str, setup_hint: str) -> Placement:
-    """The worker placement for a framework venv ``environments_dir()/<environment>``."""
-    root = os.path.join(environments_dir(), environment)
-    return Placement(python=os.path.join(root, "bin", "python"), where=f"the {environment} environment {root}",
-                     setup_hint=setup_hint)
-
-
+# Where a worker runs is data that adapters declare (bnbench.adapters.placement); this module acts on it.
+from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: E402,F401
 class WorkerProcess:
     def __init__(self, placement: Placement):
         self.placement = placement
@@ -449,7 +418,8 @@ def remote_class(local: Type, placement: Placement) -> Type:
             return reply["threads"]
 
         @classmethod
-        def conventions(cls):
+        def measured_conventions(cls):
+            """Rows of `bnbench conventions`, probed and analysed in the worker (probes are callables)."""
             reply, _ = cls._worker().call("conventions", framework=cls.name)
             return reply["rows"]
 

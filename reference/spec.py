@@ -164,7 +164,7 @@ class Spec:
             raise SpecError(f"{os.fspath(path)}: {error}") from None
 
     def save(self, path: "os.PathLike[str] | str") -> None:
-        from bnbench.io import atomic_write_text
+        from bnbench.reference.io import atomic_write_text
 
         atomic_write_text(path, self.to_json())
 

@@ -12,7 +12,8 @@ from typing import List, Tuple
 
 import pytest
 
-from bnbench.adapters import ADAPTERS, get
+from bnbench.adapters import ADAPTERS
+from bnbench.frameworks import get
 
 DTYPES = ("float64", "float32")
 

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from bnbench.adapters import get, names
+from bnbench.adapters import names
+from bnbench.frameworks import get
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -72,7 +72,7 @@ def test_output_folder_must_exist(tmp_path, capsys):
 def test_a_baseline_that_cannot_run_is_an_error(tmp_path, capsys):
     """On a machine without a GPU, torch on cuda is unavailable: the run says so, in one line."""
     require_adapter("torch")
-    from bnbench.adapters import get
+    from bnbench.frameworks import get
 
     if get("torch").device_unavailable("cuda") is None:
         pytest.skip("a GPU is visible here")

@@ -132,7 +132,7 @@ def test_caviar_equals_training_one_by_one():
     """Three models of one shape trained together under jax.vmap end where each ends alone
     (the jax adapter, same batches): final losses and validation curves."""
     require_adapter("jax")
-    from bnbench.adapters import get
+    from bnbench.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import load_digits, minibatches
 

@@ -1,4 +1,5 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic writes: a reader sees the old file or the new one, never half of one. At the bottom of the
+layers (the spec saves itself with it; every tool writes its results with it)."""
 from __future__ import annotations
 
 import io
