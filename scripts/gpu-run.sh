@@ -60,7 +60,7 @@ done
 "$python" - "$out/verify/$machine/$device.json" "$logs"/verify-*.json <<'EOF' || status=1
 import json, sys
 from bnbench import verify
-from bnbench.io import atomic_write_json
+from bnbench.reference.io import atomic_write_json
 target, parts = sys.argv[1], sys.argv[2:]
 merged = None
 for path in parts:
