@@ -4,14 +4,14 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.bnbench-installed
-# The main environment: every framework that installs beside numpy 2 (shared/FRAMEWORKS.md).
+# The main environment: every framework that installs beside numpy 2 (docs/FRAMEWORKS.md).
 EXTRAS := test,torch,tensorflow,jax,keras,paddle,pytensor,report,progress,bench,tune,conventions
 # Environments of their own (dependencies conflict with the main one): .envs/<name>, each
 # reached from the main environment through a worker process (bnbench/worker.py).
 ENVS := .envs
 OWN_ENVS := mxnet theano chainer lasagne caffe
 ENV_STAMPS := $(foreach env,$(OWN_ENVS),$(ENVS)/$(env)/.bnbench-installed)
-# What each own environment needs (shared/FRAMEWORKS.md): installed first, then bnbench itself.
+# What each own environment needs (docs/FRAMEWORKS.md): installed first, then bnbench itself.
 ENV_REQS_mxnet := "mxnet==1.9.1" "numpy<1.24"
 ENV_REQS_theano := "Theano==1.0.5" "numpy<1.24" "scipy<1.11"
 ENV_REQS_chainer := "numpy<2" setuptools wheel
@@ -24,16 +24,18 @@ ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 TEST_FRAMEWORKS ?= numpy,torch,tensorflow,jax,mxnet,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,theano,chainer,lasagne,caffe
 PYTEST_ARGS ?=
 
-# `make bench GRID=full` times everything (every mode, dtype and size, every benchmark); quick is
-# the default: the step time, the fraction of peak and the thread count of each framework's best
-# mode (every benchmark is a process of its own that imports, compiles and verifies its adapter:
-# 5-15 s each, measured), the rest with BENCH=all.
+# `make bench` (the quick default): `bnbench compare` of every framework's best mode at tiny and
+# medium, float32, in interleaved paired rounds (BUDGET seconds of rounds per size), in the
+# environments `make test` builds; then the tables. `make bench GRID=full` times everything
+# through asv (every mode, dtype and size, every benchmark), whose environments asv builds itself.
 GRID ?= quick
 THREADS ?= 2
+BUDGET ?= 45
+COMPARE_SIZES ?= tiny medium
 ASV_ARGS ?=
 ALL_BENCHMARKS := TrainStep|Digits|Tune|WorkerStep
 QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_of_peak|threads)|WorkerStep
-BENCH ?= $(if $(filter quick,$(GRID)),quick,all)
+BENCH ?= all
 BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
 .PHONY: test bench env clean-env
@@ -75,10 +77,20 @@ test: $(STAMP) $(ENV_STAMPS)
 	BNBENCH_FRAMEWORKS=numpy,mxnet $(ENVS)/mxnet/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) \
 		tests/test_reference.py tests/test_spec.py tests/test_equivalence.py
 
-# asv run, then (whatever it returned) verification inside each asv environment, the measured
+# Quick default: paired comparisons, one size at a time, then the tables. Full grid: asv run,
+# then (whatever it returned) verification inside each asv environment, the measured
 # conventions, the published tables and asv's HTML; the exit status is asv's, or verify's.
 MACHINE ?= $(shell hostname)
 bench: $(STAMP) $(ENV_STAMPS)
+ifeq ($(GRID),quick)
+	@id=$$($(VENV)/bin/python -c 'from bnbench.machine import identify; print(identify()["id"])') && mkdir -p results/compare/$$id; \
+	status=0; for size in $(COMPARE_SIZES); do \
+		echo "bnbench compare: every framework's best mode, $$size, float32, cpu, $(BUDGET) s of rounds (machine $$id)"; \
+		$(VENV)/bin/bnbench compare --size $$size --dtype float32 --device cpu --budget $(BUDGET) --threads $(THREADS) \
+			--json results/compare/$$id/cpu-$$size-float32.json || status=1; \
+	done; \
+	$(VENV)/bin/bnbench report && echo "tables: results/README.md"; exit $$status
+else
 	@$(VENV)/bin/asv machine --yes --machine $(MACHINE) > /dev/null
 	@$(VENV)/bin/python -m bnbench.asvenvs runinfo --machine $(MACHINE) --grid $(GRID) --threads $(THREADS)
 	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $(MACHINE) --show-stderr -e \
@@ -90,6 +102,7 @@ bench: $(STAMP) $(ENV_STAMPS)
 	$(VENV)/bin/asv publish > /dev/null 2>&1; \
 	echo "tables: results/README.md; html: .asv/html/index.html"; \
 	test $$asv_status -eq 0 -a $$verify_status -eq 0
+endif
 
 clean-env:
 	rm -rf $(VENV) $(ENVS)
