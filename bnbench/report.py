@@ -525,6 +525,7 @@ def plot_comparison(runs: List[Dict[str, object]], path: str) -> bool:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     runs = [run for run in runs if any(row.get("ratio") is not None for row in run["rows"])]
     if not runs:
@@ -541,6 +542,9 @@ def plot_comparison(runs: List[Dict[str, object]], path: str) -> bool:
                         fmt=marker, color=colour, capsize=3, markersize=6)
         ax.axvline(1.0, color="grey", linewidth=1, linestyle="--")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel(f"step time / {run['baseline']} (log; <1 faster)")
