@@ -345,6 +345,7 @@ def _positive_int(text: str) -> int:
 
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from bnbench import paired   # numpy and the suite's statistics only: no framework
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -386,8 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     com.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     com.add_argument("--baseline", default="numpy", metavar="NAME[:MODE]", help="the row every ratio divides by (default numpy)")
-    com.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
-                     help="time for the rounds, unless every interval is within +-2.5%% sooner (default 60)")
+    com.add_argument("--budget", type=float, default=paired.DEFAULT_BUDGET, metavar="SECONDS",
+                     help="time for the rounds, unless every interval is within +-2.5%% sooner (default %(default)g)")
     com.add_argument("--threads", type=_positive_int, default=2, help="compute threads of every participant (default 2)")
     com.add_argument("--seed", type=int, default=0, help="round order and bootstrap seed (default 0)")
     com.add_argument("--json", required=True, metavar="OUT.json", help="where to write the result")

@@ -25,10 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bnbench import stats
+from bnbench import progress, stats
 
 PEAK = "peak"
-DEFAULT_BUDGET = 60.0
+# Rounds of every framework at medium on 2 cores take about 3 s: 150 s gives about 50. Two back-to-back
+# runs of 20 rounds (60 s) left 2 of 12 intervals apart (the machine's state drifts between runs and
+# slows frameworks unequally); of 50 rounds, every interval overlapped and no ratio moved over 3.6%.
+DEFAULT_BUDGET = 150.0
 BURST_SECONDS = 0.15
 SETTLE_SECONDS = 0.05
 WARMUP_STEPS = 3
@@ -248,7 +251,7 @@ def _fractions(participant: Participant, peak: Participant) -> np.ndarray:
 
 
 def run(settings: Settings) -> Dict[str, Any]:
-    bar = _progress(settings.progress, total=len(settings.items) + 1, unit="participant")
+    bar = progress.bar(len(settings.items) + 1, "participant", settings.progress)
     started = time.time()
     try:
         participants, peak, spec = _start(settings, bar)
@@ -266,7 +269,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     rng = np.random.default_rng(settings.seed)
     rounds_started = time.perf_counter()
     stopped = "budget"
-    bar = _progress(settings.progress, total=None, unit="round")
+    bar = progress.bar(None, "round", settings.progress)
     try:
         while True:
             for index in rng.permutation(len(contenders)):
@@ -362,27 +365,6 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
         # every participant's burst median per round: any other baseline or pair can be recomputed
         "round_medians": {p.label: p.medians for p in [*timed] + ([peak] if peak is not None else [])},
     }
-
-
-class _NoBar:
-    def set_description(self, text: str) -> None:
-        pass
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: Optional[int], unit: str):
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def table(result: Dict[str, Any]) -> str:

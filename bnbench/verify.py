@@ -18,6 +18,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from bnbench import progress
+
 GROUPS = ("loss", "probs", "grad", "param", "running", "eval_probs")
 
 
@@ -131,7 +133,7 @@ def run(frameworks: List[str], devices: List[str], dtypes: List[str], modes: Opt
     combos = combinations(frameworks, devices, dtypes, modes)
     cases = {dtype: battery(dtype) for dtype in dtypes}
     rows = []
-    bar = _progress_bar(len(combos))
+    bar = progress.bar(len(combos), "combination")
     try:
         for name, mode, device, dtype in combos:
             bar.set_description(f"{name} {mode} {device} {dtype}")
@@ -140,25 +142,6 @@ def run(frameworks: List[str], devices: List[str], dtypes: List[str], modes: Opt
     finally:
         bar.close()
     return rows
-
-
-class _NoBar:
-    def set_description(self, text: str) -> None:
-        pass
-
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, unit="combination", leave=False, dynamic_ncols=True)
 
 
 def machine_name() -> str:
