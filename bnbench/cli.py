@@ -269,7 +269,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               f"{args.size}, {args.dtype}, {args.device}, {args.threads} thread(s); "
               f"peak {'-' if peak is None else format(peak['gflops'], '.4g') + ' GFLOP/s'}; machine {result['machine_id']}; "
               f"wrote {args.json}")
-    failed = [row for row in result["rows"] if row.get("not_timed") and row["not_timed"].startswith("not verified")]
+    failed = [row for row in result["rows"] if (row.get("not_timed") or "").startswith(("not verified", "failed:"))]
     return 1 if failed else 0
 
 

@@ -211,6 +211,8 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
             participant.adapter = timed_adapter
         except (AdapterError, WorkerError) as error:
             participant.problem = (str(error).splitlines() or [""])[0]
+        except Exception as error:      # a framework that crashes is a row that says so, not a crashed run
+            participant.problem = f"failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
         bar.update(1)
     bar.set_description("starting the matmul peak")
     peak = None
