@@ -97,7 +97,7 @@ else
 		-b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^!; asv_status=$$?; \
 	$(VENV)/bin/python -m bnbench.asvenvs verify --machine $(MACHINE) --grid $(GRID); verify_status=$$?; \
 	$(VENV)/bin/bnbench conventions --out results > /dev/null && \
-	$(VENV)/bin/bnbench frameworks --json > results/.frameworks.json && mv results/.frameworks.json results/frameworks.json && \
+	$(VENV)/bin/bnbench frameworks --probe --json > results/.frameworks.json && mv results/.frameworks.json results/frameworks.json && \
 	$(VENV)/bin/bnbench report && \
 	$(VENV)/bin/asv publish > /dev/null 2>&1; \
 	echo "tables: results/README.md; html: .asv/html/index.html"; \

@@ -90,6 +90,9 @@ class Adapter(abc.ABC):
     modes: ClassVar[Tuple[str, ...]]
     devices: ClassVar[Tuple[str, ...]] = ("cpu",)
     requires: ClassVar[Tuple[str, ...]] = ()
+    # Distributions whose installed version names the framework, read from package metadata
+    # without importing it (empty: the module names in ``requires``).
+    packages: ClassVar[Tuple[str, ...]] = ()
     best_mode: ClassVar[str] = ""      # the mode the quick benchmark grid times (its fastest form)
     install_hint: ClassVar[str] = ""
     tuning: ClassVar[Dict[str, str]] = {}
@@ -147,6 +150,19 @@ class Adapter(abc.ABC):
             except Exception as error:  # a broken install must be a reason, not a crash
                 first_line = (str(error).strip().splitlines() or [""])[0]
                 return f"importing {module} failed: {type(error).__name__}: {first_line}"
+        return None
+
+    @classmethod
+    def installed_version(cls) -> Optional[str]:
+        """The framework's version from its package metadata, importing nothing; None when none of
+        its distributions is installed here."""
+        from importlib import metadata
+
+        for distribution in cls.packages or cls.requires[:1]:
+            try:
+                return metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                continue
         return None
 
     @classmethod

@@ -41,6 +41,19 @@ class CaffeAdapter(Adapter):
         return getattr(caffe, "__version__", "1.0.0") + " (Debian 11 python3-caffe)"
 
     @classmethod
+    def installed_version(cls) -> Optional[str]:
+        """pycaffe is a Debian package, not a pip one: its version from the chroot's dpkg database."""
+        try:
+            with open("/var/lib/dpkg/status", encoding="utf-8", errors="replace") as handle:
+                for record in handle.read().split("\n\n"):
+                    fields = dict(line.split(": ", 1) for line in record.splitlines() if ": " in line)
+                    if fields.get("Package") == "python3-caffe" and fields.get("Status", "").endswith("installed"):
+                        return f"{fields.get('Version')} (Debian python3-caffe)"
+        except OSError:
+            pass
+        return None
+
+    @classmethod
     def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         if spec.dtype == "float64":
             return "pycaffe's blobs are float32 only (Caffe is built with Dtype=float for Python)"

@@ -101,6 +101,17 @@ class KerasAdapter(Adapter):
         return None
 
     @classmethod
+    def installed_version(cls) -> Optional[str]:
+        from importlib import metadata
+
+        try:
+            keras = metadata.version("keras")
+        except metadata.PackageNotFoundError:
+            return None
+        backend = cls._backend_adapter().installed_version()
+        return f"{keras} ({cls.backend} {backend or 'not installed'})"
+
+    @classmethod
     def version(cls) -> str:
         keras = _keras()
         backend = importlib.import_module(cls.backend_module)

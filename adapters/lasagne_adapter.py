@@ -14,6 +14,7 @@ from .theano_adapter import THEANO_FLAGS, theano_worker_variables
 class LasagneAdapter(SymbolicAdapter):
     name = "lasagne"
     requires = ("lasagne", "theano")
+    packages = ("Lasagne",)
     environment = "lasagne"
     environment_hint = "`make env-lasagne` (Python 3.9 venv with Lasagne==0.1, Theano==0.8.2, numpy<1.24, scipy<1.11)"
     tuning = {

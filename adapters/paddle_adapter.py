@@ -56,6 +56,7 @@ class PaddleAdapter(Adapter):
     best_mode = "eager"
     devices = ("cpu", "cuda")
     requires = ("paddle",)
+    packages = ("paddlepaddle",)
     install_hint = "pip install paddlepaddle"
     tuning = {
         "eager": "dynamic graph, op by op, paddle.grad; F.batch_norm (fused kernel); MKL_DEBUG_CPU_TYPE=5 on AMD; "

@@ -26,6 +26,7 @@ class TensorflowAdapter(Adapter):
     best_mode = "xla"
     devices = ("cpu", "cuda")
     requires = ("tensorflow",)
+    packages = ("tensorflow-cpu", "tensorflow")
     install_hint = "pip install 'bnbench[tensorflow]' (tensorflow-cpu)"
     tuning = {
         "eager": "op by op, tf.GradientTape",

@@ -19,6 +19,7 @@ def theano_worker_variables():
 class TheanoAdapter(SymbolicAdapter):
     name = "theano"
     requires = ("theano",)
+    packages = ("Theano",)
     environment = "theano"
     environment_hint = "`make env-theano` (venv with Theano==1.0.5, numpy<1.24, scipy<1.11)"
     tuning = {

@@ -29,7 +29,7 @@ def cmd_frameworks(args: argparse.Namespace) -> int:
     from bnbench.adapters import names
     from bnbench.frameworks import describe
 
-    rows = [describe(name, probe=True) for name in names()]
+    rows = [describe(name, probe=args.probe) for name in names()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     frameworks = commands.add_parser("frameworks", help="list the adapters, their modes and devices, and what is available here")
     frameworks.add_argument("--json", action="store_true", help="a JSON list of {name, modes, devices, available, reason, ...}")
+    frameworks.add_argument("--probe", action="store_true",
+                            help="import every framework to prove that it works, and ask each device (slow); "
+                                 "default: versions from package metadata, nothing imported")
     frameworks.set_defaults(handler=cmd_frameworks)
 
     trace = commands.add_parser("trace", help="run one adapter on given inputs and write every tensor to an .npz")

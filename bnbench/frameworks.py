@@ -35,7 +35,8 @@ def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
     """One row of ``bnbench frameworks``: name, modes, devices, availability and the reason.
 
     With ``probe`` the framework is imported (a broken install is then 'unavailable' with the
-    error); without, only its presence is checked.
+    error) and each device asked; without, its presence is checked and its version read from
+    package metadata, importing nothing.
     """
     adapter = get(name)
     reason: Optional[str] = adapter.import_error() if probe else adapter.missing_requirement()
@@ -53,4 +54,6 @@ def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
     if reason is None and probe:
         row["version"] = adapter.version()
         row["device_status"] = {device: adapter.device_unavailable(device) for device in adapter.devices}
+    elif reason is None:
+        row["version"] = adapter.installed_version()
     return row

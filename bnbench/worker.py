@@ -399,6 +399,23 @@ def remote_class(local: Type, placement: Placement) -> Type:
             return cls._probe()["version"] or "unknown"
 
         @classmethod
+        def installed_version(cls) -> Optional[str]:
+            """From the package metadata of the worker's environment, without starting a worker
+            or importing the framework (a short interpreter run where it is another one)."""
+            if cls.worker_placement.python == sys.executable:
+                return local.installed_version()
+            if cls.worker_placement.missing():
+                return None
+            script = ("import sys; from bnbench.adapters.registry import local_class; "
+                      "print(local_class(sys.argv[1]).installed_version() or '')")
+            try:
+                done = subprocess.run([cls.worker_placement.python, "-c", script, cls.name], capture_output=True,
+                                      text=True, timeout=60, env=dict(os.environ, **dict(cls.worker_placement.env)))
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return done.stdout.strip() or None if done.returncode == 0 else None
+
+        @classmethod
         def device_unavailable(cls, device: str) -> Optional[str]:
             if device not in cls.devices:
                 return super().device_unavailable(device)

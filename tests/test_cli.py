@@ -54,6 +54,31 @@ def test_frameworks_json(capsys):
         assert by_name[name]["available"] is False and words in by_name[name]["reason"]
 
 
+def test_frameworks_listing_imports_no_framework():
+    """The default listing reads versions from package metadata: no framework is imported (it
+    used to import all of them, 25 s and TensorFlow's log lines); `--probe` imports them."""
+    import subprocess
+    import sys
+
+    script = ("import json, sys; from bnbench.cli import main; main(['frameworks', '--json']); "
+              "print(json.dumps(sorted(m for m in ('torch', 'tensorflow', 'jax', 'paddle', 'keras', 'mxnet', 'pytensor') "
+              "if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listing, imported = done.stdout.rsplit("\n", 2)[0], json.loads(done.stdout.strip().splitlines()[-1])
+    assert imported == []
+    rows = {row["name"]: row for row in json.loads(listing)}
+    import numpy
+
+    assert rows["numpy"]["version"] == numpy.__version__ and rows["numpy"]["device_status"] == {}
+
+
+def test_frameworks_probe_imports_and_asks_devices(capsys):
+    assert main(["frameworks", "--probe", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["numpy"]["available"] and rows["numpy"]["device_status"] == {"cpu": None}
+
+
 def test_frameworks_table(capsys):
     assert main(["frameworks"]) == 0
     text = capsys.readouterr().out
