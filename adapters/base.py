@@ -94,13 +94,31 @@ class Adapter(abc.ABC):
     # without importing it (empty: the module names in ``requires``).
     packages: ClassVar[Tuple[str, ...]] = ()
     best_mode: ClassVar[str] = ""      # the mode the quick benchmark grid times (its fastest form)
-    install_hint: ClassVar[str] = ""
     tuning: ClassVar[Dict[str, str]] = {}
     description: ClassVar[str] = ""
-    # A framework whose dependencies conflict with the suite's names its own venv under
-    # bnbench.worker.environments_dir() and how to make it; it then runs in a worker there.
+
+    # ---- the framework's one declaration of how it is installed and timed. The registry, the
+    # Makefile's environments, asv.conf.json, pyproject's extras, the test list and the frameworks
+    # table derive from it (bnbench.catalogue, `make generate`).
+    requirements: ClassVar[Tuple[str, ...]] = ()   # pip requirements, with their pins
+    python: ClassVar[str] = "3.11"                 # the Python of its environment
+    # None: the shared main environment (a pyproject extra named after the framework); else the
+    # name of its own venv under environments_dir(), reached through a worker process.
     environment: ClassVar[Optional[str]] = None
-    environment_hint: ClassVar[str] = ""
+    install_then: ClassVar[Tuple[str, ...]] = ()   # a second pip step in its own venv (after requirements)
+    setup_script: ClassVar[str] = ""               # its own environment made by this script instead of pip
+    asv_variables: ClassVar[Tuple[Tuple[str, str], ...]] = ()   # set in its asv environment at benchmark time
+    timed_by: ClassVar[str] = "asv"                # "asv": an asv environment; "worker": its own worker (asv cannot build it)
+    tested_in_environment: ClassVar[bool] = False  # `make test` also runs the reference tests inside its own venv
+    install_hint: ClassVar[str] = ""               # only where the declaration above cannot say it
+
+    @classmethod
+    def environment_hint(cls) -> str:
+        """How to make the framework's environment, derived from the declaration."""
+        if cls.environment is None:
+            return f"pip install 'bnbench[{cls.name}]' ({', '.join(cls.requirements)})" if cls.requirements else ""
+        how = cls.setup_script or ", ".join(cls.requirements + cls.install_then)
+        return f"`make env-{cls.environment}` (Python {cls.python}: {how})"
 
     # ------------------------------------------------------------------ class-level facts
     @classmethod
@@ -112,7 +130,7 @@ class Adapter(abc.ABC):
             return None
         from .placement import environment_placement
 
-        placement = environment_placement(cls.environment, cls.environment_hint)
+        placement = environment_placement(cls.environment, cls.environment_hint())
         variables = cls.worker_variables()
         return dataclasses.replace(placement, env=variables) if variables else placement
 
@@ -133,7 +151,8 @@ class Adapter(abc.ABC):
         """Why the framework cannot be used here, without importing it (None when it is installed)."""
         for module in cls.requires:
             if importlib.util.find_spec(module) is None:
-                install = cls.install_hint or (f"its own environment: {cls.environment_hint}" if cls.environment else "")
+                install = cls.install_hint or (f"its own environment: {cls.environment_hint()}" if cls.environment
+                                               else cls.environment_hint())
                 hint = f" ({install})" if install else ""
                 return f"{module} is not installed in this environment{hint}"
         return None

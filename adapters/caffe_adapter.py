@@ -31,7 +31,9 @@ class CaffeAdapter(Adapter):
     devices = ("cpu",)
     requires = ("caffe",)
     environment = "caffe"
-    environment_hint = "`make env-caffe` (root: a Debian 11 chroot with python3-caffe, scripts/setup-caffe-chroot.sh)"
+    python = "3.9"
+    setup_script = "scripts/setup-caffe-chroot.sh"      # root: a Debian 11 chroot with python3-caffe
+    timed_by = "worker"
     tuning = {"net": "caffe.Net from a NetSpec prototxt (C++ layers, CPU build of Debian 11)"}
     description = "NetSpec: InnerProduct + BatchNorm + Scale + ReLU, SoftmaxWithLoss; updates in NumPy on the blobs"
 

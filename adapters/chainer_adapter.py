@@ -25,7 +25,10 @@ class ChainerAdapter(Adapter):
     devices = ("cpu",)
     requires = ("chainer",)
     environment = "chainer"
-    environment_hint = "`make env-chainer` (venv with numpy<2 and chainer==7.8.1, installed without build isolation)"
+    # chainer's sdist builds only without build isolation, which asv cannot ask for: its worker times it
+    requirements = ("numpy<2", "setuptools", "wheel")
+    install_then = ("--no-build-isolation", "chainer==7.8.1")
+    timed_by = "worker"
     tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward()"}
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
 

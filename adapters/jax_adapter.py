@@ -28,7 +28,7 @@ class JaxAdapter(Adapter):
     best_mode = "jit"
     devices = ("cpu", "cuda")
     requires = ("jax", "jaxlib")
-    install_hint = "pip install 'bnbench[jax]'"
+    requirements = ("jax",)
     tuning = {
         "eager": "no jit: every jax.numpy op dispatched on its own",
         "jit": "jax.jit of the whole step (forward, value_and_grad, running statistics, update); XLA CPU/GPU",

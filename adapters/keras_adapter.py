@@ -317,7 +317,8 @@ class KerasJaxAdapter(KerasAdapter):
     backend = "jax"
     backend_module = "jax"
     requires = ("keras", "jax")
-    install_hint = "pip install 'bnbench[keras]'"
+    requirements = ("keras>=3", "jax")      # keras imports jax whatever its backend
+    asv_variables = (("KERAS_BACKEND", "jax"),)
     tuning = {"compiled": "model.compile(jit_compile='auto'): the train step under jax.jit",
               "eager": "model.compile(run_eagerly=True): jax ops one by one"}
 
@@ -327,7 +328,8 @@ class KerasTensorflowAdapter(KerasAdapter):
     backend = "tensorflow"
     backend_module = "tensorflow"
     requires = ("keras", "tensorflow")
-    install_hint = "pip install 'bnbench[keras,tensorflow]'"
+    requirements = ("keras>=3", "jax", "tensorflow-cpu")
+    asv_variables = (("KERAS_BACKEND", "tensorflow"),)
     tuning = {"compiled": "model.compile(jit_compile='auto'): tf.function; Keras turns XLA off on a CPU-only machine",
               "eager": "model.compile(run_eagerly=True): TensorFlow eager"}
 
@@ -337,6 +339,7 @@ class KerasTorchAdapter(KerasAdapter):
     backend = "torch"
     backend_module = "torch"
     requires = ("keras", "torch")
-    install_hint = "pip install 'bnbench[keras,torch]'"
+    requirements = ("keras>=3", "jax", "torch==2.13.0")
+    asv_variables = (("KERAS_BACKEND", "torch"),)
     tuning = {"compiled": "model.compile(jit_compile='auto'): Keras resolves 'auto' to eager torch (no torch.compile)",
               "eager": "model.compile(run_eagerly=True): eager torch"}

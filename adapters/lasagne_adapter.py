@@ -16,7 +16,10 @@ class LasagneAdapter(SymbolicAdapter):
     requires = ("lasagne", "theano")
     packages = ("Lasagne",)
     environment = "lasagne"
-    environment_hint = "`make env-lasagne` (Python 3.9 venv with Lasagne==0.1, Theano==0.8.2, numpy<1.24, scipy<1.11)"
+    # Lasagne 0.1 imports names `collections` lost in Python 3.10: a Python 3.9 venv, nothing patched
+    python = "3.9"
+    requirements = ("numpy<1.24", "scipy<1.11", "Theano==0.8.2", "Lasagne==0.1")
+    timed_by = "worker"
     tuning = {
         "c": "Lasagne layers, theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "Lasagne layers, theano.function(mode=Mode(linker='py', optimizer='fast_compile'))",

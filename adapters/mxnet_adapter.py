@@ -26,7 +26,9 @@ class MxnetAdapter(Adapter):
     devices = ("cpu", "cuda")
     requires = ("mxnet",)
     environment = "mxnet"
-    environment_hint = "`make env-mxnet` (venv with mxnet==1.9.1 and numpy<1.24)"
+    requirements = ("mxnet==1.9.1", "numpy<1.24")
+    asv_variables = (("OMP_NUM_THREADS", "2"),)
+    tested_in_environment = True       # its numpy 1.23 is not the main environment's
     tuning = {
         "imperative": "gluon blocks run op by op under autograd.record()",
         "hybrid": "net.hybridize(static_alloc=True, static_shape=True): one cached graph for the network",

@@ -16,6 +16,7 @@ class NumpyAdapter(Adapter):
     best_mode = "eager"
     devices = ("cpu",)
     requires = ("numpy",)
+    requirements = ("numpy",)
     tuning = {"eager": "hand-written forward and backward; BLAS threads from OMP_NUM_THREADS/threadpoolctl"}
     description = "the reference: SPEC.md transcribed, backward derived by hand"
 

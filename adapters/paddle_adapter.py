@@ -57,7 +57,7 @@ class PaddleAdapter(Adapter):
     devices = ("cpu", "cuda")
     requires = ("paddle",)
     packages = ("paddlepaddle",)
-    install_hint = "pip install paddlepaddle"
+    requirements = ("paddlepaddle",)
     tuning = {
         "eager": "dynamic graph, op by op, paddle.grad; F.batch_norm (fused kernel); MKL_DEBUG_CPU_TYPE=5 on AMD; "
                  "FLAGS_new_executor_serial_run=1",

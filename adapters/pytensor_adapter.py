@@ -141,7 +141,7 @@ class SymbolicAdapter(Adapter):
 class PytensorAdapter(SymbolicAdapter):
     name = "pytensor"
     requires = ("pytensor",)
-    install_hint = "pip install pytensor"
+    requirements = ("pytensor",)
     tuning = {
         "c": "pytensor.function(mode=Mode(linker='cvm', optimizer='fast_run')): rewritten graph, C ops compiled by g++",
         "python": "pytensor.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",

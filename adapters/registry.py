@@ -6,31 +6,35 @@ Adapter modules import their framework lazily, so importing an adapter class is 
 from __future__ import annotations
 
 import importlib
+import os
+import pkgutil
 from typing import Dict, List, Type
 
 from .base import Adapter
 
-# name -> "module:Class". Order is the order of tables and listings.
-ADAPTERS: Dict[str, str] = {
-    "numpy": "bnbench.adapters.numpy_adapter:NumpyAdapter",
-    "torch": "bnbench.adapters.torch_adapter:TorchAdapter",
-    "tensorflow": "bnbench.adapters.tensorflow_adapter:TensorflowAdapter",
-    "jax": "bnbench.adapters.jax_adapter:JaxAdapter",
-    "mxnet": "bnbench.adapters.mxnet_adapter:MxnetAdapter",
-    "keras-jax": "bnbench.adapters.keras_adapter:KerasJaxAdapter",
-    "keras-tensorflow": "bnbench.adapters.keras_adapter:KerasTensorflowAdapter",
-    "keras-torch": "bnbench.adapters.keras_adapter:KerasTorchAdapter",
-    "paddle": "bnbench.adapters.paddle_adapter:PaddleAdapter",
-    "pytensor": "bnbench.adapters.pytensor_adapter:PytensorAdapter",
-    "theano": "bnbench.adapters.theano_adapter:TheanoAdapter",
-    "chainer": "bnbench.adapters.chainer_adapter:ChainerAdapter",
-    "lasagne": "bnbench.adapters.lasagne_adapter:LasagneAdapter",
-    "caffe": "bnbench.adapters.caffe_adapter:CaffeAdapter",
-    # the lecture's frameworks that cannot run here: rows with the measured reason
-    "caffe2": "bnbench.adapters.unavailable:Caffe2Adapter",
-    "cntk": "bnbench.adapters.unavailable:CntkAdapter",
-    "dl4j": "bnbench.adapters.unavailable:Dl4jAdapter",
-}
+def _discover() -> Dict[str, str]:
+    """name -> "module:Class" of every adapter class in this package, found by importing its
+    modules (which import no framework). The reference (numpy) first, then the frameworks that
+    run, then those that cannot run here, each group by name."""
+    found = {}
+    for module_info in pkgutil.iter_modules([os.path.dirname(os.path.abspath(__file__))]):
+        if module_info.name in _NOT_ADAPTERS:
+            continue
+        module = importlib.import_module(f"{__package__}.{module_info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Adapter) and value.__module__ == module.__name__
+                    and "name" in vars(value)):
+                if value.name in found:
+                    raise RuntimeError(f"two adapters are called {value.name!r}: {found[value.name]} and "
+                                       f"{module.__name__}:{value.__name__}")
+                found[value.name] = (value, f"{module.__name__}:{value.__name__}")
+    order = sorted(found.values(), key=lambda pair: (pair[0].name != "numpy", not pair[0].modes, pair[0].name))
+    return {adapter.name: target for adapter, target in order}
+
+
+_NOT_ADAPTERS = ("base", "registry", "placement")
+# name -> "module:Class", in the order of tables and listings
+ADAPTERS: Dict[str, str] = _discover()
 
 
 class UnknownFramework(KeyError):

@@ -27,7 +27,7 @@ class TensorflowAdapter(Adapter):
     devices = ("cpu", "cuda")
     requires = ("tensorflow",)
     packages = ("tensorflow-cpu", "tensorflow")
-    install_hint = "pip install 'bnbench[tensorflow]' (tensorflow-cpu)"
+    requirements = ("tensorflow-cpu",)
     tuning = {
         "eager": "op by op, tf.GradientTape",
         "graph": "tf.function of the whole step (forward, GradientTape, running statistics, update)",

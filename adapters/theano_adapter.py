@@ -21,7 +21,8 @@ class TheanoAdapter(SymbolicAdapter):
     requires = ("theano",)
     packages = ("Theano",)
     environment = "theano"
-    environment_hint = "`make env-theano` (venv with Theano==1.0.5, numpy<1.24, scipy<1.11)"
+    requirements = ("Theano==1.0.5", "numpy<1.24", "scipy<1.11")
+    asv_variables = (("THEANO_FLAGS", THEANO_FLAGS),)
     tuning = {
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",

@@ -22,7 +22,8 @@ class TorchAdapter(Adapter):
     best_mode = "compiled"
     devices = ("cpu", "cuda")
     requires = ("torch",)
-    install_hint = "pip install 'bnbench[torch]' (torch==2.13.0)"
+    # Pinned: the machines keep a CPU wheel of exactly this version; any other pulls CUDA (docs/FRAMEWORKS.md).
+    requirements = ("torch==2.13.0",)
     tuning = {
         "eager": "F.batch_norm; optimizer as torch._foreach_* ops",
         "compiled": "torch.compile(backend='inductor', fullgraph=True, dynamic=False) of forward+loss "

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bnbench.adapters import names
+from bnbench.adapters import local_class, names
 from bnbench.frameworks import get
 from bnbench.flops import step_flops
 from bnbench.reference import Spec, initial_parameters
@@ -39,14 +39,13 @@ DIGITS_HIDDEN = (64, 64)
 DIGITS_BATCH = 64
 ACCURACY_EPOCHS = 8
 
-# Environment groups of asv.conf.json -> frameworks that live there.
-ENV_FRAMEWORKS = {"numpy": {"numpy"}, "torch": {"torch"}, "tensorflow": {"tensorflow"}, "jax": {"jax"},
-                  "mxnet": {"mxnet"}, "keras-jax": {"keras-jax"}, "keras-tensorflow": {"keras-tensorflow"},
-                  "keras-torch": {"keras-torch"}, "paddle": {"paddle"}, "pytensor": {"pytensor"}, "theano": {"theano"}}
-# Frameworks that cannot live in an asv environment (Chainer's sdist needs --no-build-isolation,
-# which asv cannot pass; Lasagne needs Python 3.9; Caffe lives in a Debian 11 chroot): timed by
-# their own worker process, reported as track_ values.
-WORKER_TIMED = ("chainer", "lasagne", "caffe")
+# From the frameworks' declarations (as asv.conf.json is): each framework timed by asv has an
+# environment group of its own (BNBENCH_ENV); the others cannot be built by asv (Chainer's sdist
+# needs --no-build-isolation, Lasagne Python 3.9, Caffe a Debian 11 chroot) and are timed by their
+# own worker process, reported as track_ values.
+_RUNNABLE = [local_class(name) for name in names() if local_class(name).modes]
+ENV_FRAMEWORKS = {adapter.name: {adapter.name} for adapter in _RUNNABLE if adapter.timed_by == "asv"}
+WORKER_TIMED = tuple(adapter.name for adapter in _RUNNABLE if adapter.timed_by == "worker")
 
 
 def threads() -> int:
@@ -102,7 +101,7 @@ def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Opti
 
 def no_nvidia_driver() -> Optional[str]:
     """Why no framework can see a CUDA GPU on this machine, decided without importing one (each
-    cuda combination is a process of its own: importing tensorflow only to learn that there is no
+    cuda combination is a process of its own: importing the slowest framework only to learn that there is no
     GPU cost 5-8 s per process, measured). Every CUDA build reaches the GPU through the NVIDIA
     kernel driver, which publishes /proc/driver/nvidia and /dev/nvidiactl on Linux. None: a driver
     is there (or not Linux), so the framework itself is asked."""
