@@ -6,6 +6,7 @@ that names the problem, and a non-zero exit status; no output file is left behin
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -29,7 +30,11 @@ def cmd_frameworks(args: argparse.Namespace) -> int:
     from bnbench.adapters import names
     from bnbench.frameworks import describe
 
-    rows = [describe(name, probe=args.probe) for name in names()]
+    if args.probe:      # one at a time: frameworks' import-time initialisation is not made for threads
+        rows = [describe(name, probe=True) for name in names()]
+    else:               # side by side: a framework of another environment is a short run of its interpreter
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            rows = list(pool.map(lambda name: describe(name, probe=False), names()))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
