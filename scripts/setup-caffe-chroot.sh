@@ -12,6 +12,7 @@ step() { echo "[caffe] $*"; }
 fail() { echo "[caffe] error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "creating and entering a chroot needs root (run as root, or use sudo)"
+mkdir -p "$ENVS"       # the first environment made may be this one
 # the Debian mirror the machine's own apt sources name (deb822 "URIs:" or one-line "deb" entries)
 MIRROR=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
          | grep -oE 'https?://[^ ]+' | grep debian | grep -v security | head -n 1 || true)
