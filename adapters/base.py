@@ -110,7 +110,6 @@ class Adapter(abc.ABC):
     asv_variables: ClassVar[Tuple[Tuple[str, str], ...]] = ()   # set in its asv environment at benchmark time
     timed_by: ClassVar[str] = "asv"                # "asv": an asv environment; "worker": its own worker (asv cannot build it)
     tested_in_environment: ClassVar[bool] = False  # `make test` also runs the reference tests inside its own venv
-    install_hint: ClassVar[str] = ""               # only where the declaration above cannot say it
 
     @classmethod
     def environment_hint(cls) -> str:
@@ -151,8 +150,7 @@ class Adapter(abc.ABC):
         """Why the framework cannot be used here, without importing it (None when it is installed)."""
         for module in cls.requires:
             if importlib.util.find_spec(module) is None:
-                install = cls.install_hint or (f"its own environment: {cls.environment_hint()}" if cls.environment
-                                               else cls.environment_hint())
+                install = f"its own environment: {cls.environment_hint()}" if cls.environment else cls.environment_hint()
                 hint = f" ({install})" if install else ""
                 return f"{module} is not installed in this environment{hint}"
         return None

@@ -214,23 +214,8 @@ def _burst(step, seconds: float, min_steps: int, max_steps: int, per_step: bool)
 
 def _time_steps(adapter, X: np.ndarray, y: np.ndarray, warmup: int, steps: int):
     """Steady-state step times measured inside the worker (first call and warm-up excluded)."""
-    import time
-
-    batch = adapter.to_device(X, y)
-    first_start = time.perf_counter()
-    adapter.train_step_prepared(batch)
-    adapter.sync()
-    first = time.perf_counter() - first_start
-    for _ in range(warmup):
-        adapter.train_step_prepared(batch)
-    adapter.sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        adapter.train_step_prepared(batch)
-        adapter.sync()
-        times.append(time.perf_counter() - start)
-    return {"first_step": first, "steps": times}
+    step, first, _ = _prepare_timing(adapter, X, y, warmup)
+    return {"first_step": first, "steps": _burst(step, 0.0, steps, steps, True)["steps"]}
 
 
 def serve() -> int:
@@ -362,7 +347,6 @@ def remote_class(local: Type, placement: Placement) -> Type:
         best_mode = local.best_mode
         devices = local.devices
         requires = local.requires
-        install_hint = local.install_hint
         tuning = local.tuning
         description = local.description
         worker_placement: ClassVar[Placement] = placement
