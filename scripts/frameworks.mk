@@ -2,11 +2,11 @@
 # Included by the Makefile.
 
 # The main environment's framework extras (pyproject.toml).
-FRAMEWORK_EXTRAS := numpy,jax,keras-jax,keras-tensorflow,keras-torch,paddle,pytensor,tensorflow,torch
+FRAMEWORK_EXTRAS := numpy,jax,keras-jax,keras-tensorflow,keras-torch,mlx,paddle,pytensor,tensorflow,torch
 # Environments of their own, .envs/<name>, each reached through a worker process.
 OWN_ENVS := caffe chainer lasagne mxnet theano
 # The frameworks the test run must cover: a missing one fails the run instead of being skipped.
-TEST_FRAMEWORKS ?= numpy,caffe,chainer,jax,keras-jax,keras-tensorflow,keras-torch,lasagne,mxnet,paddle,pytensor,tensorflow,theano,torch
+TEST_FRAMEWORKS ?= numpy,caffe,chainer,jax,keras-jax,keras-tensorflow,keras-torch,lasagne,mlx,mxnet,paddle,pytensor,tensorflow,theano,torch
 # Frameworks whose own environment also runs the reference tests in-process (its venv is .envs/<name>).
 ENV_TESTS := mxnet
 

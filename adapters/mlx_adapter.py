@@ -1,0 +1,245 @@
+"""MLX (Apple's array framework; its Linux CPU build, ``mlx[cpu]``): modes ``eager`` (every op
+evaluated lazily, one graph per step built and run by ``mx.eval``) and ``compiled`` (``mx.compile``
+of the whole step: forward, ``value_and_grad``, running statistics and update, fused where MLX can).
+
+The spec is written in mlx.core, as pure functions of (parameters, running statistics, optimizer
+state, batch); MLX's own ``nn.BatchNorm`` cannot express the spec's default (it always feeds the
+unbiased batch variance into the running variance; ``bnbench conventions`` measures it).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+
+from .base import Adapter, ConventionProbe, Gradients
+
+
+def _mx():
+    import mlx.core as mx
+
+    return mx
+
+
+class MlxAdapter(Adapter):
+    name = "mlx"
+    modes = ("eager", "compiled")
+    best_mode = "compiled"
+    devices = ("cpu",)
+    requires = ("mlx",)
+    # mlx's Linux CPU backend is the extra's second wheel, mlx-cpu; the Metal GPU exists only on macOS.
+    requirements = ("mlx[cpu]==0.32.4",)
+    tuning = {
+        "eager": "mlx.core ops, lazily evaluated: one mx.eval per step",
+        "compiled": "mx.compile of the whole step (forward, value_and_grad, running statistics, update)",
+    }
+    description = "mlx.core from the spec; mx.value_and_grad; optimizers by hand"
+
+    @classmethod
+    def version(cls) -> str:
+        return _mx().__version__
+
+    @classmethod
+    def set_threads(cls, n_threads: int) -> int:
+        # mlx-cpu on Linux runs one thread whatever is asked: its matmuls go to the reference
+        # (netlib) BLAS bundled in the wheel and its other kernels to one CPU stream (measured:
+        # user time equals wall time; docs/FRAMEWORKS.md). The count it uses is recorded as 1.
+        super().set_threads(n_threads)
+        return 1
+
+    @classmethod
+    def conventions(cls):
+        mx = _mx()
+        import mlx.nn as nn
+        import mlx.optimizers as optimizers
+
+        def batch_norm(X):
+            layer = nn.BatchNorm(X.shape[1])
+            before = np.array(layer.running_mean), np.array(layer.running_var)
+            layer.train()
+            out = layer(mx.array(X, dtype=mx.float64 if X.dtype == np.float64 else mx.float32))
+            mx.eval(out, layer.running_mean, layer.running_var)
+            return np.array(out), before[0], before[1], np.array(layer.running_mean), np.array(layer.running_var)
+
+        def momentum_sgd(lr, beta, gradient, steps):
+            optimizer = optimizers.SGD(learning_rate=lr, momentum=beta)
+            params = {"theta": mx.zeros((1,))}
+            values = []
+            for _ in range(steps):
+                params = optimizer.apply_gradients({"theta": mx.full((1,), gradient)}, params)
+                mx.eval(params)
+                values.append(float(params["theta"][0]))
+            return values
+
+        return [ConventionProbe("mlx", mx.__version__, "mlx.nn.BatchNorm", batch_norm, nn.BatchNorm(1).momentum,
+                                "mlx.optimizers.SGD(momentum)", momentum_sgd)]
+
+    def _build(self, params: Dict[str, np.ndarray]) -> None:
+        mx = _mx()
+        self.mx = mx
+        spec = self.spec
+        # ---- the spec mapped onto MLX, in one place --------------------------------------------
+        # Nothing has a framework default here: batch norm (biased variance for normalising), its
+        # running statistics (momentum = weight of the OLD value, biased or unbiased as the spec
+        # says) and the optimizers are SPEC.md's formulas in mlx.core. mx.array turns float64
+        # NumPy arrays into float32 unless told otherwise, so every array is made with the spec's
+        # dtype explicitly. ReLU is mx.where(Zt > 0, Zt, 0): its gradient at 0 is 0.
+        # MLX 0.32's CPU mx.exp is a float32-accurate approximation even in float64 (relative
+        # error about 1e-6, measured: docs/FRAMEWORKS.md), so in float64 the softmax's exponential
+        # is e ** x through mx.power, which is exact; float32 keeps mx.exp and mx.logsumexp.
+        # -------------------------------------------------------------------------------------------
+        self.mlx_dtype = {"float32": mx.float32, "float64": mx.float64}[spec.dtype]
+        put = lambda array: mx.array(np.asarray(array, dtype=spec.dtype), dtype=self.mlx_dtype)  # noqa: E731
+        self.trainable = {name: put(params[name]) for name in trainable_names(spec)}
+        self.running = {name: put(params[name]) for name in running_stat_names(spec)}
+        zeros = lambda: {name: mx.zeros_like(value) for name, value in self.trainable.items()}  # noqa: E731
+        self.opt_state = {
+            "v": zeros() if spec.optimizer in ("momentum", "adam") else {},
+            "s": zeros() if spec.optimizer == "adam" else {},
+            "t": mx.array(0.0, dtype=self.mlx_dtype),
+        }
+        functions = _make_functions(spec)
+        self._loss_and_grads = functions["loss_and_grads"]
+        self._train_step = functions["train_step"]
+        self._inference = functions["inference"]
+        if self.mode == "compiled":
+            self._loss_and_grads = mx.compile(self._loss_and_grads)
+            self._train_step = mx.compile(self._train_step)
+            self._inference = mx.compile(self._inference)
+
+    def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
+        X, y = self._check(X, y, training=y is not None)
+        mx = self.mx
+        X_array = mx.array(X, dtype=self.mlx_dtype)
+        y_array = None if y is None else mx.array(y.astype(np.int32))
+        mx.eval(X_array) if y_array is None else mx.eval(X_array, y_array)
+        return X_array, y_array
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
+        return self.train_step_prepared(self.to_device(X, y))
+
+    def train_step_prepared(self, batch) -> float:
+        self.trainable, self.running, self.opt_state, loss = self._train_step(
+            self.trainable, self.running, self.opt_state, batch[0], batch[1])
+        # MLX is lazy: evaluating the new state runs the whole step, not just the loss.
+        self.mx.eval(self.trainable, self.running, self.opt_state, loss)
+        return loss.item()
+
+    def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
+        X, y = self.to_device(X, y)
+        loss, log_probs, grads = self._loss_and_grads(self.trainable, X, y)
+        self.mx.eval(loss, log_probs, grads)
+        return Gradients(loss.item(), np.exp(np.array(log_probs)), {name: np.array(g) for name, g in grads.items()})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = self.to_device(X)
+        return np.array(self._inference(self.trainable, self.running, X))
+
+    def predict_prepared(self, batch) -> None:
+        self.mx.eval(self._inference(self.trainable, self.running, batch[0]))
+
+    def state(self) -> Dict[str, np.ndarray]:
+        arrays = {name: np.array(value) for name, value in self.trainable.items()}
+        arrays.update({name: np.array(value) for name, value in self.running.items()})
+        return self._ordered_state(arrays)
+
+
+def _make_functions(spec):
+    import math
+
+    import mlx.core as mx
+
+    if spec.dtype == "float64":
+        def log_softmax(logits):
+            shifted = logits - mx.stop_gradient(mx.max(logits, axis=1, keepdims=True))
+            return shifted - mx.log(mx.sum(mx.power(math.e, shifted), axis=1, keepdims=True))
+
+        def softmax(logits):
+            exponentials = mx.power(math.e, logits - mx.max(logits, axis=1, keepdims=True))
+            return exponentials / mx.sum(exponentials, axis=1, keepdims=True)
+    else:
+        def log_softmax(logits):
+            return logits - mx.logsumexp(logits, axis=1, keepdims=True)
+
+        def softmax(logits):
+            return mx.softmax(logits, axis=1)
+
+    L = spec.n_layers
+    eps = spec.bn_epsilon
+    momentum = spec.bn_momentum
+    l2 = spec.l2
+    weights = weight_names(spec)
+
+    def forward_train(trainable, X):
+        A = X
+        means, variances = [], []
+        for layer in range(1, L + 1):
+            Z = A @ trainable[f"W{layer}"]
+            mu = mx.mean(Z, axis=0)
+            var = mx.mean(mx.square(Z - mu), axis=0)       # biased, for normalising
+            means.append(mu)
+            variances.append(var)
+            Zt = trainable[f"gamma{layer}"] * ((Z - mu) / mx.sqrt(var + eps)) + trainable[f"beta{layer}"]
+            A = mx.where(Zt > 0, Zt, 0)
+        logits = A @ trainable["W_out"] + trainable["b_out"]
+        return log_softmax(logits), means, variances
+
+    def loss_fn(trainable, X, y):
+        log_probs, means, variances = forward_train(trainable, X)
+        m = X.shape[0]
+        loss = -mx.mean(mx.take_along_axis(log_probs, y[:, None], axis=1))
+        if l2:
+            loss = loss + (l2 / (2 * m)) * sum(mx.sum(mx.square(trainable[name])) for name in weights)
+        return loss, (log_probs, means, variances)
+
+    def value_and_grad(trainable, X, y):
+        # mx.value_and_grad differentiates the first output; the rest ride along as auxiliaries.
+        def scalar_first(trainable):
+            loss, aux = loss_fn(trainable, X, y)
+            return loss, aux
+
+        return mx.value_and_grad(scalar_first)(trainable)
+
+    def loss_and_grads(trainable, X, y):
+        (loss, (log_probs, _, _)), grads = value_and_grad(trainable, X, y)
+        return loss, log_probs, grads
+
+    def train_step(trainable, running, opt_state, X, y):
+        (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
+        m = X.shape[0]
+        new_running = {}
+        for layer in range(1, L + 1):
+            var = variances[layer - 1]
+            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
+            new_running[f"running_mean{layer}"] = momentum * running[f"running_mean{layer}"] + (1 - momentum) * means[layer - 1]
+            new_running[f"running_var{layer}"] = momentum * running[f"running_var{layer}"] + (1 - momentum) * s2
+        t = opt_state["t"] + 1
+        lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
+        new_params, new_v, new_s = {}, {}, {}
+        for name, g in grads.items():
+            theta = trainable[name]
+            if spec.optimizer == "sgd":
+                new_params[name] = theta - lr * g
+            elif spec.optimizer == "momentum":
+                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
+                new_params[name] = theta - lr * new_v[name]
+            else:
+                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
+                new_s[name] = b2 * opt_state["s"][name] + (1 - b2) * mx.square(g)
+                v_hat = new_v[name] / (1 - mx.power(b1, t))
+                s_hat = new_s[name] / (1 - mx.power(b2, t))
+                new_params[name] = theta - lr * v_hat / (mx.sqrt(s_hat) + spec.adam_epsilon)
+        return new_params, new_running, {"v": new_v, "s": new_s, "t": t}, loss
+
+    def inference(trainable, running, X):
+        A = X
+        for layer in range(1, L + 1):
+            Z = A @ trainable[f"W{layer}"]
+            N = (Z - running[f"running_mean{layer}"]) / mx.sqrt(running[f"running_var{layer}"] + eps)
+            Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
+            A = mx.where(Zt > 0, Zt, 0)
+        return softmax(A @ trainable["W_out"] + trainable["b_out"])
+
+    return {"loss_and_grads": loss_and_grads, "train_step": train_step, "inference": inference}
