@@ -4,9 +4,9 @@
 # The main environment's framework extras (pyproject.toml).
 FRAMEWORK_EXTRAS := numpy,jax,keras-jax,keras-tensorflow,keras-torch,mlx,paddle,pytensor,tensorflow,torch
 # Environments of their own, .envs/<name>, each reached through a worker process.
-OWN_ENVS := caffe chainer lasagne mxnet theano
+OWN_ENVS := caffe chainer lasagne mindspore mxnet theano
 # The frameworks the test run must cover: a missing one fails the run instead of being skipped.
-TEST_FRAMEWORKS ?= numpy,caffe,chainer,jax,keras-jax,keras-tensorflow,keras-torch,lasagne,mlx,mxnet,paddle,pytensor,tensorflow,theano,torch
+TEST_FRAMEWORKS ?= numpy,caffe,chainer,jax,keras-jax,keras-tensorflow,keras-torch,lasagne,mindspore,mlx,mxnet,paddle,pytensor,tensorflow,theano,torch
 # Frameworks whose own environment also runs the reference tests in-process (its venv is .envs/<name>).
 ENV_TESTS := mxnet
 
@@ -18,5 +18,6 @@ ENV_REQS_chainer := "numpy<2" setuptools wheel
 ENV_THEN_chainer := --no-build-isolation "chainer==7.8.1"
 ENV_REQS_lasagne := "numpy<1.24" "scipy<1.11" "Theano==0.8.2" "Lasagne==0.1"
 ENV_PYTHON_VERSION_lasagne := 3.9
+ENV_REQS_mindspore := "mindspore==2.10.0" "numpy<2"
 ENV_REQS_mxnet := "mxnet==1.9.1" "numpy<1.24"
 ENV_REQS_theano := "Theano==1.0.5" "numpy<1.24" "scipy<1.11"
