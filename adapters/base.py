@@ -77,6 +77,42 @@ class Gradients:
     grads: Dict[str, np.ndarray]
 
 
+# The spec fields that may differ between the models a ManyModels trains together; every other
+# field (the network's shape, the optimizer, l2, epsilons, the dtype) is one for all of them.
+PER_MODEL_FIELDS = ("learning_rate", "beta1", "beta2", "bn_momentum", "seed")
+
+
+class ManyModels(abc.ABC):
+    """Many models trained at once in one vectorised program (the lecture's "caviar"): model i
+    has its own spec (its ``PER_MODEL_FIELDS``) and initial parameters, and sees the same batches
+    it would see alone, so each ends where it would end trained by itself."""
+
+    def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]]):
+        if not specs or len(specs) != len(params):
+            raise ValueError(f"ManyModels needs one parameter set per spec, got {len(specs)} specs and {len(params)} sets")
+        shared = {key: value for key, value in specs[0].to_dict().items() if key not in PER_MODEL_FIELDS}
+        for index, spec in enumerate(specs[1:], start=1):
+            for key, value in spec.to_dict().items():
+                if key in shared and shared[key] != value:
+                    raise Unsupported(f"models trained together share every spec field but {', '.join(PER_MODEL_FIELDS)}: "
+                                      f"spec {index} has {key}={value!r}, spec 0 has {shared[key]!r}")
+        self.specs = list(specs)
+        self.spec = specs[0]
+        self.params = [check_parameters(spec, p) for spec, p in zip(specs, params)]
+
+    def per_model(self, field: str) -> np.ndarray:
+        """A per-model hyperparameter as an array of the spec's dtype, one value per model."""
+        return np.array([getattr(spec, field) for spec in self.specs], dtype=self.spec.np_dtype)
+
+    @abc.abstractmethod
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """One training step of every model on the same batch; their losses (k,)."""
+
+    @abc.abstractmethod
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Inference-mode probabilities of every model, (k, m, n_classes)."""
+
+
 class Adapter(abc.ABC):
     """One framework's implementation of the spec.
 
@@ -110,6 +146,10 @@ class Adapter(abc.ABC):
     asv_variables: ClassVar[Tuple[Tuple[str, str], ...]] = ()   # set in its asv environment at benchmark time
     timed_by: ClassVar[str] = "asv"                # "asv": an asv environment; "worker": its own worker (asv cannot build it)
     tested_in_environment: ClassVar[bool] = False  # `make test` also runs the reference tests inside its own venv
+    trains_many: ClassVar[bool] = False            # implements many_models() (tuning's "caviar" style)
+    # Devices on which this framework's plain matmul is the peak that fractions of peak divide by
+    # (bnbench.peak takes the first framework that declares the device).
+    peak_devices: ClassVar[Tuple[str, ...]] = ()
 
     @classmethod
     def environment_hint(cls) -> str:
@@ -196,6 +236,17 @@ class Adapter(abc.ABC):
         if device != "cpu":
             return f"{cls.name} adapter does not implement device {device!r}"
         return None
+
+    @classmethod
+    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
+        """Many models of one shape trained at once (see ManyModels), on the CPU."""
+        raise Unsupported(f"{cls.name} does not train many models in one vectorised program")
+
+    @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str) -> Tuple[str, Callable[[], None]]:
+        """(library and flags, step) for a framework in ``peak_devices``: ``step()`` computes
+        a @ b on ``device`` in their dtype, at full precision, and waits for it."""
+        raise Unavailable(f"{cls.name} declares no matmul peak on {device!r}")
 
     @classmethod
     def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:

@@ -7,13 +7,14 @@ rest of the process.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+from bnbench.reference.model import check_batch
+from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .base import PER_MODEL_FIELDS, Adapter, ConventionProbe, Gradients, ManyModels
 
 
 def _jax():
@@ -96,6 +97,12 @@ class JaxAdapter(Adapter):
         return [ConventionProbe("jax", f"{jax.__version__} (flax {flax.__version__})", "flax.linen.BatchNorm", batch_norm,
                                 linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
 
+    trains_many = True
+
+    @classmethod
+    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
+        return VmappedModels(specs, params)
+
     @classmethod
     def worker_variables(cls):
         # XLA takes 75% of a GPU's memory when it starts by default; beside other workers on the
@@ -176,9 +183,54 @@ class JaxAdapter(Adapter):
         return self._ordered_state(arrays)
 
 
-def make_functions(spec):
-    """The spec as pure jax.numpy functions (loss_and_grads, train_step, inference)."""
-    return _make_functions(spec)
+class VmappedModels(ManyModels):
+    """jax.vmap of the adapter's own train step over stacked parameters and per-model learning
+    rate, beta1, beta2 and batch-norm momentum, jitted; on the CPU, in float32 or float64."""
+
+    _programs: Dict[Tuple, Tuple] = {}
+
+    def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]]):
+        super().__init__(specs, params)
+        import jax.numpy as jnp
+
+        self.jax = _jax()
+        spec = self.spec
+        self.step, self.infer = self._compiled(spec)
+        with self._precision():
+            stack = lambda name: jnp.asarray(np.stack([p[name] for p in self.params]))  # noqa: E731
+            self.trainable = {name: stack(name) for name in trainable_names(spec)}
+            self.running = {name: stack(name) for name in running_stat_names(spec)}
+            zeros = lambda: {name: jnp.zeros_like(value) for name, value in self.trainable.items()}  # noqa: E731
+            self.opt_state = {"v": zeros() if spec.optimizer != "sgd" else {}, "s": zeros() if spec.optimizer == "adam" else {},
+                              "t": jnp.zeros(len(specs), dtype=spec.dtype)}
+            self.hyper = {field: jnp.asarray(self.per_model(field)) for field in ("learning_rate", "beta1", "beta2", "bn_momentum")}
+
+    def _precision(self):
+        return self.jax.enable_x64(True) if self.spec.dtype == "float64" else self.jax.default_matmul_precision("float32")
+
+    @classmethod
+    def _compiled(cls, spec: Spec):
+        """The vmapped, jitted step and inference for one network (compiled once per shape and
+        number of models, then reused by every later group of the same shape)."""
+        jax = _jax()
+        key = tuple(repr(value) for field, value in spec.to_dict().items() if field not in PER_MODEL_FIELDS)
+        if key not in cls._programs:
+            functions = _make_functions(spec)
+            cls._programs[key] = (jax.jit(jax.vmap(functions["train_step"], in_axes=(0, 0, 0, None, None, 0))),
+                                  jax.jit(jax.vmap(functions["inference"], in_axes=(0, 0, None))))
+        return cls._programs[key]
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        X, y = check_batch(self.spec, X, y)
+        with self._precision():
+            self.trainable, self.running, self.opt_state, losses = self.step(
+                self.trainable, self.running, self.opt_state, X, y.astype(np.int32), self.hyper)
+            return np.asarray(losses)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = check_batch(self.spec, X, training=False)
+        with self._precision():
+            return np.asarray(self.infer(self.trainable, self.running, X))
 
 
 def _make_functions(spec):

@@ -1,13 +1,14 @@
 """NumPy: the reference model itself, exposed through the adapter contract."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Mapping
 
 import numpy as np
 
-from bnbench.reference.model import ReferenceModel
+from bnbench.reference.model import ReferenceModel, check_batch
+from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .base import Adapter, ConventionProbe, Gradients, ManyModels
 
 
 class NumpyAdapter(Adapter):
@@ -19,6 +20,23 @@ class NumpyAdapter(Adapter):
     requirements = ("numpy",)
     tuning = {"eager": "hand-written forward and backward; BLAS threads from OMP_NUM_THREADS/threadpoolctl"}
     description = "the reference: SPEC.md transcribed, backward derived by hand"
+    peak_devices = ("cpu",)      # the CPU peak is NumPy's BLAS, the suite's own baseline
+    trains_many = True
+
+    @classmethod
+    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
+        return StackedModels(specs, params)
+
+    @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu":
+            return super().matmul_step(a, b, device)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+
+        def step() -> None:
+            np.matmul(a, b, out=out)
+
+        return f"numpy {np.__version__}", step
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         self.model = ReferenceModel(self.spec, params)
@@ -65,3 +83,112 @@ class NumpyAdapter(Adapter):
 
         return [ConventionProbe("spec (reference)", f"SPEC.md v1, numpy {np.__version__}", "reference/model.py, Spec defaults",
                                 batch_norm, spec.bn_momentum, "spec optimizer='momentum'", momentum_sgd)]
+
+
+class StackedModels(ManyModels):
+    """The reference's forward and hand-written backward with a leading model axis: every weight
+    is a stack (k, n_in, n_out), so each layer of all k models is one batched matmul, and every
+    vector is (k, 1, n) so that it broadcasts over the batch. Per-model hyperparameters are
+    (k, 1, 1) arrays. Written from SPEC.md like reference/model.py, and tested against it."""
+
+    def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]]):
+        super().__init__(specs, params)
+        spec = self.spec
+        k = len(specs)
+
+        def stacked(name: str) -> np.ndarray:
+            array = np.stack([p[name] for p in self.params])
+            return array if array.ndim == 3 else array.reshape(k, 1, -1)   # vectors as (k, 1, n)
+
+        self.names = trainable_names(spec)
+        self.weights = weight_names(spec)
+        self.theta = {name: stacked(name) for name in self.names}
+        self.running = {name: stacked(name) for name in running_stat_names(spec)}
+        column = lambda field: self.per_model(field).reshape(k, 1, 1)  # noqa: E731
+        self.learning_rate, self.beta1, self.beta2 = column("learning_rate"), column("beta1"), column("beta2")
+        self.bn_momentum = column("bn_momentum")
+        self.v = {name: np.zeros_like(value) for name, value in self.theta.items()} if spec.optimizer != "sgd" else {}
+        self.s = {name: np.zeros_like(value) for name, value in self.theta.items()} if spec.optimizer == "adam" else {}
+        self.t = 0
+
+    def _forward(self, X: np.ndarray, training: bool):
+        spec, theta = self.spec, self.theta
+        A, caches, stats = X, [], []
+        for layer in range(1, spec.n_layers + 1):
+            Z = A @ theta[f"W{layer}"]                        # (m, n) @ (k, n, h) -> (k, m, h)
+            if training:
+                mu = Z.mean(axis=1, keepdims=True)
+                centred = Z - mu
+                var = (centred * centred).mean(axis=1, keepdims=True)   # biased, for normalising
+                stats.append((mu, var))
+            else:
+                centred = Z - self.running[f"running_mean{layer}"]
+                var = self.running[f"running_var{layer}"]
+            inv_std = 1.0 / np.sqrt(var + spec.bn_epsilon)
+            N = centred * inv_std
+            Zt = theta[f"gamma{layer}"] * N + theta[f"beta{layer}"]
+            caches.append((A, N, inv_std, Zt))
+            A = np.maximum(Zt, 0)
+        logits = A @ theta["W_out"] + theta["b_out"]
+        shifted = logits - logits.max(axis=2, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+        return log_probs, A, caches, stats
+
+    def train_step(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        spec, theta = self.spec, self.theta
+        X, y = check_batch(spec, X, y)
+        m = X.shape[0]
+        log_probs, A_last, caches, stats = self._forward(X, training=True)
+        rows = np.arange(m)
+        losses = -log_probs[:, rows, y].sum(axis=1) / m
+        if spec.l2:
+            losses = losses + spec.l2 / (2 * m) * sum(np.einsum("kij,kij->k", theta[w], theta[w]) for w in self.weights)
+
+        grads = {}
+        dlogits = np.exp(log_probs)
+        dlogits[:, rows, y] -= 1
+        dlogits /= m
+        grads["W_out"] = A_last.transpose(0, 2, 1) @ dlogits
+        grads["b_out"] = dlogits.sum(axis=1, keepdims=True)
+        dA = dlogits @ theta["W_out"].transpose(0, 2, 1)
+        for layer in range(spec.n_layers, 0, -1):
+            A_prev, N, inv_std, Zt = caches[layer - 1]
+            dZt = dA * (Zt > 0)                              # the ReLU's derivative is 0 at 0
+            grads[f"gamma{layer}"] = (dZt * N).sum(axis=1, keepdims=True)
+            grads[f"beta{layer}"] = dZt.sum(axis=1, keepdims=True)
+            dN = dZt * theta[f"gamma{layer}"]
+            dZ = inv_std / m * (m * dN - dN.sum(axis=1, keepdims=True) - N * (dN * N).sum(axis=1, keepdims=True))
+            grads[f"W{layer}"] = (A_prev.T @ dZ) if A_prev.ndim == 2 else A_prev.transpose(0, 2, 1) @ dZ
+            if layer > 1:
+                dA = dZ @ theta[f"W{layer}"].transpose(0, 2, 1)
+        if spec.l2:
+            for name in self.weights:
+                grads[name] = grads[name] + (spec.l2 / m) * theta[name]
+
+        momentum = self.bn_momentum
+        for layer, (mu, var) in enumerate(stats, start=1):
+            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
+            self.running[f"running_mean{layer}"] = momentum * self.running[f"running_mean{layer}"] + (1 - momentum) * mu
+            self.running[f"running_var{layer}"] = momentum * self.running[f"running_var{layer}"] + (1 - momentum) * s2
+        self._update(grads)
+        return losses
+
+    def _update(self, grads: Dict[str, np.ndarray]) -> None:
+        spec, lr, b1, b2 = self.spec, self.learning_rate, self.beta1, self.beta2
+        self.t += 1
+        for name, g in grads.items():
+            if spec.optimizer == "sgd":
+                self.theta[name] = self.theta[name] - lr * g
+            elif spec.optimizer == "momentum":
+                self.v[name] = b1 * self.v[name] + (1 - b1) * g
+                self.theta[name] = self.theta[name] - lr * self.v[name]
+            else:
+                self.v[name] = b1 * self.v[name] + (1 - b1) * g
+                self.s[name] = b2 * self.s[name] + (1 - b2) * (g * g)
+                v_hat = self.v[name] / (1 - b1 ** self.t)
+                s_hat = self.s[name] / (1 - b2 ** self.t)
+                self.theta[name] = self.theta[name] - lr * v_hat / (np.sqrt(s_hat) + spec.adam_epsilon)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X, _ = check_batch(self.spec, X, training=False)
+        return np.exp(self._forward(X, training=False)[0])

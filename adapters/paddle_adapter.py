@@ -41,7 +41,7 @@ def _select_mkl_kernels() -> None:
     """Paddle's CPU matmul is an old MKL (mklml) that takes a generic slow path on AMD processors;
     MKL_DEBUG_CPU_TYPE=5 selects its AVX2 kernels. Measured on this project's AMD EPYC machines,
     float32 2048^3 at 2 threads: 37 -> 129-149 GFLOP/s (NumPy's OpenBLAS: 151). MKL reads it at its
-    first call, so it works until Paddle has run an op. Newer MKLs ignore it (torch's 2024.2: no
+    first call, so it works until Paddle has run an op. Newer MKLs ignore it (PyTorch's 2024.2: no
     change); Intel processors keep their own (AVX-512) path. A tuning flag, published as such."""
     if _cpu_vendor() == "AuthenticAMD":
         os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
@@ -68,7 +68,7 @@ class PaddleAdapter(Adapter):
 
     @classmethod
     def placement(cls):
-        # Importing paddle 3.3 into a process that has imported tensorflow (or keras) crashes it
+        # Importing paddle 3.3 into a process that has imported TensorFlow (or Keras) crashes it
         # (segmentation fault, measured): paddle runs in a process of its own, a worker, unless
         # this process exists for paddle alone (a worker, or paddle's asv environment).
         if os.environ.get("BNBENCH_WORKER") or os.environ.get("BNBENCH_ENV") == "paddle":
@@ -76,7 +76,7 @@ class PaddleAdapter(Adapter):
         from .placement import Placement
 
         return Placement(python=sys.executable, where="a worker process of its own (paddle crashes a process that "
-                                                      "imported tensorflow before it)")
+                                                      "imported TensorFlow before it)")
 
     @classmethod
     def set_threads(cls, n_threads: int) -> int:

@@ -15,7 +15,7 @@ class Placement:
 
     python: str
     env: Tuple[Tuple[str, str], ...] = ()
-    where: str = ""                 # for people: "the MXNet venv .envs/mxnet"
+    where: str = ""                 # for people: "its own venv .envs/<name>"
     setup_hint: str = ""            # how to create the environment when it is missing
 
     def missing(self) -> Optional[str]:

@@ -27,7 +27,7 @@ class TheanoAdapter(SymbolicAdapter):
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
     }
-    description = "symbolic graph of the spec (shared with pytensor); theano.grad; updates on shared variables"
+    description = "symbolic graph of the spec (shared with PyTensor); theano.grad; updates on shared variables"
 
     worker_variables = staticmethod(theano_worker_variables)
 

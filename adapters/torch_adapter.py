@@ -7,7 +7,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .base import Adapter, ConventionProbe, Gradients, Unavailable
 
 
 def _torch():
@@ -40,6 +40,25 @@ class TorchAdapter(Adapter):
                 return f"torch.cuda.is_available() is False (torch {torch.__version__}, {build}; no GPU visible)"
             return None
         return super().device_unavailable(device)
+
+    peak_devices = ("cuda",)     # NumPy has no GPU: a GPU's peak is torch's matmul
+
+    @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cuda":
+            return super().matmul_step(a, b, device)
+        torch = _torch()
+        if not torch.cuda.is_available():
+            raise Unavailable("the matmul peak on cuda needs torch with a visible GPU")
+        torch.backends.cuda.matmul.allow_tf32 = False     # a float32 peak, not TF32's
+        ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=ta.dtype, device=ta.device)
+
+        def step() -> None:
+            torch.matmul(ta, tb, out=out)
+            torch.cuda.synchronize()
+
+        return f"torch {torch.__version__} ({torch.cuda.get_device_name()})", step
 
     @classmethod
     def set_threads(cls, n_threads: int) -> int:

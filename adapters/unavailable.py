@@ -35,8 +35,8 @@ class Caffe2Adapter(UnavailableAdapter):
     def missing_requirement(cls) -> Optional[str]:
         if importlib.util.find_spec("caffe2") is not None:
             return ("a 'caffe2' module is importable here, but no adapter is written for it: Caffe2's Python "
-                    "API was removed from PyTorch (torch 2.x ships only its headers and a CMake name)")
-        return ("Caffe2 was merged into PyTorch and then removed: torch 2.13 ships only headers and a CMake "
+                    "API was removed from PyTorch (PyTorch 2.x ships only its headers and a CMake name)")
+        return ("Caffe2 was merged into PyTorch and then removed: PyTorch 2.13 ships only headers and a CMake "
                 "name, no caffe2 Python package exists for this Python")
 
 

@@ -14,8 +14,6 @@ from bnbench.frameworks import get
 
 from .common import ENV_FRAMEWORKS, grid, threads
 
-QUICK_FRAMEWORKS = ("numpy", "torch", "jax")
-
 N_MODELS = 16
 EPOCHS = 2
 SEED = 0
@@ -49,13 +47,15 @@ class TuneThroughput:
         group = os.environ.get("BNBENCH_ENV")
         if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
             raise NotImplementedError(f"{framework} is benchmarked in its own environment, not in {group!r}")
-        if grid() == "quick" and framework not in QUICK_FRAMEWORKS:
-            raise NotImplementedError(f"quick grid: search throughput for {', '.join(QUICK_FRAMEWORKS)} only")
         from bnbench import tune
 
-        if style == "caviar" and framework not in tune.CAVIAR_FRAMEWORKS:
+        caviar = tune.caviar_frameworks()
+        if grid() == "quick" and framework not in caviar:
+            raise NotImplementedError(f"quick grid: search throughput of the frameworks that train many models at once "
+                                      f"({', '.join(caviar)}) only")
+        if style == "caviar" and framework not in caviar:
             raise NotImplementedError(f"caviar (many models in one vectorised program) is written for "
-                                      f"{', '.join(tune.CAVIAR_FRAMEWORKS)} only")
+                                      f"{', '.join(caviar)} only")
         try:
             import optuna  # noqa: F401
         except ImportError:
@@ -77,7 +77,7 @@ class TuneThroughput:
             for spec in self.specs:
                 tune.train_panda(framework, spec, self.data, EPOCHS, SEED)
         else:
-            tune.train_caviar_jax(self.specs, self.data, EPOCHS, SEED)
+            tune.train_caviar(framework, self.specs, self.data, EPOCHS, SEED)
         return N_MODELS / (time.perf_counter() - start)
 
     track_models_per_second.unit = "models/s"

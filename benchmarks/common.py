@@ -212,7 +212,7 @@ def fraction_of_peak(prepared: Prepared) -> float:
     """GFLOP/s of a step over the machine's matmul peak, measured in pairs: a few steps, then the
     matmul, PEAK_ROUNDS times; the median of the ratios. These machines alternate fast and slow
     phases of seconds, so a step median and a peak measured one after the other can fall in
-    different phases: one torch (compiled, medium) process read 0.94 that way, where four paired
+    different phases: one process (PyTorch compiled, medium) read 0.94 that way, where four paired
     repeats in one process gave 0.56-0.64 (and unpaired ones 0.50-0.74)."""
     flops = step_flops(prepared.spec, prepared.m)
     ratios = []

@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(handler=cmd_report)
 
     tun = commands.add_parser("tune", help="random search (coarse to fine) on digits, panda or caviar, with Optuna")
-    tun.add_argument("--framework", required=True, metavar="NAME", help="adapter that trains the models (caviar: jax)")
+    tun.add_argument("--framework", required=True, metavar="NAME", help="adapter that trains the models (caviar: a framework that declares trains_many)")
     tun.add_argument("--trials", type=_positive_int, default=32, help="trials the study should hold complete (default 32)")
     tun.add_argument("--strategy", choices=("random", "coarse-to-fine"), default="coarse-to-fine")
     tun.add_argument("--style", choices=("panda", "caviar"), default="panda",

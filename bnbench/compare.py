@@ -12,7 +12,7 @@ Tolerances, per dtype (unit roundoff u = 2**-53 for float64, 2**-24 for float32)
   (1 - bn_momentum) * var / (m - 1) relative to O(1) values, about 1e-4 even at m = 1024.
 * float32: 1e-4. About 1700 u: the batch-norm backward subtracts three terms of similar size
   (m dN - sum dN - N sum dN N), which loses digits, and frameworks sum in different orders and
-  with fused multiply-adds. Measured agreement of torch with the reference is ~1e-6 (see README),
+  with fused multiply-adds. Measured agreement of PyTorch with the reference is ~1e-6 (see README),
   so 1e-4 still catches every convention error above that is not below float32 precision, e.g. a
   wrong epsilon (1e-3 vs 1e-5) or momentum (0.99 vs 0.9).
 
@@ -25,7 +25,7 @@ ReLU kinks. max(x, 0) has no derivative at 0, so an input that lies within round
 may land on either side in a correct implementation, and the gradient changes by that whole
 example's contribution to its unit. On small problems no input comes that close; at the large
 benchmark size in float32 a few of the 3 million ReLU inputs per step do, and one of them falling
-on the other side moves every gradient below it by ~1e-3 (measured: torch's float32 step 2 at
+on the other side moves every gradient below it by ~1e-3 (measured: PyTorch's float32 step 2 at
 large, 1.2e-3 for W1, while its float64 run agrees to 3e-15). So the check finds the inputs whose
 float64 value is within KINK_BAND x the dtype's rounding of a dot product of that length
 (u sqrt(n_in) x the unit's rms; the float32 reference's largest error in Zt measured 1.8-2.5 of

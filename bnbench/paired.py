@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bnbench import progress, stats
+from bnbench.adapters.base import AdapterError
+from bnbench.peak import peak_framework
 
 PEAK = "peak"
 # Rounds of every framework at medium on 2 cores take about 3 s: 150 s gives about 50. Two back-to-back
@@ -64,7 +66,7 @@ class Participant:
 
 
 def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:
-    """'numpy,torch:eager' -> [('numpy', None), ('torch', 'eager')] (no mode: the best mode)."""
+    """'numpy,NAME:MODE' -> [('numpy', None), ('NAME', 'MODE')] (no mode: the best mode)."""
     if text is None:
         return []
     items = []
@@ -220,11 +222,11 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
         from bnbench.worker import Placement
 
         worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),), where="the peak's worker"))
-        worker.call("set_threads", framework="numpy", n_threads=settings.threads)
+        worker.call("set_threads", framework=peak_framework(settings.device).name, n_threads=settings.threads)
         reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype)
         peak = Participant(PEAK, "matmul", PEAK, worker=worker, handle=reply["handle"], version=reply["library"],
                            verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}")
-    except WorkerError as error:
+    except (WorkerError, AdapterError, ValueError) as error:    # no peak: the rows say so, the run goes on
         peak = Participant(PEAK, "matmul", PEAK, problem=(str(error).splitlines() or [""])[0])
     bar.update(1)
     return participants, peak, spec

@@ -3,8 +3,9 @@ the comparison, on its device, with the same pinned threads. It runs as one more
 ``bnbench compare``'s rounds, so that the peak of each round falls in the same phase of the
 machine as the steps it divides.
 
-CPU: NumPy's BLAS (the suite's own baseline). CUDA: torch.matmul with TF32 off, so a float32
-peak is a float32 peak (NumPy has no GPU). The library is imported only when a peak is built.
+Which library computes it is declared by the adapters (``peak_devices``, ``matmul_step``): the
+first framework, in the registry's order, that declares the device. The library is imported only
+when a peak is built.
 """
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ SIZE = {"cpu": 2048, "cuda": 8192}
 
 def matmul_flops(n: int) -> float:
     return 2.0 * n ** 3
+
+
+def peak_framework(device: str):
+    """The adapter class whose matmul is the peak on ``device``."""
+    from bnbench.adapters import registry
+
+    for name in registry.names():
+        adapter_class = registry.local_class(name)
+        if device in adapter_class.peak_devices:
+            return adapter_class
+    raise ValueError(f"no framework declares a matmul peak on device {device!r}")
 
 
 class MatmulPeak:
@@ -38,28 +50,7 @@ class MatmulPeak:
         rng = np.random.default_rng(0)
         a = rng.standard_normal((self.n, self.n)).astype(self.dtype)
         b = rng.standard_normal((self.n, self.n)).astype(self.dtype)
-        if self.device == "cpu":
-            out = np.empty_like(a)
-
-            def step() -> None:
-                np.matmul(a, b, out=out)
-
-            return f"numpy {np.__version__}", step
-        if self.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise RuntimeError("the matmul peak on cuda needs torch with a visible GPU")
-            torch.backends.cuda.matmul.allow_tf32 = False     # a float32 peak, not TF32's
-            ta, tb = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
-            out = torch.empty_like(ta)
-
-            def step() -> None:
-                torch.matmul(ta, tb, out=out)
-                torch.cuda.synchronize()
-
-            return f"torch {torch.__version__} ({torch.cuda.get_device_name()})", step
-        raise ValueError(f"device {self.device!r} is not cpu or cuda")
+        return peak_framework(self.device).matmul_step(a, b, self.device)
 
     def sync(self) -> None:
         pass

@@ -9,8 +9,9 @@
 - Coarse to fine: rounds; after each, every range is narrowed around the best trials so far (in
   the scale's own coordinates) and sampled again; every round is kept and drawn in its own colour.
 - Panda: one model at a time through the framework's adapter, a learning curve per epoch, hopeless
-  trials pruned (median rule). Caviar: many models at once, vectorised in one program
-  (jax.vmap over stacked parameters and per-model hyperparameters; one program per network shape).
+  trials pruned (median rule). Caviar: many models at once, vectorised in one program by the
+  adapters that declare it (``trains_many``: stacked matmuls over a model axis, or a vmap), with
+  per-model hyperparameters; one program per network shape.
 - Selection on the validation split; the test split is used once, at the end, for the best
   configuration (retrained from its seed).
 - The study lives in a database (default: SQLite under results/tuning/<study>/), so a killed run
@@ -26,6 +27,8 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from bnbench.frameworks import get
 
 BATCH_SIZE = 64
 SCALES = ("log", "one_minus_log", "uniform", "int", "choice")
@@ -186,7 +189,6 @@ def train_panda(framework: str, spec, data, epochs: int, seed: int,
                 on_epoch: Optional[Callable[[int, float], bool]] = None, evaluate=None) -> Tuple[List[float], object]:
     """One model, epoch by epoch: its validation curve. ``on_epoch(epoch, val_accuracy)`` returns
     True to stop (pruned). Returns (curve, adapter)."""
-    from bnbench.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import minibatches
 
@@ -208,60 +210,30 @@ def train_panda(framework: str, spec, data, epochs: int, seed: int,
     return curve, adapter
 
 
-def train_caviar_jax(specs: Sequence, data, epochs: int, seed: int) -> Tuple[List[List[float]], List[float]]:
-    """Many models of ONE shape at once: jax.vmap of the jax adapter's train step over stacked
-    parameters and per-model learning rate, beta1 and batch-norm momentum; every model sees the
-    same batches as it would alone. Returns (validation curves, final training losses)."""
-    import jax.numpy as jnp
-
+def train_caviar(framework: str, specs: Sequence, data, epochs: int, seed: int) -> Tuple[List[List[float]], List[float]]:
+    """Many models of ONE shape at once, through the adapter's ManyModels (a vectorised program:
+    stacked matmuls over a model axis, a vmap, ...); every model sees the same batches as it would alone.
+    Returns (validation curves, final training losses)."""
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import minibatches
-    from bnbench.reference.spec import running_stat_names, trainable_names
 
-    base = specs[0]
-    if any(spec.hidden != base.hidden or spec.optimizer != base.optimizer or spec.l2 != base.l2 for spec in specs):
-        raise TuneError("caviar vectorises models of one shape, optimizer and l2 at a time")
-    step, infer = _caviar_programs(base)
-    stack = lambda arrays: jnp.asarray(np.stack(arrays))  # noqa: E731
-    inits = [initial_parameters(spec) for spec in specs]
-    trainable = {name: stack([p[name] for p in inits]) for name in trainable_names(base)}
-    running = {name: stack([p[name] for p in inits]) for name in running_stat_names(base)}
-    opt_state = {"v": {name: jnp.zeros_like(value) for name, value in trainable.items()}, "s": {},
-                 "t": jnp.zeros(len(specs), dtype=base.dtype)}
-    hyper = {key: jnp.asarray([getattr(spec, key) for spec in specs], dtype=base.dtype)
-             for key in ("learning_rate", "beta1", "beta2", "bn_momentum")}
-    val_X = jnp.asarray(data.validation.X, dtype=base.dtype)
+    many = get(framework).many_models(list(specs), [initial_parameters(spec) for spec in specs])
     curves: List[List[float]] = [[] for _ in specs]
     losses = np.full(len(specs), np.nan)
     for epoch in range(epochs):
         for X, y in minibatches(data.train, BATCH_SIZE, seed=seed, epoch=epoch):
-            trainable, running, opt_state, loss = step(trainable, running, opt_state,
-                                                        jnp.asarray(X, dtype=base.dtype), jnp.asarray(y, dtype=jnp.int32), hyper)
-        losses = np.asarray(loss)
-        probs = np.asarray(infer(trainable, running, val_X))
+            losses = many.train_step(X, y)
+        probs = many.predict_proba(data.validation.X)
         for i in range(len(specs)):
             curves[i].append(accuracy(probs[i], data.validation.y))
     return curves, [float(v) for v in losses]
 
 
-CAVIAR_FRAMEWORKS = ("jax",)
-_CAVIAR_PROGRAMS: Dict[Tuple, Tuple] = {}
+def caviar_frameworks() -> List[str]:
+    """The frameworks whose adapter trains many models in one program (declared, not imported)."""
+    from bnbench.adapters import registry
 
-
-def _caviar_programs(spec):
-    """The vmapped, jitted train step and inference for one network shape (compiled once per
-    shape and number of models, then reused by every later chunk of the study)."""
-    import jax
-
-    from bnbench.adapters.jax_adapter import make_functions
-
-    key = (spec.hidden, spec.n_features, spec.n_classes, spec.optimizer, spec.l2, spec.bn_epsilon, spec.running_var,
-           spec.adam_epsilon, spec.dtype)
-    if key not in _CAVIAR_PROGRAMS:
-        functions = make_functions(spec)
-        _CAVIAR_PROGRAMS[key] = (jax.jit(jax.vmap(functions["train_step"], in_axes=(0, 0, 0, None, None, 0))),
-                                 jax.jit(jax.vmap(functions["inference"], in_axes=(0, 0, None))))
-    return _CAVIAR_PROGRAMS[key]
+    return [name for name in registry.names() if registry.local_class(name).trains_many]
 
 
 # --------------------------------------------------------------------------- the study
@@ -300,9 +272,9 @@ class Settings:
             raise TuneError(f"--strategy {self.strategy!r} must be random or coarse-to-fine")
         if self.style not in ("panda", "caviar"):
             raise TuneError(f"--style {self.style!r} must be panda or caviar")
-        if self.style == "caviar" and self.framework not in CAVIAR_FRAMEWORKS:
+        if self.style == "caviar" and self.framework not in caviar_frameworks():
             raise TuneError(f"--style caviar vectorises many models in one program, written for "
-                            f"{', '.join(CAVIAR_FRAMEWORKS)}; {self.framework!r} can tune with --style panda")
+                            f"{', '.join(caviar_frameworks())}; {self.framework!r} can tune with --style panda")
         if not self.study or any(c in self.study for c in "/\\") or self.study.startswith("."):
             raise TuneError(f"--study {self.study!r} must be a plain name (it names results/tuning/<study>/)")
         if self.epochs < 1:
@@ -489,7 +461,8 @@ def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, ob
                     spec = spec_for(params, seed=settings.seed)
                     groups.setdefault(spec.hidden, []).append((trial, spec))
                 for members in groups.values():
-                    curves, losses = train_caviar_jax([spec for _, spec in members], data, settings.epochs, settings.seed)
+                    curves, losses = train_caviar(settings.framework, [spec for _, spec in members], data,
+                                                  settings.epochs, settings.seed)
                     for (trial, _), curve, loss in zip(members, curves, losses):
                         trial.set_user_attr("curve", curve)
                         trial.set_user_attr("final_loss", loss if math.isfinite(loss) else None)

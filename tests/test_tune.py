@@ -128,10 +128,11 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         tune.run(settings(tmp_path, trials=2, epochs=2))
 
 
-def test_caviar_equals_training_one_by_one():
-    """Three models of one shape trained together under jax.vmap end where each ends alone
-    (the jax adapter, same batches): final losses and validation curves."""
-    require_adapter("jax")
+@pytest.mark.parametrize("framework", ["numpy", "jax"])
+def test_caviar_equals_training_one_by_one(framework):
+    """Three models of one shape trained together (stacked NumPy, jax.vmap) end where each ends
+    alone (the framework's adapter, same batches): final losses and validation curves."""
+    require_adapter(framework)
     from bnbench.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import load_digits, minibatches
@@ -139,9 +140,9 @@ def test_caviar_equals_training_one_by_one():
     data = load_digits("float32")
     specs = [tune.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
              for lr, b1, bm in ((0.3, 0.9, 0.9), (0.01, 0.99, 0.95), (0.001, 0.95, 0.999))]
-    curves, losses = tune.train_caviar_jax(specs, data, epochs=2, seed=5)
+    curves, losses = tune.train_caviar(framework, specs, data, epochs=2, seed=5)
     for spec, curve, loss in zip(specs, curves, losses):
-        adapter = get("jax")(spec, initial_parameters(spec), mode="jit")
+        adapter = get(framework)(spec, initial_parameters(spec), mode=get(framework).best_mode)
         for epoch in range(2):
             for X, y in minibatches(data.train, tune.BATCH_SIZE, seed=5, epoch=epoch):
                 alone = adapter.train_step(X, y)
@@ -150,7 +151,7 @@ def test_caviar_equals_training_one_by_one():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--framework", "numpy", "--style", "caviar"], "--style caviar vectorises many models in one program"),
+    (["--framework", "pytensor", "--style", "caviar"], "--style caviar vectorises many models in one program"),
     (["--framework", "nope"], "--framework 'nope' is unknown"),
     (["--framework", "numpy", "--study", "a/b"], "--study 'a/b' must be a plain name"),
     (["--framework", "numpy", "--trials", "0"], "'0' must be at least 1"),
