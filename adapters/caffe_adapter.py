@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from bnbench.reference.model import Optimizer
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, Gradients
@@ -96,9 +97,7 @@ class CaffeAdapter(Adapter):
         self.names = trainable_names(spec)
         for name, array in params.items():
             self._set(name, array)
-        self.velocity = {name: np.zeros_like(params[name], dtype=np.float32) for name in self.names}
-        self.second_moment = {name: np.zeros_like(params[name], dtype=np.float32) for name in self.names}
-        self.t = 0
+        self.optimizer = Optimizer(spec, self.names, {name: params[name].shape for name in self.names})
 
     def _net_spec(self, L, P, training: bool):
         spec = self.spec
@@ -183,22 +182,10 @@ class CaffeAdapter(Adapter):
         X, y = self._check(X, y)
         spec = self.spec
         loss, _, grads = self._forward_backward(X, y.astype(np.float32))
-        self.t += 1
-        lr, b1, b2 = np.float32(spec.learning_rate), np.float32(spec.beta1), np.float32(spec.beta2)
-        for name, g in grads.items():
-            theta = self._get(name)
-            if spec.optimizer == "sgd":
-                theta = theta - lr * g
-            elif spec.optimizer == "momentum":
-                self.velocity[name] = b1 * self.velocity[name] + (np.float32(1) - b1) * g
-                theta = theta - lr * self.velocity[name]
-            else:
-                self.velocity[name] = b1 * self.velocity[name] + (np.float32(1) - b1) * g
-                self.second_moment[name] = b2 * self.second_moment[name] + (np.float32(1) - b2) * g * g
-                v_hat = self.velocity[name] / (np.float32(1) - b1 ** self.t)
-                s_hat = self.second_moment[name] / (np.float32(1) - b2 ** self.t)
-                theta = theta - lr * v_hat / (np.sqrt(s_hat) + np.float32(spec.adam_epsilon))
-            self._set(name, theta)
+        arrays = {name: self._get(name) for name in grads}
+        self.optimizer.apply(arrays, grads)          # the reference's optimizer, in NumPy
+        for name, array in arrays.items():
+            self._set(name, array)
         return loss
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:

@@ -7,6 +7,7 @@ from typing import Dict
 
 import numpy as np
 
+from bnbench.reference.model import Optimizer, updated_running_stats
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, ConventionProbe, Gradients
@@ -43,14 +44,13 @@ class ChainerAdapter(Adapter):
         # running variance: bnbench conventions measures them) differ from the spec, so batch
         # norm is written with chainer.functions (biased variance for normalising, running
         # averages weighting the OLD value by spec.bn_momentum, biased or unbiased as the spec
-        # says); ReLU as where(Zt > 0, Zt, 0); SPEC.md's updates in place on the arrays; L2 in the loss.
+        # says); ReLU as where(Zt > 0, Zt, 0); L2 in the loss. The update happens in NumPy on the
+        # Variables' arrays, so it is the reference's own (running statistics and Optimizer).
         # ----------------------------------------------------------------------------------------
         self.names = trainable_names(spec)
         self.params = {name: chainer.Variable(np.array(params[name], dtype=spec.dtype)) for name in self.names}
         self.running = {name: np.array(params[name], dtype=spec.dtype) for name in running_stat_names(spec)}
-        self.velocity = {name: np.zeros_like(params[name], dtype=spec.dtype) for name in self.names}
-        self.second_moment = {name: np.zeros_like(params[name], dtype=spec.dtype) for name in self.names}
-        self.t = 0
+        self.optimizer = Optimizer(spec, self.names, {name: params[name].shape for name in self.names})
         self.weights = weight_names(spec)
 
     def _forward_loss(self, X: np.ndarray, y: np.ndarray):
@@ -85,27 +85,12 @@ class ChainerAdapter(Adapter):
         X, y = self._check(X, y)
         spec = self.spec
         loss, _, stats, grads = self._backward(X, y.astype(np.int32))
-        m = X.shape[0]
-        beta = spec.bn_momentum
-        for layer, (mu, var) in enumerate(stats, start=1):
-            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
-            self.running[f"running_mean{layer}"] = beta * self.running[f"running_mean{layer}"] + (1 - beta) * mu
-            self.running[f"running_var{layer}"] = beta * self.running[f"running_var{layer}"] + (1 - beta) * s2
-        self.t += 1
-        lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
-        for name, g in grads.items():
-            theta = self.params[name].array
-            if spec.optimizer == "sgd":
-                theta -= lr * g
-            elif spec.optimizer == "momentum":
-                self.velocity[name] = b1 * self.velocity[name] + (1 - b1) * g
-                theta -= lr * self.velocity[name]
-            else:
-                self.velocity[name] = b1 * self.velocity[name] + (1 - b1) * g
-                self.second_moment[name] = b2 * self.second_moment[name] + (1 - b2) * g * g
-                v_hat = self.velocity[name] / (1 - b1 ** self.t)
-                s_hat = self.second_moment[name] / (1 - b2 ** self.t)
-                theta -= lr * v_hat / (np.sqrt(s_hat) + spec.adam_epsilon)
+        means, variances = zip(*stats)
+        self.running = updated_running_stats(spec, self.running, list(means), list(variances), X.shape[0])
+        arrays = {name: p.array for name, p in self.params.items()}
+        self.optimizer.apply(arrays, grads)          # the reference's optimizer, on the same arrays
+        for name, array in arrays.items():
+            self.params[name].array = array
         return float(loss.array)
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:

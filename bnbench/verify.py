@@ -19,27 +19,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from bnbench import progress
+from bnbench.reference.battery import battery
 
 GROUPS = ("loss", "probs", "grad", "param", "running", "eval_probs")
-
-
-def battery(dtype: str):
-    """(label, spec, params, X, y) of every check, built once per dtype from the reference side."""
-    from bnbench.reference import Spec, initial_parameters
-    from bnbench.reference.data import batch_stack, synthetic
-
-    cases = []
-    common = dict(n_features=10, n_classes=4, dtype=dtype, l2=0.01, learning_rate=0.05, bn_momentum=0.75, beta1=0.875)
-    data = synthetic(512, 10, 4, seed=7, dtype=dtype)
-    for optimizer in ("sgd", "momentum", "adam"):
-        for running_var in ("biased", "unbiased"):
-            spec = Spec(hidden=(12, 8), optimizer=optimizer, running_var=running_var, **common)
-            X, y = batch_stack(data, 16, 4, seed=3)
-            cases.append((f"{optimizer}/{running_var}", spec, initial_parameters(spec), X, y))
-    spec = Spec(hidden=(32, 16, 8), optimizer="momentum", running_var="biased", **common)
-    X, y = batch_stack(data, 256, 2, seed=5)
-    cases.append(("3 layers, m=256", spec, initial_parameters(spec), X, y))
-    return cases
 
 
 @dataclasses.dataclass

@@ -9,6 +9,7 @@ from bnbench.adapters.numpy_adapter import NumpyAdapter
 from bnbench.compare import EquivalenceError
 from bnbench.reference import ReferenceModel, Spec, initial_parameters
 from bnbench.reference import model as reference
+from bnbench.reference.battery import LABELS, case, problem
 from bnbench.reference.data import batch_stack, synthetic
 from bnbench.trace import check_equivalence
 
@@ -16,14 +17,6 @@ from .conftest import DTYPES, adapter_cases, require_adapter, selected_framework
 
 CASES = adapter_cases()
 CASE_IDS = [f"{name}-{mode}-{device}" for name, mode, device in CASES]
-
-
-def problem(dtype, *, hidden=(12, 8), m=16, steps=4, n_features=10, n_classes=4, **fields):
-    fields = dict(dict(l2=0.01, learning_rate=0.05, bn_momentum=0.75, beta1=0.875), **fields)
-    spec = Spec(n_features=n_features, hidden=hidden, n_classes=n_classes, dtype=dtype, **fields)
-    data = synthetic(max(m * steps, 64), n_features, n_classes, seed=7, dtype=dtype)
-    X, y = batch_stack(data, m, steps, seed=3)
-    return spec, initial_parameters(spec), X, y
 
 
 def run_case(framework, mode, device, spec, params, X, y):
@@ -41,14 +34,13 @@ def run_case(framework, mode, device, spec, params, X, y):
     return report
 
 
-@pytest.mark.parametrize("running_var", ["biased", "unbiased"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("label", LABELS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
-def test_training_matches_reference(framework, mode, device, dtype, optimizer, running_var):
-    """Loss, probabilities, every gradient; every parameter and running statistic after each of
-    four steps; inference-mode probabilities at the end."""
-    spec, params, X, y = problem(dtype, optimizer=optimizer, running_var=running_var)
+def test_training_matches_reference(framework, mode, device, dtype, label):
+    """The battery `bnbench verify` runs, check by check: loss, probabilities, every gradient;
+    every parameter and running statistic after each step; inference-mode probabilities at the end."""
+    _, spec, params, X, y = case(dtype, label)
     run_case(framework, mode, device, spec, params, X, y)
 
 
