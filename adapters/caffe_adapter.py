@@ -180,7 +180,6 @@ class CaffeAdapter(Adapter):
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
         X, y = self._check(X, y)
-        spec = self.spec
         loss, _, grads = self._forward_backward(X, y.astype(np.float32))
         arrays = {name: self._get(name) for name in grads}
         self.optimizer.apply(arrays, grads)          # the reference's optimizer, in NumPy

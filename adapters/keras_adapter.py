@@ -23,6 +23,7 @@ import numpy as np
 from bnbench.reference.spec import Spec, trainable_names
 
 from .base import Adapter, ConventionProbe, Gradients
+from .placement import Placement
 
 
 def _keras():
@@ -76,7 +77,6 @@ class KerasAdapter(Adapter):
     def placement(cls):
         if _process_backend() == cls.backend:
             return None
-        from .placement import Placement
 
         return Placement(python=sys.executable, env=(("KERAS_BACKEND", cls.backend),),
                          where=f"a worker process with KERAS_BACKEND={cls.backend}")
@@ -265,7 +265,6 @@ class KerasAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-
         keras = _keras()
 
         def batch_norm(X):

@@ -5,8 +5,8 @@ from typing import Dict, List, Mapping
 
 import numpy as np
 
-from bnbench.reference.model import ReferenceModel, check_batch
-from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
+from bnbench.reference.model import check_batch, forward, Optimizer, ReferenceModel, updated_running_stats
+from bnbench.reference.spec import initial_parameters, running_stat_names, Spec, trainable_names, weight_names
 
 from .base import Adapter, ConventionProbe, Gradients, ManyModels
 
@@ -57,8 +57,6 @@ class NumpyAdapter(Adapter):
     @classmethod
     def conventions(cls):
         """The spec's own row: the reference's batch norm and momentum with the spec's defaults."""
-        from bnbench.reference.model import Optimizer, forward, updated_running_stats
-        from bnbench.reference.spec import Spec, initial_parameters
 
         spec = Spec(n_features=1, hidden=(1,), n_classes=2, dtype="float64")
 

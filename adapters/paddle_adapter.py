@@ -11,6 +11,7 @@ import numpy as np
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
 from .base import Adapter, ConventionProbe, Gradients
+from .placement import Placement
 
 
 def _paddle():
@@ -73,7 +74,6 @@ class PaddleAdapter(Adapter):
         # this process exists for paddle alone (a worker, or paddle's asv environment).
         if os.environ.get("BNBENCH_WORKER") or os.environ.get("BNBENCH_ENV") == "paddle":
             return None
-        from .placement import Placement
 
         return Placement(python=sys.executable, where="a worker process of its own (paddle crashes a process that "
                                                       "imported TensorFlow before it)")
@@ -225,7 +225,6 @@ class PaddleAdapter(Adapter):
     # ------------------------------------------------------------------ conventions
     @classmethod
     def conventions(cls):
-
         paddle = _paddle()
         paddle.set_device("cpu")
 

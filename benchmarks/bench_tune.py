@@ -13,6 +13,8 @@ from bnbench.adapters import names
 from bnbench.frameworks import get
 
 from .common import ENV_FRAMEWORKS, grid, threads
+from bnbench import tune
+from bnbench.reference.data import load_digits
 
 N_MODELS = 16
 EPOCHS = 2
@@ -22,7 +24,6 @@ SEED = 0
 def trial_set():
     import optuna
 
-    from bnbench import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = {field: tune.DEFAULT_SPACE[field] for field in ("learning_rate", "beta1", "bn_momentum")}
@@ -47,7 +48,6 @@ class TuneThroughput:
         group = os.environ.get("BNBENCH_ENV")
         if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
             raise NotImplementedError(f"{framework} is benchmarked in its own environment, not in {group!r}")
-        from bnbench import tune
 
         caviar = tune.caviar_frameworks()
         if grid() == "quick" and framework not in caviar:
@@ -64,14 +64,11 @@ class TuneThroughput:
         if problem:
             raise NotImplementedError(problem)
         get(framework).set_threads(threads())
-        from bnbench.reference.data import load_digits
 
         self.data = load_digits("float32")
         self.specs = trial_set()
 
     def track_models_per_second(self, framework, style):
-        from bnbench import tune
-
         start = time.perf_counter()
         if style == "panda":
             for spec in self.specs:

@@ -12,6 +12,7 @@ from bnbench.frameworks import get
 from bnbench.reference import initial_parameters
 
 from .common import QUICK_SIZES, SIZES, WORKER_TIMED, timing_batches, grid, require_supported, spec_for, threads
+from bnbench.trace import check_equivalence
 
 PARAMS = [list(WORKER_TIMED), ["float32", "float64"], list(SIZES)]
 _CACHE = {}
@@ -39,7 +40,6 @@ def measured(framework, dtype, size):
     m = SIZES[size]["m"]
     params = initial_parameters(spec)
     X, y = timing_batches(spec, m)
-    from bnbench.trace import check_equivalence
 
     report = check_equivalence(adapter_class(spec, params), spec, params, X, y)
     if not report.ok:

@@ -30,6 +30,7 @@ from bnbench.flops import step_flops
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
 from bnbench.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches  # noqa: F401 (the suite's sizes)
+from bnbench.trace import check_equivalence
 
 QUICK_SIZES = ("tiny", "medium")
 IMPLS: List[str] = [f"{name}:{mode}" for name in names() for mode in get(name).modes]
@@ -144,8 +145,6 @@ def runnable(impl: str, device: str, dtype: str, size: Optional[str], spec: Spec
 
 
 def _verify(adapter_class, spec, params, X, y, mode, device) -> None:
-    from bnbench.trace import check_equivalence
-
     report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
     if not report.ok:
         raise NotImplementedError("not verified against the reference, not timed: " + report.message(limit=2))

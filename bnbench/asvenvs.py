@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from typing import Dict, List, Optional
+from bnbench.reference.io import atomic_write_json
 
 
 @dataclasses.dataclass
@@ -92,7 +93,6 @@ def write_run_info(machine: str, grid: str, threads: int, results: str = "result
 
     import asv
 
-    from bnbench.reference.io import atomic_write_json
 
     atomic_write_json(os.path.join(results, machine, "run-info.json"), {
         "asv_version": asv.__version__, "grid": grid, "threads": threads,

@@ -21,6 +21,8 @@ import os
 import re
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from bnbench.adapters.registry import local_class, names
+from bnbench.reference.io import atomic_write_text
 
 MAIN_PYTHON = "3.11"
 # Installed in every asv environment beside the framework (the suite's own needs).
@@ -31,7 +33,6 @@ BEGIN, END = "BEGIN GENERATED", "END GENERATED"
 
 def frameworks() -> List[type]:
     """Every adapter that can run somewhere (the ones with modes), in the registry's order."""
-    from bnbench.adapters.registry import local_class, names
 
     return [adapter for adapter in (local_class(name) for name in names()) if adapter.modes]
 
@@ -185,7 +186,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         help="the checkout (default: the one bnbench runs from)")
     args = parser.parse_args(argv)
-    from bnbench.reference.io import atomic_write_text
 
     changed = stale(args.root)
     for path, text in changed:

@@ -2,6 +2,10 @@
 
 Every failure a user can cause (a bad flag, file, spec or array) ends in one line on stderr
 that names the problem, and a non-zero exit status; no output file is left behind.
+
+Each subcommand imports the suite's modules it needs inside its own function, on purpose: the
+report pulls in matplotlib and the tuner Optuna, and `bnbench frameworks` must answer in about a
+second. Every other module imports at its top.
 """
 from __future__ import annotations
 

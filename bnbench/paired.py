@@ -25,9 +25,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bnbench import progress, stats
+from bnbench import machine, progress, stats
 from bnbench.adapters.base import AdapterError
 from bnbench.peak import peak_framework
+from bnbench.adapters import names
+from bnbench.adapters.registry import local_class
+from bnbench.flops import step_flops
+from bnbench.reference import initial_parameters
+from bnbench.trace import check_equivalence
+from bnbench.worker import burst, close_workers, Placement, remote_class, worker_for, WorkerError
+from bnbench.workload import batch_size, spec_for, timing_batches
 
 PEAK = "peak"
 # Rounds of every framework at medium on 2 cores take about 3 s: 150 s gives about 50. Two back-to-back
@@ -85,8 +92,6 @@ def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[s
 
 def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag: str) -> List[Tuple[str, str]]:
     """(name, mode) pairs with modes resolved and checked against each adapter's declaration."""
-    from bnbench.adapters import names
-    from bnbench.adapters.registry import local_class
 
     known = names()
     out = []
@@ -108,8 +113,6 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
 def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
     """Every framework that is installed here (checked without importing it) and has ``device``,
     in its best mode; and the others with the reason."""
-    from bnbench.adapters import names
-    from bnbench.adapters.registry import local_class
 
     chosen, left_out = [], []
     for name in names():
@@ -136,8 +139,6 @@ def _labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
 def _placement(framework: str, index: int):
     """A worker placement of its own for participant ``index``: the framework's environment
     (or this interpreter), with a variable that keeps the worker apart from every other one."""
-    from bnbench.adapters.registry import local_class
-    from bnbench.worker import Placement
 
     adapter = local_class(framework)
     placement = adapter.placement()
@@ -165,13 +166,6 @@ class Settings:
 
 def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Participant], Any]:
     """Start, verify and warm every participant and the peak (outside the rounds)."""
-    from bnbench.adapters.base import AdapterError
-    from bnbench.adapters.registry import local_class
-    from bnbench.flops import step_flops
-    from bnbench.reference import initial_parameters
-    from bnbench.trace import check_equivalence
-    from bnbench.worker import WorkerError, remote_class, worker_for
-    from bnbench.workload import batch_size, spec_for, timing_batches
 
     spec = spec_for(settings.size, settings.dtype)
     m = batch_size(settings.size)
@@ -219,8 +213,6 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
     bar.set_description("starting the matmul peak")
     peak = None
     try:
-        from bnbench.worker import Placement
-
         worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),), where="the peak's worker"))
         worker.call("set_threads", framework=peak_framework(settings.device).name, n_threads=settings.threads)
         reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype)
@@ -233,8 +225,6 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
 
 
 def _burst(participant: Participant, seconds: float) -> List[float]:
-    from bnbench.worker import burst
-
     if participant.adapter is not None:
         reply = participant.adapter.burst(seconds)
     else:
@@ -306,8 +296,6 @@ def run(settings: Settings) -> Dict[str, Any]:
 
 
 def _stop(participants: List[Participant]) -> None:
-    from bnbench.worker import close_workers
-
     for participant in participants:
         participant.adapter = None
     close_workers()
@@ -315,8 +303,6 @@ def _stop(participants: List[Participant]) -> None:
 
 def _result(settings: Settings, participants: List[Participant], peak: Optional[Participant], baseline: Participant,
             spec, stopped: str, seconds: float, started: float, peak_problem: Optional[str] = None) -> Dict[str, Any]:
-    from bnbench import machine
-    from bnbench.workload import batch_size
 
     seed = settings.seed
     timed = sorted([p for p in participants if p.problem is None],

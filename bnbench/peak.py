@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from bnbench.adapters import registry
 
 # n of the product: 2048 on a CPU (about 0.1 s on 2 cores, as the asv suite's peak), 8192 on a GPU
 # (smaller products leave an H100's SMs idle: its float32 peak is reached from about n = 4096).
@@ -24,7 +25,6 @@ def matmul_flops(n: int) -> float:
 
 def peak_framework(device: str):
     """The adapter class whose matmul is the peak on ``device``."""
-    from bnbench.adapters import registry
 
     for name in registry.names():
         adapter_class = registry.local_class(name)

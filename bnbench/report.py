@@ -28,6 +28,9 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from bnbench.paired import format_seconds
+from bnbench import conventions, machine as machines_module
+from bnbench.machine import slug
+from bnbench.reference.io import atomic_write_bytes, atomic_write_text
 
 SIZES_M = {"tiny": 32, "medium": 256, "large": 1024}
 SIZE_ORDER = ["tiny", "medium", "large"]
@@ -135,8 +138,6 @@ def machine_key(params: Dict[str, object]) -> str:
 
 
 def file_name_part(key: str) -> str:
-    from bnbench.machine import slug
-
     return key if key.replace("-", "").replace("_", "").isalnum() else slug(key)
 
 
@@ -408,7 +409,6 @@ def plot_fraction_of_peak(frame, machine: str, dtype: str, path: str) -> bool:
 def _save(fig, path: str) -> None:
     import io as _io
 
-    from bnbench.reference.io import atomic_write_bytes
 
     buffer = _io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})   # no version stamp: deterministic
@@ -416,8 +416,6 @@ def _save(fig, path: str) -> None:
 
 
 def conventions_section(results: str) -> List[str]:
-    from bnbench import conventions
-
     data = _read_json(os.path.join(results, "conventions.json"))
     if not data:
         return ["## Conventions", "", "No `results/conventions.json` yet (`bnbench conventions --out results`).", ""]
@@ -561,7 +559,6 @@ def plot_comparison(runs: List[Dict[str, object]], path: str) -> bool:
 
 def comparison_sections(results: str) -> Tuple[List[str], List[str], List[str], List[Dict[str, object]]]:
     """(markdown lines, plots, problems, tidy rows) of every machine's paired comparisons."""
-    from bnbench import machine as machines_module
 
     runs, problems = load_comparisons(results)
     lines, plots, tidy = [], [], []
@@ -613,7 +610,6 @@ def prune(results: str, read: List[str], frame) -> List[str]:
 
 def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str, object]:
     """Write results/README.md, results/results.csv and results/plots/*.png; returns a summary."""
-    from bnbench.reference.io import atomic_write_text
 
     if not os.path.isdir(results):
         raise ReportError(f"results folder {results!r} does not exist (run the benchmarks first: make bench)")
@@ -662,8 +658,8 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
         all_rows += [dict(row, machine=machine) for row in rows]
         accuracy = data[data.benchmark == "track_test_accuracy_digits"]
         if len(accuracy):
-            lines += [f"Digits test accuracy after 8 epochs, same hyperparameters (a check that the same model was "
-                      f"timed): " + ", ".join(f"{r.framework} ({r['mode']}) {r.value:.4f}"
+            lines += ["Digits test accuracy after 8 epochs, same hyperparameters (a check that the same model was "
+                      "timed): " + ", ".join(f"{r.framework} ({r['mode']}) {r.value:.4f}"
                                              for _, r in accuracy.iterrows()), ""]
         throughput = data[data.benchmark == "track_models_per_second"].sort_values(["framework", "mode"], kind="mergesort")
         if len(throughput):

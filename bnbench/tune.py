@@ -29,6 +29,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bnbench.frameworks import get
+from bnbench.adapters import names, registry
+from bnbench.reference import initial_parameters
+from bnbench.reference.data import load_digits, minibatches
+from bnbench.reference.io import atomic_write_json, atomic_write_text
+from bnbench.reference.spec import Spec
+from bnbench.report import _save
 
 BATCH_SIZE = 64
 SCALES = ("log", "one_minus_log", "uniform", "int", "choice")
@@ -168,7 +174,6 @@ def load_space(data: Optional[dict]) -> Dict[str, Dimension]:
 
 def spec_for(params: Dict[str, object], *, seed: int, n_features: int = 64, n_classes: int = 10):
     """The spec one trial trains: the base of the digits benchmark with the trial's values."""
-    from bnbench.reference.spec import Spec
 
     fields = dict(learning_rate=0.1, beta1=0.9, bn_momentum=0.9, l2=0.0)
     fields.update({k: v for k, v in params.items() if k in ("learning_rate", "beta1", "bn_momentum", "l2")})
@@ -189,8 +194,6 @@ def train_panda(framework: str, spec, data, epochs: int, seed: int,
                 on_epoch: Optional[Callable[[int, float], bool]] = None, evaluate=None) -> Tuple[List[float], object]:
     """One model, epoch by epoch: its validation curve. ``on_epoch(epoch, val_accuracy)`` returns
     True to stop (pruned). Returns (curve, adapter)."""
-    from bnbench.reference import initial_parameters
-    from bnbench.reference.data import minibatches
 
     adapter_class = get(framework)
     adapter = adapter_class(spec, initial_parameters(spec), mode=adapter_class.best_mode)
@@ -214,8 +217,6 @@ def train_caviar(framework: str, specs: Sequence, data, epochs: int, seed: int) 
     """Many models of ONE shape at once, through the adapter's ManyModels (a vectorised program:
     stacked matmuls over a model axis, a vmap, ...); every model sees the same batches as it would alone.
     Returns (validation curves, final training losses)."""
-    from bnbench.reference import initial_parameters
-    from bnbench.reference.data import minibatches
 
     many = get(framework).many_models(list(specs), [initial_parameters(spec) for spec in specs])
     curves: List[List[float]] = [[] for _ in specs]
@@ -231,7 +232,6 @@ def train_caviar(framework: str, specs: Sequence, data, epochs: int, seed: int) 
 
 def caviar_frameworks() -> List[str]:
     """The frameworks whose adapter trains many models in one program (declared, not imported)."""
-    from bnbench.adapters import registry
 
     return [name for name in registry.names() if registry.local_class(name).trains_many]
 
@@ -262,8 +262,6 @@ class Settings:
         return self.storage or f"sqlite:///{os.path.abspath(os.path.join(self.folder, 'study.db'))}"
 
     def check(self) -> None:
-        from bnbench.adapters import names
-
         if self.framework not in names():
             raise TuneError(f"--framework {self.framework!r} is unknown; known: {', '.join(names())}")
         if self.trials < 1:
@@ -420,7 +418,6 @@ def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, ob
     trials (tests use it to interrupt a search)."""
     import optuna
 
-    from bnbench.reference.data import load_digits
 
     settings.check()
     data = load_digits("float32")
@@ -478,8 +475,6 @@ def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, ob
 
 
 def summarise(study, settings: Settings, data, new_trials: int, elapsed: float) -> Dict[str, object]:
-    from bnbench.reference.io import atomic_write_json, atomic_write_text
-
     complete = _complete(study)
     summary: Dict[str, object] = {
         "framework": settings.framework, "style": settings.style, "strategy": settings.strategy,
@@ -548,7 +543,6 @@ def plot(study, settings: Settings) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bnbench.report import _save
 
     complete = sorted(_complete(study), key=lambda t: t.number)
     if not complete:

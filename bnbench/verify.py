@@ -20,6 +20,9 @@ import numpy as np
 
 from bnbench import progress
 from bnbench.reference.battery import battery
+from bnbench.compare import KINK_BAND, KINK_MARGIN, KINK_MAX_TOLERANCE, TOLERANCES
+from bnbench.frameworks import get
+from bnbench.trace import check_equivalence
 
 GROUPS = ("loss", "probs", "grad", "param", "running", "eval_probs")
 
@@ -45,7 +48,6 @@ def combinations(frameworks: Iterable[str], devices: Iterable[str], dtypes: Iter
                  modes: Optional[Iterable[str]] = None) -> List[Tuple[str, str, str, str]]:
     """Every (framework, mode, device, dtype); ``modes`` narrows the modes ('best': each adapter's
     best mode)."""
-    from bnbench.frameworks import get
 
     out = []
     wanted = set(modes) if modes else None
@@ -61,9 +63,6 @@ def combinations(frameworks: Iterable[str], devices: Iterable[str], dtypes: Iter
 
 
 def verify_one(name: str, mode: str, device: str, dtype: str, cases) -> Row:
-    from bnbench.frameworks import get
-    from bnbench.trace import check_equivalence
-
     adapter_class = get(name)
     row = Row(name, mode, device, dtype, status="unavailable")
     problem = adapter_class.import_error()
@@ -175,14 +174,10 @@ def _now() -> str:
 
 
 def _tolerances() -> Dict[str, float]:
-    from bnbench.compare import TOLERANCES
-
     return {str(k): float(v) for k, v in TOLERANCES.items()}
 
 
 def _relu_kinks() -> Dict[str, float]:
-    from bnbench.compare import KINK_BAND, KINK_MARGIN, KINK_MAX_TOLERANCE
-
     return {"band": KINK_BAND, "margin": KINK_MARGIN, "max_tolerance": KINK_MAX_TOLERANCE}
 
 

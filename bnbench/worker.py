@@ -77,10 +77,6 @@ class WorkerError(RuntimeError):
 
 
 def _error_classes() -> Dict[str, Type[Exception]]:
-    from bnbench.adapters.base import Unavailable, Unsupported
-    from bnbench.reference.model import BatchError
-    from bnbench.reference.spec import ParameterError, SpecError
-
     return {cls.__name__: cls for cls in (Unavailable, Unsupported, BatchError, ParameterError, SpecError)}
 
 
@@ -98,8 +94,6 @@ class _Server:
         return handle
 
     def handle(self, op: str, header: Dict[str, Any], arrays: Dict[str, np.ndarray]):
-        from bnbench.adapters import registry
-
         if op == "hello":
             return {"protocol": PROTOCOL, "python": sys.version.split()[0], "numpy": np.__version__}, None
         if op == "probe":
@@ -113,19 +107,13 @@ class _Server:
         if op == "set_threads":
             return {"threads": registry.local_class(header["framework"]).set_threads(int(header["n_threads"]))}, None
         if op == "conventions":
-            from bnbench import conventions
-
             return {"rows": conventions.measure(registry.local_class(header["framework"]))}, None
         if op == "build":
-            from bnbench.reference.spec import Spec
-
             adapter_class = registry.local_class(header["framework"])
             spec = Spec.from_dict(header["spec"])
             adapter = adapter_class(spec, arrays, mode=header["mode"], device=header["device"])
             return {"handle": self._new_handle(adapter)}, None
         if op == "build_peak":
-            from bnbench.peak import MatmulPeak
-
             peak = MatmulPeak(header["device"], header["dtype"], int(header.get("n") or 0))
             handle = self._new_handle(peak)
             self.timed_steps[handle] = peak.step
@@ -252,6 +240,12 @@ def serve() -> int:
 # --------------------------------------------------------------------------- the caller side
 # Where a worker runs is data that adapters declare (bnbench.adapters.placement); this module acts on it.
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: E402,F401
+from bnbench import conventions
+from bnbench.adapters import registry
+from bnbench.adapters.base import Adapter, Gradients, Unavailable, Unsupported
+from bnbench.peak import MatmulPeak
+from bnbench.reference.model import BatchError
+from bnbench.reference.spec import ParameterError, Spec, SpecError
 class WorkerProcess:
     def __init__(self, placement: Placement):
         self.placement = placement
@@ -339,7 +333,6 @@ def burst(worker: WorkerProcess, handle: int, seconds: float, *, min_steps: int 
 
 def remote_class(local: Type, placement: Placement) -> Type:
     """An Adapter class with ``local``'s declared facts whose work runs in a worker process."""
-    from bnbench.adapters.base import Adapter, Gradients
 
     class RemoteAdapter(Adapter):
         name = local.name

@@ -13,6 +13,7 @@ import os
 from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
+from bnbench.reference.io import atomic_write_text
 
 SPEC_VERSION = 1
 
@@ -164,8 +165,6 @@ class Spec:
             raise SpecError(f"{os.fspath(path)}: {error}") from None
 
     def save(self, path: "os.PathLike[str] | str") -> None:
-        from bnbench.reference.io import atomic_write_text
-
         atomic_write_text(path, self.to_json())
 
 
