@@ -12,16 +12,14 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-from typing import TYPE_CHECKING, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, check_parameters, state_names
 
-
-if TYPE_CHECKING:
-    from .placement import Placement
+from .placement import Placement, environment_placement
 
 _blas_limits = []
 
@@ -161,14 +159,12 @@ class Adapter(abc.ABC):
 
     # ------------------------------------------------------------------ class-level facts
     @classmethod
-    def placement(cls) -> Optional["Placement"]:
+    def placement(cls) -> Optional[Placement]:
         """None when the adapter runs in this process; else the worker environment it needs: the
         adapter's own ``environment``, unless its modules import here (its environment's asv run,
         or this process is already a worker there)."""
         if cls.environment is None or os.environ.get("BNBENCH_WORKER") or cls.missing_requirement() is None:
             return None
-        from .placement import environment_placement
-
         placement = environment_placement(cls.environment, cls.environment_hint())
         variables = cls.worker_variables()
         return dataclasses.replace(placement, env=variables) if variables else placement

@@ -11,6 +11,7 @@ from typing import Dict, Optional, Type
 
 from bnbench.adapters.base import Adapter
 from bnbench.adapters.registry import ADAPTERS, UnknownFramework, local_class, names  # noqa: F401
+from bnbench.worker import remote_class
 
 _remote_classes: Dict[tuple, Type[Adapter]] = {}
 
@@ -23,8 +24,6 @@ def get(name: str) -> Type[Adapter]:
     placement = adapter.placement()
     if placement is None:
         return adapter
-    from bnbench.worker import remote_class    # the worker imports numpy's pipes only when one is needed
-
     key = (name, placement)
     if key not in _remote_classes:
         _remote_classes[key] = remote_class(adapter, placement)

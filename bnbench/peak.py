@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+
 from bnbench.adapters import registry
 
 # n of the product: 2048 on a CPU (about 0.1 s on 2 cores, as the asv suite's peak), 8192 on a GPU
