@@ -69,7 +69,8 @@ $(ENVS)/%/.bnbench-installed: pyproject.toml Makefile scripts/frameworks.mk
 # adapter in-process inside each environment whose declaration asks for it (ENV_TESTS), on that
 # environment's own numpy.
 test: $(STAMP) $(ENV_STAMPS)
-	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	@bash scripts/ensure-postgresql.sh
+	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	@for name in $(ENV_TESTS); do \
 		echo "BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest ... (in its own environment)"; \
 		BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) \

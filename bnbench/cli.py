@@ -329,11 +329,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         settings = tune.Settings(framework=args.framework, trials=args.trials, strategy=args.strategy, style=args.style,
                                  study=args.study or f"{args.framework}-{args.style}-{args.strategy}",
                                  storage=args.storage, seed=args.seed, epochs=args.epochs, rounds=args.rounds,
-                                 results=args.results, space=tune.load_space(space), progress=not args.quiet)
+                                 results=args.results, space=tune.load_space(space), progress=not args.quiet,
+                                 workers=args.workers, heartbeat=args.heartbeat, summary=not args.worker)
         summary = tune.run(settings)
     except tune.TuneError as error:
         raise CliError(str(error)) from None
-    if not args.quiet:
+    if not args.quiet and not args.worker:
         best = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in (summary["best_params"] or {}).items())
         test = summary["test_accuracy"]
         print(f"{summary['n_trials_complete']} trials complete; best: {best}; validation {summary['val_accuracy']:.4f}, "
@@ -415,18 +416,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     tun = commands.add_parser("tune", help="random search (coarse to fine) on digits, panda or caviar, with Optuna")
     tun.add_argument("--framework", required=True, metavar="NAME", help="adapter that trains the models (caviar: a framework that declares trains_many)")
-    tun.add_argument("--trials", type=_positive_int, default=32, help="trials the study should hold complete (default 32)")
+    tun.add_argument("--trials", type=_positive_int, default=32, help="trials the study should hold finished, complete or pruned, by all its workers (default 32)")
     tun.add_argument("--strategy", choices=("random", "coarse-to-fine"), default="coarse-to-fine")
     tun.add_argument("--style", choices=("panda", "caviar"), default="panda",
                      help="panda: one model at a time, pruned by its learning curve; caviar: many at once (vectorised)")
     tun.add_argument("--study", default=None, metavar="NAME", help="study name (default: FRAMEWORK-STYLE-STRATEGY); running it again resumes it")
-    tun.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL shared by processes/machines (default: SQLite under results/tuning/NAME/)")
+    tun.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL shared by processes and machines, e.g. postgresql+psycopg2://user@host/db "
+                          "(default: SQLite in WAL mode under results/tuning/NAME/)")
     tun.add_argument("--seed", type=int, default=0, help="sampling and initial-parameter seed (default 0)")
     tun.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (default 10)")
     tun.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds (default 3)")
     tun.add_argument("--space", default=None, metavar="SPACE.json", help='search space, e.g. {"learning_rate": {"scale": "log", "low": 1e-4, "high": 1}}')
     tun.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     tun.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    tun.add_argument("--workers", type=_positive_int, default=1,
+                     help="worker processes on this machine sharing the study (default 1); processes on other machines "
+                          "join it with the same --study and --storage")
+    tun.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+                     help="a running trial beats this often; one silent for 3 beats (its worker died, on any machine) "
+                          "is failed and tried again (default 10)")
+    tun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # started by --workers: no summary
     tun.set_defaults(handler=cmd_tune)
     return parser
 

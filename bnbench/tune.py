@@ -24,6 +24,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -91,6 +92,15 @@ class Dimension:
         if self.scale == "int":
             return d.IntDistribution(int(self.low), int(self.high), step=self.step)
         return d.CategoricalDistribution(list(self.choices))
+
+    def suggest(self, trial, name: str):
+        """Draw this dimension's value for ``trial`` through Optuna's sampler."""
+        distribution = self.distribution()
+        if self.scale == "int":
+            return trial.suggest_int(name, distribution.low, distribution.high, step=distribution.step)
+        if self.scale == "choice":
+            return trial.suggest_categorical(name, list(distribution.choices))
+        return trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
 
     def from_optuna(self, value):
         return 1 - value if self.scale == "one_minus_log" else value
@@ -252,6 +262,9 @@ class Settings:
     space: Dict[str, Dimension] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SPACE))
     chunk: int = 16           # caviar: models asked, trained and told together (what a kill can lose)
     progress: bool = True
+    workers: int = 1          # worker processes on this machine (> 1: this process starts and watches them)
+    heartbeat: int = 10       # seconds between a trial's heartbeats; a trial silent for 3 of them is failed and retried
+    summary: bool = True      # write summary.json, .md and the plots at the end (a --worker leaves that to its parent)
 
     @property
     def folder(self) -> str:
@@ -279,6 +292,10 @@ class Settings:
             raise TuneError(f"--epochs {self.epochs} must be at least 1")
         if self.rounds < 1:
             raise TuneError(f"--rounds {self.rounds} must be at least 1")
+        if self.workers < 1:
+            raise TuneError(f"--workers {self.workers} must be at least 1")
+        if self.heartbeat < 1:
+            raise TuneError(f"--heartbeat {self.heartbeat} must be at least 1 (seconds)")
 
     @property
     def n_rounds(self) -> int:
@@ -289,18 +306,45 @@ class Settings:
         return min(self.n_rounds - 1, index // per_round)
 
 
-def open_study(settings: Settings):
+def open_study(settings: Settings, *, attempts: int = 12):
+    """The study on its storage, with Optuna's heartbeat on (a trial whose worker stops beating
+    for ``grace_period`` seconds is failed, and RetryHeartbeatStaleTrialCallback queues it again).
+
+    Workers started together on a fresh database all try to create Optuna's tables at once;
+    PostgreSQL then refuses all but one (a unique-constraint error on its catalogue). Each
+    attempt after a failure waits a little, by then the tables exist, and the next one opens them."""
     import optuna
+    import sqlalchemy.exc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if settings.storage is None:
-        os.makedirs(settings.folder, exist_ok=True)
-    try:
-        study = optuna.create_study(study_name=settings.study, storage=settings.storage_url, direction="maximize",
-                                    load_if_exists=True,
-                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
-    except Exception as error:
-        raise TuneError(f"--storage {settings.storage_url!r}: cannot open the study ({type(error).__name__}: {error})") from None
+    # the heartbeat and its retry callback are "experimental" in Optuna 5: said once here, not per worker
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # ... and meant for study.optimize: with ask and tell, _Heartbeat below does the beating
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    os.makedirs(settings.folder, exist_ok=True)     # summary and plots live there whatever the storage
+    url = settings.storage_url
+    if url.startswith("sqlite:///"):
+        _sqlite_for_many_processes(url[len("sqlite:///"):])
+    rng = np.random.default_rng()
+    for attempt in range(attempts):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=settings.heartbeat,
+                grace_period=3 * settings.heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+            study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
+                                        load_if_exists=True, sampler=TrialSeededSampler(settings.seed),
+                                        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, sqlalchemy.exc.ProgrammingError,
+                optuna.exceptions.DuplicatedStudyError) as error:
+            if attempt == attempts - 1 or _unreachable(error):
+                raise TuneError(f"--storage {_redacted(url)!r}: cannot open the study "
+                                f"({type(error).__name__}: {_first_line(error)})") from None
+            time.sleep(0.2 + rng.uniform(0, 0.3) * (attempt + 1))
+        except Exception as error:
+            raise TuneError(f"--storage {_redacted(url)!r}: cannot open the study "
+                            f"({type(error).__name__}: {_first_line(error)})") from None
     fixed = {"framework": settings.framework, "style": settings.style, "strategy": settings.strategy,
              "epochs": settings.epochs, "seed": settings.seed, "space": {k: v.to_dict() for k, v in settings.space.items()}}
     stored = study.user_attrs.get("settings")
@@ -313,36 +357,78 @@ def open_study(settings: Settings):
     return study
 
 
-def _fail_stale_trials(study) -> int:
-    """Trials left RUNNING by a process of this host that no longer exists (a killed run): they
-    finished nothing, so they are marked failed and their budget is drawn again."""
-    import optuna
-
-    stale = 0
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if trial.user_attrs.get("host") == host and not _alive(trial.user_attrs.get("pid")):
-            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-            stale += 1
-    return stale
+def _engine_kwargs(url: str) -> Dict[str, object]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}     # wait for another process's write instead of failing
+    return {"pool_pre_ping": True}
 
 
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return False
+def _sqlite_for_many_processes(path: str) -> None:
+    """Write-ahead logging: several processes read and write one SQLite file safely (one writer
+    at a time, readers never blocked). The mode is stored in the file, so it is set once."""
+    import sqlite3
+
+    connection = sqlite3.connect(path, timeout=60)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
-def _space_for_round(study, settings: Settings, round_index: int) -> Dict[str, Dimension]:
+def _unreachable(error: Exception) -> bool:
+    """A server that is not there or refuses the login: retrying does not help."""
+    text = str(error).lower()
+    return any(part in text for part in ("could not connect", "connection refused", "password authentication",
+                                         "does not exist", "could not translate host name"))
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, credentials = head.partition("//")
+    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0]
+
+
+_SAMPLER_CLASS = []
+
+
+def TrialSeededSampler(seed: int):  # noqa: N802 (it makes an Optuna sampler; the class needs Optuna, imported late)
+    """Random search whose draws for trial n depend only on (seed, n): reproducible, never the
+    same for two trials, and the same whichever worker asks for the trial, on whichever machine."""
+    if not _SAMPLER_CLASS:
+        import optuna
+
+        class _TrialSeededSampler(optuna.samplers.BaseSampler):
+            def __init__(self, seed: int) -> None:
+                self.seed = seed
+                self._by_trial: Dict[int, object] = {}
+
+            def infer_relative_search_space(self, study, trial):
+                return {}
+
+            def sample_relative(self, study, trial, search_space):
+                return {}
+
+            def sample_independent(self, study, trial, param_name, param_distribution):
+                if trial.number not in self._by_trial:
+                    self._by_trial = {trial.number: optuna.samplers.RandomSampler(seed=self.seed * 100003 + trial.number)}
+                return self._by_trial[trial.number].sample_independent(study, trial, param_name, param_distribution)
+
+        _SAMPLER_CLASS.append(_TrialSeededSampler)
+    return _SAMPLER_CLASS[0](seed)
+
+
+def _space_for_round(study, settings: Settings, round_index: int) -> Optional[Dict[str, Dimension]]:
     """Round 0: the whole space. Round r: each range narrowed around the best quarter (at least
-    three) of the finished trials of earlier rounds. Stored in the study, so that a resumed or a
-    second process samples round r from the same ranges."""
+    three) of the finished trials of earlier rounds, stored in the study, so that every worker
+    samples round r from the same ranges. None while a trial of an earlier round is still running
+    or queued: round r starts when the rounds before it are done, whichever worker ran them."""
     import optuna
 
     if round_index == 0:
@@ -351,8 +437,11 @@ def _space_for_round(study, settings: Settings, round_index: int) -> Dict[str, D
     stored = study.user_attrs.get(key)
     if stored is not None:
         return {field: Dimension.from_dict(field, value) for field, value in stored.items()}
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.user_attrs.get(ROUND_ATTR, 0) < round_index]
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+           and t.user_attrs.get(ROUND_ATTR, 0) < round_index for t in trials):
+        return None
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(ROUND_ATTR, 0) < round_index]
     if not done:
         return settings.space
     done.sort(key=lambda t: (-t.value, t.number))
@@ -366,20 +455,34 @@ def _space_for_round(study, settings: Settings, round_index: int) -> Dict[str, D
 
 
 def _ask(study, settings: Settings, index: int):
-    import optuna
+    """A new trial drawn from the space of the round that trial ``index`` belongs to (the study's
+    sampler seeds each trial's draws by its number)."""
+    if getattr(study.sampler, "seed", None) != settings.seed:
+        study.sampler = TrialSeededSampler(settings.seed)
+    trial = study.ask()
+    space = _space_for_round(study, settings, settings.round_of(index)) or settings.space
+    return trial, _draw(trial, settings, space, settings.round_of(index))
 
-    round_index = settings.round_of(index)
-    space = _space_for_round(study, settings, round_index)
-    # A sampler per draw, seeded by (seed, trials so far): reproducible, and a resumed study
-    # draws new values instead of the ones it drew before the interruption.
-    study.sampler = optuna.samplers.RandomSampler(seed=settings.seed * 100003 + len(study.get_trials(deepcopy=False)))
-    trial = study.ask({dimension.optuna_name(field): dimension.distribution() for field, dimension in space.items()})
+
+def _draw(trial, settings: Settings, space: Dict[str, Dimension], round_index: int) -> Dict[str, object]:
+    if not trial.params:          # a retried trial (RetryHeartbeatStaleTrialCallback) already holds its values
+        for field, dimension in space.items():
+            dimension.suggest(trial, dimension.optuna_name(field))
     trial.set_user_attr(ROUND_ATTR, round_index)
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
-    params = {field: dimension.from_optuna(trial.params[dimension.optuna_name(field)])
-              for field, dimension in settings.space.items()}
-    return trial, params
+    return {field: dimension.from_optuna(trial.params[dimension.optuna_name(field)])
+            for field, dimension in settings.space.items()}
+
+
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+def _finished(study) -> List:
+    """The trials that count against --trials: complete, or pruned (judged hopeless)."""
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED_STATES))
 
 
 def _complete(study) -> List:
@@ -388,8 +491,70 @@ def _complete(study) -> List:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def _held(study) -> int:
+    """Slots finished or held by a running trial."""
+    import optuna
+
+    states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED_STATES) + (optuna.trial.TrialState.RUNNING,)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _claim(study, settings: Settings):
+    """Ask for a trial and hold one of the study's --trials slots with it: (trial, params), or
+    None when there is nothing to do now (every slot is finished or held by a running trial, or
+    the next round waits for the one before it). A slot is the trial's rank among the finished
+    and running trials by number, so that workers anywhere agree on who holds which slot without
+    talking to each other; a trial that finds every slot taken is released (failed, not retried)."""
+    import optuna
+
+    held_states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED_STATES) + (optuna.trial.TrialState.RUNNING,)
+    trials = study.get_trials(deepcopy=False)
+    held = sum(t.state in held_states for t in trials)
+    waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+    if held >= settings.trials and not waiting:
+        return None
+    if _space_for_round(study, settings, settings.round_of(min(held, settings.trials - 1))) is None and not waiting:
+        return None
+    trial = study.ask()
+    rank = sum(t.state in held_states and t.number < trial.number for t in study.get_trials(deepcopy=False))
+    space = _space_for_round(study, settings, settings.round_of(rank)) if rank < settings.trials else None
+    if space is None:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None
+    return trial, _draw(trial, settings, space, settings.round_of(rank))
+
+
+class _Heartbeat:
+    """Optuna's heartbeat for trials run through ask and tell (study.optimize beats by itself):
+    a thread records one for each held trial every ``heartbeat_interval`` seconds."""
+
+    def __init__(self, study, trials: Sequence) -> None:
+        import threading
+
+        self.storage = study._storage
+        self.trial_ids = [trial._trial_id for trial in trials]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while True:
+            for trial_id in self.trial_ids:
+                self.storage.record_heartbeat(trial_id)
+            if self.stop.wait(interval):
+                return
+
+    def __enter__(self) -> "_Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 class _Progress:
-    """Trials complete out of the study's total, with the best validation accuracy so far."""
+    """Trials finished out of the study's total, with the best validation accuracy so far."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
         self.bar = None
@@ -412,33 +577,50 @@ class _Progress:
             self.bar.close()
 
 
+POLL_SECONDS = 0.5
+
+
 def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, object]:
-    """Run the study until ``settings.trials`` trials are complete (counting those of earlier runs);
-    returns the summary written to summary.json. ``stop_after`` ends this call after that many new
-    trials (tests use it to interrupt a search)."""
+    """Run the study until ``settings.trials`` trials are finished (counting those of earlier runs
+    and of other workers); returns the summary written to summary.json. ``stop_after`` ends this
+    call after that many new trials (tests use it to interrupt a search). With ``workers`` > 1,
+    that many worker processes share the study and this process watches them."""
+    settings.check()
+    if settings.workers > 1:
+        return _run_workers(settings)
+    started = time.perf_counter()
+    study = open_study(settings)
+    new_trials = work(study, settings, stop_after=stop_after)
+    if not settings.summary:
+        return {"trials_this_run": new_trials}
+    return summarise(study, settings, load_digits("float32"), new_trials, time.perf_counter() - started)
+
+
+def work(study, settings: Settings, *, stop_after: Optional[int] = None) -> int:
+    """One worker's loop: claim a slot, train, tell; until every slot is finished. Stale trials
+    (a worker that stopped beating, on any machine) are failed and queued again on the way."""
     import optuna
 
-
-    settings.check()
     data = load_digits("float32")
-    study = open_study(settings)
-    _fail_stale_trials(study)
-    started = time.perf_counter()
     new_trials = 0
-    bar = _Progress(settings.trials, min(settings.trials, len(_complete(study))), settings.progress)
+    bar = _Progress(settings.trials, min(settings.trials, len(_finished(study))), settings.progress)
     try:
-        while len(_complete(study)) < settings.trials and (stop_after is None or new_trials < stop_after):
-            remaining = settings.trials - len(_complete(study))
+        while len(_finished(study)) < settings.trials and (stop_after is None or new_trials < stop_after):
+            optuna.storages.fail_stale_trials(study)
             if settings.style == "panda":
-                index = len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL])
-                trial, params = _ask(study, settings, index)
+                claimed = _claim(study, settings)
+                if claimed is None:
+                    time.sleep(POLL_SECONDS)    # the last slots are running elsewhere (or a round is closing)
+                    continue
+                trial, params = claimed
                 spec = spec_for(params, seed=settings.seed)
 
                 def on_epoch(epoch, value, trial=trial):
                     trial.report(value, epoch)
                     return trial.should_prune()
 
-                curve, _ = train_panda(settings.framework, spec, data, settings.epochs, settings.seed, on_epoch)
+                with _Heartbeat(study, [trial]):
+                    curve, _ = train_panda(settings.framework, spec, data, settings.epochs, settings.seed, on_epoch)
                 trial.set_user_attr("curve", curve)
                 if len(curve) < settings.epochs:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -446,45 +628,92 @@ def run(settings: Settings, *, stop_after: Optional[int] = None) -> Dict[str, ob
                     study.tell(trial, curve[-1])
                 new_trials += 1
             else:
-                base = len([t for t in study.get_trials(deepcopy=False) if t.state != optuna.trial.TrialState.FAIL])
-                # a chunk never crosses into the next round: that round is narrowed from this one's results
-                in_round = sum(1 for i in range(base, base + remaining) if settings.round_of(i) == settings.round_of(base))
-                count = min(settings.chunk, remaining, in_round)
-                if stop_after is not None:
-                    count = min(count, stop_after - new_trials)
-                asked = [_ask(study, settings, base + i) for i in range(count)]
+                limit = settings.chunk if stop_after is None else min(settings.chunk, stop_after - new_trials)
+                claimed = []
+                while len(claimed) < limit:
+                    # a chunk never crosses into the next round: that round is narrowed from this one
+                    if claimed and settings.round_of(_held(study)) != claimed[0][0].user_attrs.get(ROUND_ATTR, 0):
+                        break
+                    one = _claim(study, settings)
+                    if one is None:
+                        break
+                    claimed.append(one)
+                if not claimed:
+                    time.sleep(POLL_SECONDS)
+                    continue
                 groups: Dict[Tuple, List] = {}
-                for trial, params in asked:
+                for trial, params in claimed:
                     spec = spec_for(params, seed=settings.seed)
                     groups.setdefault(spec.hidden, []).append((trial, spec))
-                for members in groups.values():
-                    curves, losses = train_caviar(settings.framework, [spec for _, spec in members], data,
-                                                  settings.epochs, settings.seed)
-                    for (trial, _), curve, loss in zip(members, curves, losses):
-                        trial.set_user_attr("curve", curve)
-                        trial.set_user_attr("final_loss", loss if math.isfinite(loss) else None)
-                        study.tell(trial, curve[-1])
-                new_trials += count
-            complete = _complete(study)
-            bar.show(len(complete), max((t.value for t in complete), default=None))
+                with _Heartbeat(study, [trial for trial, _ in claimed]):
+                    for members in groups.values():
+                        curves, losses = train_caviar(settings.framework, [spec for _, spec in members], data,
+                                                      settings.epochs, settings.seed)
+                        for (trial, _), curve, loss in zip(members, curves, losses):
+                            trial.set_user_attr("curve", curve)
+                            trial.set_user_attr("final_loss", loss if math.isfinite(loss) else None)
+                            study.tell(trial, curve[-1])
+                new_trials += len(claimed)
+            finished = _finished(study)
+            bar.show(len(finished), max((t.value for t in _complete(study)), default=None))
     finally:
         bar.close()
-    elapsed = time.perf_counter() - started
-    summary = summarise(study, settings, data, new_trials, elapsed)
-    return summary
+    return new_trials
+
+
+def _run_workers(settings: Settings) -> Dict[str, object]:
+    """``--workers N`` on this machine: N processes of `bnbench tune` on the same study and
+    storage (SQLite in WAL mode by default), then the summary. The study is created here first,
+    so that the workers only ever open it."""
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    study = open_study(settings)
+    before = len(_finished(study))
+    space_file = os.path.join(settings.folder, "space.json")
+    atomic_write_json(space_file, {field: d.to_dict() for field, d in settings.space.items()})
+    command = [sys.executable, "-m", "bnbench.cli", "tune", "--framework", settings.framework, "--trials", str(settings.trials),
+               "--strategy", settings.strategy, "--style", settings.style, "--study", settings.study,
+               "--storage", settings.storage_url, "--seed", str(settings.seed), "--epochs", str(settings.epochs),
+               "--rounds", str(settings.rounds), "--results", settings.results, "--heartbeat", str(settings.heartbeat),
+               "--space", space_file, "--worker", "--quiet"]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for _ in range(settings.workers)]
+    bar = _Progress(settings.trials, min(settings.trials, before), settings.progress)
+    try:
+        while any(worker.poll() is None for worker in workers):
+            finished = _finished(study)
+            bar.show(len(finished), max((t.value for t in _complete(study)), default=None))
+            time.sleep(POLL_SECONDS)
+    finally:
+        bar.close()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    errors = [(worker.returncode, worker.stderr.read().strip()) for worker in workers]
+    failed = [(code, text) for code, text in errors if code != 0]
+    if len(_finished(study)) < settings.trials:
+        code, text = failed[0] if failed else (0, "")
+        raise TuneError(f"the study stopped at {len(_finished(study))} of {settings.trials} trials: "
+                        f"{len(failed)} of {settings.workers} workers failed (first, exit {code}: "
+                        f"{(text.splitlines() or ['no message'])[-1]})")
+    return summarise(study, settings, load_digits("float32"), len(_finished(study)) - before, time.perf_counter() - started)
 
 
 def summarise(study, settings: Settings, data, new_trials: int, elapsed: float) -> Dict[str, object]:
     complete = _complete(study)
     summary: Dict[str, object] = {
         "framework": settings.framework, "style": settings.style, "strategy": settings.strategy,
-        "study": settings.study, "storage": settings.storage_url if settings.storage else "sqlite (results/tuning/<study>/study.db)",
-        "n_trials_complete": len(complete), "n_trials_requested": settings.trials,
+        "study": settings.study,
+        "storage": _redacted(settings.storage_url) if settings.storage else "sqlite (results/tuning/<study>/study.db)",
+        "n_trials_complete": len(complete), "n_trials_pruned": len(_finished(study)) - len(complete),
+        "n_trials_requested": settings.trials, "workers": settings.workers,
         "trials_this_run": new_trials, "seconds_this_run": round(elapsed, 3),
         "trials_per_second": round(new_trials / elapsed, 4) if elapsed > 0 and new_trials else None,
         "epochs": settings.epochs, "seed": settings.seed, "best_params": None, "val_accuracy": None, "test_accuracy": None,
     }
-    finished = len(complete) >= settings.trials
+    finished = len(_finished(study)) >= settings.trials
     if complete:
         best = max(complete, key=lambda t: (t.value, -t.number))
         params = {field: dimension.from_optuna(best.params[dimension.optuna_name(field)])

@@ -1,5 +1,6 @@
 """`bnbench tune`: scales, reproducible random draws, coarse-to-fine narrowing, resuming a killed
-search without losing or repeating trials, and caviar (vmapped) equal to training one by one."""
+search without losing or repeating trials (the killed trial found by Optuna's heartbeat and tried
+again), and caviar (many models at once) equal to training one by one."""
 import json
 import math
 import os
@@ -89,37 +90,41 @@ def test_coarse_to_fine_rounds_narrow_the_learning_rate(tmp_path):
     assert "round 2" in (folder / "summary.md").read_text()
 
 
-def _complete(storage, study):
+def _finished(storage, study):
+    """Complete or pruned: the trials that count against --trials."""
     if not os.path.exists(storage[len("sqlite:///"):]):
         return []
     try:
         loaded = optuna.load_study(study_name=study, storage=storage)
     except Exception:      # not created yet, or being created
         return []
-    return [t for t in loaded.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    return [t for t in loaded.get_trials(deepcopy=False)
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
 
 
 def test_a_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     storage = f"sqlite:///{tmp_path / 'tuning' / 'killed' / 'study.db'}"
     command = [sys.executable, "-m", "bnbench.cli", "tune", "--framework", "numpy", "--style", "panda", "--strategy",
-               "random", "--trials", "400", "--epochs", "2", "--study", "killed", "--results", str(tmp_path), "--quiet"]
+               "random", "--trials", "400", "--epochs", "2", "--study", "killed", "--results", str(tmp_path), "--quiet",
+               "--heartbeat", "1"]      # the killed trial is found stale 3 s after its last beat
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while time.time() < deadline and len(_complete(storage, "killed")) < 3 and process.poll() is None:
+    while time.time() < deadline and len(_finished(storage, "killed")) < 3 and process.poll() is None:
         time.sleep(0.5)
     process.send_signal(signal.SIGKILL)          # no clean-up at all
     process.wait()
-    before = {t.number: t.params for t in _complete(storage, "killed")}
+    before = {t.number: t.params for t in _finished(storage, "killed")}
     assert 3 <= len(before) < 400, "the search must be interrupted half-way"
     command[command.index("400")] = str(len(before) + 4)
     subprocess.run(command, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    after = {t.number: t.params for t in _complete(storage, "killed")}
+    after = {t.number: t.params for t in _finished(storage, "killed")}
     assert len(after) == len(before) + 4
     assert all(after[number] == params for number, params in before.items())      # nothing lost or redone
     draws = [tuple(sorted(p.items())) for p in after.values()]
     assert len(set(draws)) == len(draws)                                             # no draw repeated
     summary = json.loads((tmp_path / "tuning" / "killed" / "summary.json").read_text())
-    assert summary["n_trials_complete"] == len(before) + 4 and summary["trials_this_run"] == 4
+    assert summary["n_trials_complete"] + summary["n_trials_pruned"] == len(before) + 4
+    assert summary["trials_this_run"] == 4
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
