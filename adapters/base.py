@@ -144,6 +144,7 @@ class Adapter(abc.ABC):
     asv_variables: ClassVar[Tuple[Tuple[str, str], ...]] = ()   # set in its asv environment at benchmark time
     timed_by: ClassVar[str] = "asv"                # "asv": an asv environment; "worker": its own worker (asv cannot build it)
     tested_in_environment: ClassVar[bool] = False  # `make test` also runs the reference tests inside its own venv
+    without_batch_norm: ClassVar[bool] = False    # implements spec.batch_norm = False (plain hidden layers)
     trains_many: ClassVar[bool] = False            # implements many_models() (tuning's "caviar" style)
     # Devices on which this framework's plain matmul is the peak that fractions of peak divide by
     # (bnbench.peak takes the first framework that declares the device).
@@ -246,7 +247,16 @@ class Adapter(abc.ABC):
 
     @classmethod
     def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
-        """Why this framework cannot express ``spec`` in ``mode`` on ``device`` (None: it can)."""
+        """Why ``spec`` cannot run in ``mode`` on ``device`` here (None: it can): a spec field this
+        adapter does not implement, or a measured limit of the framework (``framework_cannot``)."""
+        if not spec.batch_norm and not cls.without_batch_norm:
+            return (f"batch_norm=false (hidden layers without batch norm) is not implemented in the {cls.name} "
+                    f"adapter yet: the reference, torch and jax implement it")
+        return cls.framework_cannot(spec, mode, device)
+
+    @classmethod
+    def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+        """A spec combination the framework cannot express, with the measured reason (None: none)."""
         return None
 
     @classmethod

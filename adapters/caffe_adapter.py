@@ -57,7 +57,7 @@ class CaffeAdapter(Adapter):
         return None
 
     @classmethod
-    def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+    def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         if spec.dtype == "float64":
             return "pycaffe's blobs are float32 only (Caffe is built with Dtype=float for Python)"
         if spec.running_var == "biased":

@@ -98,6 +98,7 @@ class JaxAdapter(Adapter):
                                 linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
 
     trains_many = True
+    without_batch_norm = True
 
     @classmethod
     def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
@@ -248,6 +249,10 @@ def _make_functions(spec):
         means, variances = [], []
         for layer in range(1, L + 1):
             Z = A @ trainable[f"W{layer}"]
+            if not spec.batch_norm:
+                Z = Z + trainable[f"b{layer}"]
+                A = jnp.where(Z > 0, Z, 0)
+                continue
             mu = jnp.mean(Z, axis=0)
             var = jnp.mean(jnp.square(Z - mu), axis=0)       # biased, for normalising
             means.append(mu)
@@ -278,7 +283,7 @@ def _make_functions(spec):
         m = X.shape[0]
         bn_momentum = momentum if hyper is None else hyper["bn_momentum"]
         new_running = {}
-        for layer in range(1, L + 1):
+        for layer in range(1, L + 1 if spec.batch_norm else 1):
             var = variances[layer - 1]
             s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
             new_running[f"running_mean{layer}"] = bn_momentum * running[f"running_mean{layer}"] + (1 - bn_momentum) * means[layer - 1]
@@ -308,6 +313,10 @@ def _make_functions(spec):
         A = X
         for layer in range(1, L + 1):
             Z = A @ trainable[f"W{layer}"]
+            if not spec.batch_norm:
+                Z = Z + trainable[f"b{layer}"]
+                A = jnp.where(Z > 0, Z, 0)
+                continue
             N = (Z - running[f"running_mean{layer}"]) / jnp.sqrt(running[f"running_var{layer}"] + eps)
             Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
             A = jnp.where(Zt > 0, Zt, 0)

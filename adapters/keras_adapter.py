@@ -82,7 +82,7 @@ class KerasAdapter(Adapter):
                          where=f"a worker process with KERAS_BACKEND={cls.backend}")
 
     @classmethod
-    def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+    def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         if spec.dtype == "float64" and cls.backend != "tensorflow":
             return (f"Keras 3's type promotion (keras.backend.result_type) turns float64 into float32 on the "
                     f"{cls.backend} backend, so Dense computes float64 inputs and kernels in float32")

@@ -36,7 +36,7 @@ class MxnetAdapter(Adapter):
     description = "gluon Dense(use_bias=False) + gluon BatchNorm + relu; optimizers written with mx.nd"
 
     @classmethod
-    def unsupported(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+    def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         if spec.running_var == "unbiased":
             return ("gluon BatchNorm always feeds the biased batch variance into its running variance "
                     "(bnbench conventions measures it); running_var='unbiased' cannot be expressed with it")

@@ -8,7 +8,7 @@ import numpy as np
 from bnbench.reference.model import check_batch, forward, Optimizer, ReferenceModel, updated_running_stats
 from bnbench.reference.spec import initial_parameters, running_stat_names, Spec, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients, ManyModels
+from .base import Adapter, ConventionProbe, Gradients, ManyModels, Unsupported
 
 
 class NumpyAdapter(Adapter):
@@ -22,6 +22,7 @@ class NumpyAdapter(Adapter):
     description = "the reference: SPEC.md transcribed, backward derived by hand"
     peak_devices = ("cpu",)      # the CPU peak is NumPy's BLAS, the suite's own baseline
     trains_many = True
+    without_batch_norm = True    # the reference implements the whole spec
 
     @classmethod
     def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
@@ -92,6 +93,9 @@ class StackedModels(ManyModels):
     def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]]):
         super().__init__(specs, params)
         spec = self.spec
+        if not spec.batch_norm:
+            raise Unsupported("many NumPy models at once are written with batch norm only (batch_norm=false: "
+                              "train them one by one)")
         k = len(specs)
 
         def stacked(name: str) -> np.ndarray:

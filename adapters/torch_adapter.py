@@ -41,6 +41,7 @@ class TorchAdapter(Adapter):
             return None
         return super().device_unavailable(device)
 
+    without_batch_norm = True
     peak_devices = ("cuda",)     # NumPy has no GPU: a GPU's peak is torch's matmul
 
     @classmethod
@@ -122,9 +123,13 @@ class TorchAdapter(Adapter):
         self.t = 0
         self.weight_indices = [self.param_names.index(name) for name in weight_names(spec)]
 
-        forward_loss = _make_forward_loss(spec.n_layers, spec.bn_epsilon, self.torch_bn_momentum, spec.bn_momentum,
-                                          spec.l2, self.native_running_update, self.weight_indices)
-        inference = _make_inference(spec.n_layers, spec.bn_epsilon)
+        if spec.batch_norm:
+            forward_loss = _make_forward_loss(spec.n_layers, spec.bn_epsilon, self.torch_bn_momentum, spec.bn_momentum,
+                                              spec.l2, self.native_running_update, self.weight_indices)
+            inference = _make_inference(spec.n_layers, spec.bn_epsilon)
+        else:
+            forward_loss = _make_plain_forward_loss(spec.n_layers, spec.l2, self.weight_indices)
+            inference = _make_plain_inference(spec.n_layers)
         if self.mode == "compiled":
             dynamo_config = torch._dynamo.config
             # Every adapter instance re-uses the same function code with other constants; the
@@ -258,5 +263,36 @@ def _make_inference(n_layers: int, bn_epsilon: float):
                               params[3 * layer + 1], params[3 * layer + 2], training=False, eps=bn_epsilon)
             A = torch.relu(Zt)
         return torch.softmax(A @ params[-2] + params[-1], dim=1)
+
+    return inference
+
+
+def _make_plain_forward_loss(n_layers: int, l2: float, weight_indices: List[int]):
+    """batch_norm=False: hidden layers Z = A W + b (F.linear's fused bias add), then the ReLU."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward_loss(params, running, X, y, update_stats: bool):
+        A = X
+        for layer in range(n_layers):
+            A = torch.relu(torch.addmm(params[2 * layer + 1], A, params[2 * layer]))
+        log_probs = torch.log_softmax(torch.addmm(params[-1], A, params[-2]), dim=1)
+        loss = F.nll_loss(log_probs, y)
+        if l2:
+            m = X.shape[0]
+            loss = loss + (l2 / (2 * m)) * sum((params[i] * params[i]).sum() for i in weight_indices)
+        return loss, log_probs
+
+    return forward_loss
+
+
+def _make_plain_inference(n_layers: int):
+    import torch
+
+    def inference(params, running, X):
+        A = X
+        for layer in range(n_layers):
+            A = torch.relu(torch.addmm(params[2 * layer + 1], A, params[2 * layer]))
+        return torch.softmax(torch.addmm(params[-1], A, params[-2]), dim=1)
 
     return inference

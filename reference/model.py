@@ -47,9 +47,9 @@ def check_batch(spec: Spec, X: np.ndarray, y: Optional[np.ndarray] = None, *, tr
 @dataclasses.dataclass
 class LayerCache:
     A_prev: np.ndarray
-    N: np.ndarray          # normalised Z
-    inv_std: np.ndarray    # 1 / sqrt(var + eps)
-    Zt: np.ndarray         # gamma * N + beta, before the ReLU
+    N: Optional[np.ndarray]          # normalised Z (None without batch norm)
+    inv_std: Optional[np.ndarray]    # 1 / sqrt(var + eps) (None without batch norm)
+    Zt: np.ndarray                   # the ReLU's input: gamma * N + beta, or A_prev @ W + b without batch norm
 
 
 @dataclasses.dataclass
@@ -93,6 +93,11 @@ def forward(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, *, trai
     caches, means, variances = [], [], []
     for layer in range(1, spec.n_layers + 1):
         Z = A @ params[f"W{layer}"]
+        if not spec.batch_norm:
+            Z = Z + params[f"b{layer}"]                  # an ordinary layer: the ReLU takes Z itself
+            caches.append(LayerCache(A_prev=A, N=None, inv_std=None, Zt=Z))
+            A = np.maximum(Z, 0)
+            continue
         if training:
             mu = Z.mean(axis=0)
             centred = Z - mu
@@ -141,6 +146,12 @@ def gradients(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np
     for layer in range(spec.n_layers, 0, -1):
         cache = result.caches[layer - 1]
         dZt = dA * relu_grad(layer, cache.Zt, cache.A_prev.shape[1])
+        if not spec.batch_norm:
+            grads[f"b{layer}"] = dZt.sum(axis=0)
+            grads[f"W{layer}"] = cache.A_prev.T @ dZt
+            if layer > 1:
+                dA = dZt @ params[f"W{layer}"].T
+            continue
         grads[f"gamma{layer}"] = (dZt * cache.N).sum(axis=0)
         grads[f"beta{layer}"] = dZt.sum(axis=0)
         dN = dZt * params[f"gamma{layer}"]

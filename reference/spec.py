@@ -67,6 +67,7 @@ class Spec:
     n_features: int
     hidden: Tuple[int, ...]
     n_classes: int
+    batch_norm: bool = True   # False: every hidden layer is Z = A @ W + b, ReLU (no gamma, beta, statistics)
     bn_epsilon: float = 1e-5
     bn_momentum: float = 0.9  # weight of the OLD running value (the lecture's EWA beta)
     running_var: str = "biased"
@@ -87,6 +88,9 @@ class Spec:
             _fail("hidden", hidden, "a non-empty list of integers > 0")
         set_("hidden", tuple(_check_int(f"hidden[{i}]", width, 1) for i, width in enumerate(hidden)))
         set_("n_classes", _check_int("n_classes", self.n_classes, 2))
+        if not isinstance(self.batch_norm, (bool, np.bool_)):
+            _fail("batch_norm", self.batch_norm, "true or false")
+        set_("batch_norm", bool(self.batch_norm))
         set_("bn_epsilon", _check_float("bn_epsilon", self.bn_epsilon, 0.0, math.inf, low_open=True, high_open=True))
         set_("bn_momentum", _check_float("bn_momentum", self.bn_momentum, 0.0, 1.0, low_open=False, high_open=True))
         set_("running_var", _check_choice("running_var", self.running_var, RUNNING_VAR_CONVENTIONS))
@@ -104,7 +108,7 @@ class Spec:
     # ----------------------------------------------------------------- derived facts
     @property
     def n_layers(self) -> int:
-        """L, the number of batch-normalised layers."""
+        """L, the number of hidden layers (batch-normalised unless batch_norm is false)."""
         return len(self.hidden)
 
     @property
@@ -173,11 +177,13 @@ def trainable_names(spec: Spec) -> Tuple[str, ...]:
     """Parameters that get a gradient, layer by layer (layer 1 first, the output layer last)."""
     names = []
     for layer in range(1, spec.n_layers + 1):
-        names += [f"W{layer}", f"gamma{layer}", f"beta{layer}"]
+        names += [f"W{layer}", f"gamma{layer}", f"beta{layer}"] if spec.batch_norm else [f"W{layer}", f"b{layer}"]
     return tuple(names + ["W_out", "b_out"])
 
 
 def running_stat_names(spec: Spec) -> Tuple[str, ...]:
+    if not spec.batch_norm:
+        return ()
     names = []
     for layer in range(1, spec.n_layers + 1):
         names += [f"running_mean{layer}", f"running_var{layer}"]
@@ -199,11 +205,14 @@ def parameter_shapes(spec: Spec) -> Dict[str, Tuple[int, ...]]:
     shapes: Dict[str, Tuple[int, ...]] = {}
     for layer in range(1, spec.n_layers + 1):
         shapes[f"W{layer}"] = (widths[layer - 1], widths[layer])
-        shapes[f"gamma{layer}"] = (widths[layer],)
-        shapes[f"beta{layer}"] = (widths[layer],)
+        if spec.batch_norm:
+            shapes[f"gamma{layer}"] = (widths[layer],)
+            shapes[f"beta{layer}"] = (widths[layer],)
+        else:
+            shapes[f"b{layer}"] = (widths[layer],)
     shapes["W_out"] = (spec.hidden[-1], spec.n_classes)
     shapes["b_out"] = (spec.n_classes,)
-    for layer in range(1, spec.n_layers + 1):
+    for layer in range(1, spec.n_layers + 1 if spec.batch_norm else 1):
         shapes[f"running_mean{layer}"] = (widths[layer],)
         shapes[f"running_var{layer}"] = (widths[layer],)
     return shapes
@@ -238,11 +247,14 @@ def initial_parameters(spec: Spec) -> Dict[str, np.ndarray]:
     for layer in range(1, spec.n_layers + 1):
         width = widths[layer]
         params[f"W{layer}"] = drawn[f"W{layer}"].astype(dtype)
-        params[f"gamma{layer}"] = np.ones(width, dtype)
-        params[f"beta{layer}"] = np.zeros(width, dtype)
+        if spec.batch_norm:
+            params[f"gamma{layer}"] = np.ones(width, dtype)
+            params[f"beta{layer}"] = np.zeros(width, dtype)
+        else:
+            params[f"b{layer}"] = np.zeros(width, dtype)
     params["W_out"] = drawn["W_out"].astype(dtype)
     params["b_out"] = np.zeros(spec.n_classes, dtype)
-    for layer in range(1, spec.n_layers + 1):
+    for layer in range(1, spec.n_layers + 1 if spec.batch_norm else 1):
         width = widths[layer]
         params[f"running_mean{layer}"] = np.zeros(width, dtype)
         params[f"running_var{layer}"] = np.ones(width, dtype)

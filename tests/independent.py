@@ -16,7 +16,7 @@ STEP = 1e-30
 
 
 def _layer_count(params: Dict[str, np.ndarray]) -> int:
-    return sum(1 for name in params if name.startswith("gamma"))
+    return sum(1 for name in params if name.startswith("W") and name != "W_out")
 
 
 def forward(spec: dict, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, training: bool = True):
@@ -27,6 +27,10 @@ def forward(spec: dict, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndar
     m = X.shape[0]
     for l in range(1, L + 1):
         Z = np.einsum("ij,jk->ik", A, params[f"W{l}"])
+        if not spec.get("batch_norm", True):     # SPEC.md without batch norm: Z = A W + b, then the ReLU
+            Z = Z + params[f"b{l}"]
+            A = np.where(Z.real > 0, Z, 0)
+            continue
         if training:
             mu = Z.sum(axis=0) / m
             var = ((Z - mu) ** 2).sum(axis=0) / m
@@ -117,6 +121,9 @@ def initial_parameters(spec: dict) -> Dict[str, np.ndarray]:
         params[f"W{l}"] = rng.normal(0.0, math.sqrt(2.0 / widths[l - 1]), size=(widths[l - 1], widths[l]))
     params["W_out"] = rng.normal(0.0, math.sqrt(2.0 / widths[-1]), size=(widths[-1], spec["n_classes"]))
     for l in range(1, len(widths)):
+        if not spec.get("batch_norm", True):
+            params[f"b{l}"] = np.zeros(widths[l])
+            continue
         params[f"gamma{l}"] = np.ones(widths[l])
         params[f"beta{l}"] = np.zeros(widths[l])
         params[f"running_mean{l}"] = np.zeros(widths[l])
@@ -127,7 +134,7 @@ def initial_parameters(spec: dict) -> Dict[str, np.ndarray]:
 
 def full_spec(**fields) -> dict:
     """SPEC.md's defaults filled in."""
-    defaults = dict(bn_epsilon=1e-5, bn_momentum=0.9, running_var="biased", optimizer="sgd", learning_rate=0.01,
+    defaults = dict(batch_norm=True, bn_epsilon=1e-5, bn_momentum=0.9, running_var="biased", optimizer="sgd", learning_rate=0.01,
                     beta1=0.9, beta2=0.999, adam_epsilon=1e-8, l2=0.0, dtype="float32", seed=0)
     defaults.update(fields)
     return defaults

@@ -130,6 +130,41 @@ def test_trace_agrees_with_independent_implementation(tmp_path, framework, mode,
     independent.assert_trace_matches(out, expected, TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden, m, optimizer", [((5,), 8, "sgd"), ((6, 4), 37, "momentum"), ((5, 4, 3), 64, "adam")])
+@pytest.mark.parametrize("framework, mode", TRACE_CASES, ids=[f"{name}-{mode}" for name, mode in TRACE_CASES])
+def test_trace_without_batch_norm_agrees_with_independent_implementation(tmp_path, framework, mode, dtype, hidden, m,
+                                                                         optimizer):
+    """batch_norm: false (hidden layers Z = A W + b, then the ReLU): the frameworks that implement
+    it trace what the independent implementation computes; the others refuse it in one line."""
+    adapter = require_adapter(framework)
+    fields = dict(batch_norm=False, optimizer=optimizer, l2=0.05, learning_rate=0.05, beta1=0.875, seed=4)
+    spec, X, y = write_inputs(tmp_path, hidden=hidden, m=m, dtype=dtype, **fields)
+    reason = adapter.unsupported(Spec.from_dict(spec), mode, "cpu")
+    if reason:
+        out = tmp_path / "refused.npz"
+        code = main(["trace", "--framework", framework, "--mode", mode, "--spec", str(tmp_path / "spec.json"),
+                     "--batch", str(tmp_path / "batch.npz"), "--out", str(out)])
+        assert code != 0 and not out.exists()
+        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
+    out = trace(tmp_path, framework, "--mode", mode)
+    assert not [key for key in out if "gamma" in key or "running" in key]
+    assert out["grad/b1"].dtype == np.dtype(dtype)
+    params = independent.initial_parameters(independent.full_spec(**spec))
+    expected = independent.trace(independent.full_spec(**spec), params, X, y)
+    independent.assert_trace_matches(out, expected, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_a_bad_batch_norm_value_is_refused_by_name(tmp_path, capsys, value):
+    spec, _, _ = write_inputs(tmp_path)
+    (tmp_path / "spec.json").write_text(json.dumps(dict(spec, batch_norm=value)))
+    code = main(["trace", "--framework", "numpy", "--spec", str(tmp_path / "spec.json"),
+                 "--batch", str(tmp_path / "batch.npz"), "--out", str(tmp_path / "out.npz")])
+    err = capsys.readouterr().err
+    assert code != 0 and f"spec field 'batch_norm' = {value!r} is invalid: expected true or false" in err
+
+
 def test_trace_reports_a_known_departure_on_stderr(tmp_path, capsys):
     """Paddle's float64 batch-norm backward misses the spec at m < 4 (declared): trace says so."""
     require_adapter("paddle")
