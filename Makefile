@@ -32,7 +32,7 @@ QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_o
 BENCH ?= all
 BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
-.PHONY: test bench env clean-env generate
+.PHONY: test bench env clean-env generate lecture
 
 # Regenerate every file derived from the frameworks' declarations (tests/test_catalogue.py fails
 # while one is stale).
@@ -103,6 +103,14 @@ else
 	echo "tables: results/README.md; html: .asv/html/index.html"; \
 	test $$asv_status -eq 0 -a $$verify_status -eq 0
 endif
+
+# The lecture's claims measured on digits (bnbench study; about a minute in all on 2 cores), then
+# the tables that link them. The frameworks study reads the published comparisons (make bench).
+lecture: $(STAMP)
+	@for name in $$($(VENV)/bin/python -c 'from bnbench.lecture import STUDIES; print(" ".join(STUDIES))'); do \
+		$(VENV)/bin/bnbench study $$name || exit 1; \
+	done
+	@$(VENV)/bin/bnbench report > /dev/null && echo "tables: results/README.md (section: the lecture's claims)"
 
 clean-env:
 	rm -rf $(VENV) $(ENVS)

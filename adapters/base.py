@@ -130,6 +130,8 @@ class Adapter(abc.ABC):
     best_mode: ClassVar[str] = ""      # the mode the quick benchmark grid times (its fastest form)
     tuning: ClassVar[Dict[str, str]] = {}
     description: ClassVar[str] = ""
+    # maintained or retired, by whom, with the evidence (a release date, a stated end of development)
+    status: ClassVar[str] = ""
 
     # ---- the framework's one declaration of how it is installed and timed. The registry, the
     # Makefile's environments, asv.conf.json, pyproject's extras, the test list and the frameworks

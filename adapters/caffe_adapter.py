@@ -27,6 +27,7 @@ def _caffe():
 
 class CaffeAdapter(Adapter):
     name = "caffe"
+    status = "retired: BVLC's last release is 1.0 (April 2017) and its repository takes no more changes; Debian 11 was the last distribution to package it"
     modes = ("net",)
     best_mode = "net"
     devices = ("cpu",)

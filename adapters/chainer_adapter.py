@@ -21,6 +21,7 @@ def _chainer():
 
 class ChainerAdapter(Adapter):
     name = "chainer"
+    status = "retired: Preferred Networks ended its development in December 2019 (moving to PyTorch); PyPI's newest release, checked 2026-11-26: 7.8.1, January 2022"
     modes = ("eager",)
     best_mode = "eager"
     devices = ("cpu",)

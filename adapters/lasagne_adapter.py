@@ -13,6 +13,7 @@ from .theano_adapter import THEANO_FLAGS, theano_worker_variables
 
 class LasagneAdapter(SymbolicAdapter):
     name = "lasagne"
+    status = "unmaintained: PyPI's newest release, checked 2026-11-26 is 0.1, August 2015, on Theano, itself retired"
     requires = ("lasagne", "theano")
     packages = ("Lasagne",)
     environment = "lasagne"

@@ -30,6 +30,7 @@ def _ms():
 
 class MindsporeAdapter(Adapter):
     name = "mindspore"
+    status = "maintained by Huawei: PyPI's newest release, checked 2026-11-26: 2.10.0, July 2026"
     modes = ("pynative", "graph")
     best_mode = "graph"
     devices = ("cpu",)

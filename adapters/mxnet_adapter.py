@@ -21,6 +21,7 @@ def _mx():
 
 class MxnetAdapter(Adapter):
     name = "mxnet"
+    status = "retired: Apache MXNet moved to the Apache Attic in 2023; PyPI's newest release, checked 2026-11-26: 1.9.1, May 2022"
     modes = ("imperative", "hybrid")
     best_mode = "hybrid"
     devices = ("cpu", "cuda")

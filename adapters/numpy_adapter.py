@@ -13,6 +13,7 @@ from .base import Adapter, ConventionProbe, Gradients, ManyModels, Unsupported
 
 class NumpyAdapter(Adapter):
     name = "numpy"
+    status = "maintained (NumFOCUS-sponsored community): PyPI's newest release, checked 2026-11-26: 2.5.5, November 2026"
     modes = ("eager",)
     best_mode = "eager"
     devices = ("cpu",)

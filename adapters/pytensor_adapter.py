@@ -140,6 +140,7 @@ class SymbolicAdapter(Adapter):
 
 class PytensorAdapter(SymbolicAdapter):
     name = "pytensor"
+    status = "maintained by the PyMC developers (Theano's fork): PyPI's newest release, checked 2026-11-26: 3.3.7, November 2026"
     requires = ("pytensor",)
     requirements = ("pytensor",)
     tuning = {

@@ -22,6 +22,7 @@ def _tf():
 
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
+    status = "maintained by Google: PyPI's newest release, checked 2026-11-26: 2.21.0, March 2026"
     modes = ("eager", "graph", "xla")
     best_mode = "xla"
     devices = ("cpu", "cuda")

@@ -18,6 +18,7 @@ def theano_worker_variables():
 
 class TheanoAdapter(SymbolicAdapter):
     name = "theano"
+    status = "retired: MILA ended its development in 2017 (1.0 was the last major release); PyPI's newest release, checked 2026-11-26: 1.0.5, July 2020"
     requires = ("theano",)
     packages = ("Theano",)
     environment = "theano"

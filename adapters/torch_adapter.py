@@ -18,6 +18,7 @@ def _torch():
 
 class TorchAdapter(Adapter):
     name = "torch"
+    status = "maintained by the PyTorch Foundation (Linux Foundation): PyPI's newest release, checked 2026-11-26: 2.15.0, October 2026"
     modes = ("eager", "compiled")
     best_mode = "compiled"
     devices = ("cpu", "cuda")

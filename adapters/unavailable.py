@@ -30,6 +30,7 @@ class UnavailableAdapter(Adapter):
 
 class Caffe2Adapter(UnavailableAdapter):
     name = "caffe2"
+    status = "retired: merged into PyTorch in 2018, later removed from it"
 
     @classmethod
     def missing_requirement(cls) -> Optional[str]:
@@ -42,6 +43,7 @@ class Caffe2Adapter(UnavailableAdapter):
 
 class CntkAdapter(UnavailableAdapter):
     name = "cntk"
+    status = "retired: Microsoft announced 2.7 (2019) as CNTK's last feature release"
     why = ("CNTK's last release (2.7.post2, 2020) has wheels for Python 2.7, 3.5 and 3.6 only; the cp36 wheel "
            "installs under this machine's pyenv Python 3.6.15, but `import cntk` fails: libmpi_cxx.so.1 "
            "(Open MPI 1.x, which CNTK links against) is not on the machine (measured 2026-11-25); and the suite's "
@@ -50,5 +52,6 @@ class CntkAdapter(UnavailableAdapter):
 
 class Dl4jAdapter(UnavailableAdapter):
     name = "dl4j"
+    status = "maintained by the Eclipse Foundation (Eclipse Deeplearning4j), on the JVM"
     why = ("Deeplearning4j runs on the JVM and fetches its jars from Maven Central at run time (PyPI's pydl4j "
            "downloads them); Maven Central is not reachable from these machines")

@@ -343,6 +343,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from bnbench import lecture
+
+    try:
+        result = lecture.run(args.name, seed=args.seed, results=args.results, show_progress=not args.quiet)
+    except lecture.StudyError as error:
+        raise CliError(str(error)) from None
+    if not args.quiet:
+        print(f"study {args.name}: {result['seconds']} s; wrote {os.path.join(args.results, 'lecture', args.name)}.json, "
+              f".md and its plots")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -437,6 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "is failed and tried again (default 10)")
     tun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # started by --workers: no summary
     tun.set_defaults(handler=cmd_tune)
+
+    stu = commands.add_parser("study", help="one of the lecture's claims, measured on digits (results/lecture/NAME.*)")
+    stu.add_argument("name", metavar="NAME", help="search, scale, batchnorm, test-time or frameworks")
+    stu.add_argument("--seed", type=int, default=0, help="seed of the draws and the initial parameters (default 0)")
+    stu.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    stu.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
+    stu.set_defaults(handler=cmd_study)
     return parser
 
 

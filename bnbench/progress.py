@@ -16,6 +16,9 @@ class NoBar:
     def close(self) -> None:
         pass
 
+    def reset(self, total: Optional[int] = None) -> None:
+        pass
+
 
 def bar(total: Optional[int], unit: str, enabled: bool = True):
     if not enabled:

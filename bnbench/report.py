@@ -415,6 +415,28 @@ def _save(fig, path: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+LECTURE_TITLES = {"search": "Random against grid search at equal budgets", "scale": "Sampling on the right scale",
+                  "batchnorm": "Batch norm on and off (learning rates, input shift, regularisation, hardmax)",
+                  "test-time": "Test-time statistics: running averages against the population",
+                  "frameworks": "Choosing a framework by the lecture's criteria"}
+
+
+def lecture_section(results: str) -> List[str]:
+    """Links to the lecture studies (results/lecture/NAME.md, `bnbench study NAME`, `make lecture`)."""
+    folder = os.path.join(results, "lecture")
+    found = [name for name in LECTURE_TITLES if os.path.exists(os.path.join(folder, f"{name}.md"))]
+    if not found:
+        return []
+    lines = ["## The lecture's claims, measured", "",
+             "Each study runs on the digits set with the suite's verified reference model (`bnbench study NAME`; all of "
+             "them: `make lecture`) and says what it found, including where a claim does not show here.", ""]
+    for name in found:
+        data = _read_json(os.path.join(folder, f"{name}.json")) or {}
+        took = f" ({data['seconds']} s, seed {data.get('seed', 0)})" if "seconds" in data else ""
+        lines.append(f"- [{LECTURE_TITLES[name]}](lecture/{name}.md){took}")
+    return lines + [""]
+
+
 def conventions_section(results: str) -> List[str]:
     data = _read_json(os.path.join(results, "conventions.json"))
     if not data:
@@ -667,6 +689,7 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
                       "compiling included): " + ", ".join(f"{r.framework} {r['mode']} {r.value:.3g} models/s"
                                                           for _, r in throughput.iterrows()), ""]
         lines += verification_section(verification, machine)
+    lines += lecture_section(results)
     lines += frameworks_section(results)
     lines += conventions_section(results)
     atomic_write_text(os.path.join(results, "README.md"), "\n".join(lines).rstrip() + "\n")

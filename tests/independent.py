@@ -72,7 +72,6 @@ def trace(spec: dict, params: Dict[str, np.ndarray], Xs: np.ndarray, ys: np.ndar
     """The keys of ``bnbench trace``'s OUT.npz, computed independently in float64."""
     params = {n: np.array(p, dtype=np.float64) for n, p in params.items()}
     Xs = np.asarray(Xs, dtype=np.float64)
-    L = _layer_count(params)
     out: Dict[str, np.ndarray] = {}
     loss, probs, _ = forward(spec, params, Xs[0], ys[0])
     out["loss"], out["probs"] = np.float64(loss), probs
