@@ -685,8 +685,9 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
                                              for _, r in accuracy.iterrows()), ""]
         throughput = data[data.benchmark == "track_models_per_second"].sort_values(["framework", "mode"], kind="mergesort")
         if len(throughput):
-            lines += ["Search throughput (`bench_tune`: 16 models of one shape, 2 epochs each on digits, building and "
-                      "compiling included): " + ", ".join(f"{r.framework} {r['mode']} {r.value:.3g} models/s"
+            lines += ["Search throughput (`bench_tune.TuneThroughput` as defined at the run's commit; until 2026-11-26 "
+                      "16 models of one shape, 2 epochs each, compiling included; since, 32 models, 10 epochs, steady "
+                      "state, the warm-up reported apart): " + ", ".join(f"{r.framework} {r['mode']} {r.value:.3g} models/s"
                                                           for _, r in throughput.iterrows()), ""]
         lines += verification_section(verification, machine)
     lines += lecture_section(results)
