@@ -20,6 +20,7 @@ import numpy as np
 
 from bnbench import progress
 from bnbench.adapters import registry
+from bnbench.adapters.base import Adapter
 from bnbench.reference import ReferenceModel, Spec, initial_parameters
 from bnbench.reference.data import Dataset, load_digits, minibatches
 from bnbench.reference.io import atomic_write_json, atomic_write_text
@@ -423,21 +424,32 @@ def study_frameworks(results: str, bar) -> Dict[str, object]:
     rows = []
     names = [name for name in registry.names()]
     bar.reset(total=len(names))
+    base_module = sys.modules[Adapter.__module__]
+    modules_of = {}
+    for name in names:
+        # the adapter's module and the modules of the adapter classes it inherits from (Theano and
+        # Lasagne build on the symbolic adapter of PyTensor's module), never the contract itself
+        modules_of[name] = list(dict.fromkeys(sys.modules[c.__module__] for c in registry.local_class(name).__mro__
+                                               if issubclass(c, Adapter) and sys.modules[c.__module__] is not base_module))
     for name in names:
         adapter_class = registry.local_class(name)
         module = sys.modules[adapter_class.__module__]
-        with open(module.__file__, encoding="utf-8") as handle:
-            text = handle.read()
+        texts = []
+        for source_module in modules_of[name]:
+            with open(source_module.__file__, encoding="utf-8") as handle:
+                texts.append(handle.read())
         roots = sorted({module_name.split(".")[0] for module_name in adapter_class.requires})
-        calls, call_names = _api_calls(text, roots) if adapter_class.modes else (0, [])
+        counted = [_api_calls(text, roots)[1] for text in texts] if adapter_class.modes else []
+        call_names = sorted(set().union(*counted)) if counted else []
+        calls = len(call_names)
         meta = _metadata(adapter_class) if adapter_class.modes else {}
         ratio = ratios.get(name)
         rows.append({
             "framework": name, "modes": list(adapter_class.modes),
             "adapter": os.path.relpath(module.__file__, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-            "adapter_lines": _code_lines(text) if adapter_class.modes else None,
-            "adapter_shared_with": sorted(n for n in names if n != name
-                                          and registry.local_class(n).__module__ == adapter_class.__module__),
+            "adapter_lines": sum(_code_lines(text) for text in texts) if adapter_class.modes else None,
+            "adapter_modules": [os.path.basename(m.__file__) for m in modules_of[name]],
+            "adapter_shared_with": sorted(n for n in names if n != name and set(modules_of[n]) & set(modules_of[name])),
             "api_calls": calls if adapter_class.modes else None, "api_call_names": call_names,
             "licence": meta.get("licence"), "maintainer": meta.get("maintainer"), "version": meta.get("version"),
             "speed_ratio": None if ratio is None else ratio[0], "speed_interval": None if ratio is None else ratio[1],
@@ -450,8 +462,11 @@ def study_frameworks(results: str, bar) -> Dict[str, object]:
         "rows": rows, "speed_source": source,
         "speed_means": "the paired ratio of its best mode's training step to NumPy's, medium size, float32, CPU "
                        "(bnbench compare; lower is faster), with its 95% interval",
-        "api_calls_means": "distinct dotted names called through the framework's imports in the adapter's source (AST)",
-        "adapter_lines_means": "lines of the adapter module that are not blank, comments or docstrings",
+        "api_calls_means": "distinct dotted names called through the framework's imports in the adapter's source (AST); "
+                           "a library handed around as a value (the symbolic adapters' shared code) is not followed, "
+                           "so those counts are low",
+        "adapter_lines_means": "lines that are not blank, comments or docstrings, in the adapter's module and the "
+                               "modules of the adapter classes it inherits from (shared code counts for each)",
     }
 
 
