@@ -253,7 +253,7 @@ class Adapter(abc.ABC):
         adapter does not implement, or a measured limit of the framework (``framework_cannot``)."""
         if not spec.batch_norm and not cls.without_batch_norm:
             return (f"batch_norm=false (hidden layers without batch norm) is not implemented in the {cls.name} "
-                    f"adapter yet: the reference, torch and jax implement it")
+                    f"adapter yet (an adapter that implements it declares without_batch_norm)")
         return cls.framework_cannot(spec, mode, device)
 
     @classmethod

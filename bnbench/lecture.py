@@ -311,7 +311,7 @@ def study_test_time(data: Dataset, seed: int, bar) -> Dict[str, object]:
 def _api_calls(source: str, roots: Sequence[str]) -> Tuple[int, List[str]]:
     """Distinct dotted names reached from the framework's imports in an adapter's source: every
     `x.y.z` whose x was bound by an `import`/`from ... import` of one of ``roots`` (or assigned
-    from such a name, as `self.torch = torch`), written out from the module's name."""
+    from such a name, as `self.lib = lib`), written out from the module's name."""
     tree = ast.parse(source)
     aliases: Dict[str, str] = {}
     for node in ast.walk(tree):
@@ -325,11 +325,11 @@ def _api_calls(source: str, roots: Sequence[str]) -> Tuple[int, List[str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in roots:
             for name in node.names:
                 aliases[name.asname or name.name] = f"{node.module}.{name.name}"
-    # helpers that import the framework and return it (def _torch(): import torch; return torch)
+    # helpers that import the framework and return it (def _lib(): import lib; return lib)
     helpers = {node.name: aliases[node.body[-1].value.id] for node in ast.walk(tree)
                if isinstance(node, ast.FunctionDef) and node.body and isinstance(node.body[-1], ast.Return)
                and isinstance(node.body[-1].value, ast.Name) and node.body[-1].value.id in aliases}
-    for node in ast.walk(tree):     # ms = _ms(), self.torch = torch, self.F = F, ...
+    for node in ast.walk(tree):     # lib = _lib(), self.lib = lib, self.F = F, ...
         if not isinstance(node, ast.Assign):
             continue
         if isinstance(node.value, ast.Name) and node.value.id in aliases:
