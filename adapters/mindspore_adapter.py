@@ -39,9 +39,9 @@ class MindsporeAdapter(Adapter):
     requirements = ("mindspore==2.10.0", "numpy<2")
     tuning = {
         "pynative": "PyNative mode: mindspore.ops run op by op; mindspore.value_and_grad over the Parameters; "
-                    "kernel and dispatch pools of the pinned thread count, bound to cores (runtime.set_cpu_affinity)",
+                    "kernels on n - 1 of the n pinned threads, one dispatch thread, bound to cores (runtime.set_cpu_affinity)",
         "graph": "mindspore.jit of the whole step (forward, value_and_grad, running statistics, update as ops.assign); "
-                 "kernel and dispatch pools of the pinned thread count, bound to cores (runtime.set_cpu_affinity)",
+                 "kernels on n - 1 of the n pinned threads, one dispatch thread, bound to cores (runtime.set_cpu_affinity)",
     }
     description = "mindspore.ops from the spec; value_and_grad over Parameters; optimizers by hand with ops.assign"
 
@@ -53,14 +53,16 @@ class MindsporeAdapter(Adapter):
     def set_threads(cls, n_threads: int) -> int:
         ms = _ms()
         super().set_threads(n_threads)
-        # MindSpore's CPU kernels have a pool of their own (25 threads by default), its runtime
-        # dispatches with 5 more: on 2 cores they fight, and steps of the same graph took 1 ms to
-        # 260 ms (measured). Both pools sized to the pinned count, its threads bound to cores:
-        # tiny steps 1-8 ms, medium 16-38 ms.
-        ms.device_context.cpu.op_tuning.threads_num(n_threads)
-        ms.runtime.dispatch_threads_num(n_threads)
+        # MindSpore's CPU kernels have a pool of their own (25 threads by default), and its runtime
+        # dispatches from threads of its own (5 by default) that work beside the kernels. On the
+        # 2-core machine, a kernel pool of 2 beside them made medium steps take 15 ms to 1.1 s
+        # (median 0.5 s, measured); a pool of 1 beside one dispatch thread, 19-34 ms. So the
+        # kernels get n - 1 threads and the runtime the last one, bound to cores.
+        kernel_threads = max(1, n_threads - 1)
+        ms.device_context.cpu.op_tuning.threads_num(kernel_threads)
+        ms.runtime.dispatch_threads_num(1)
         ms.runtime.set_cpu_affinity(True)
-        return n_threads
+        return kernel_threads
 
     @classmethod
     def conventions(cls):
