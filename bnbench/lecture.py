@@ -25,6 +25,7 @@ from bnbench.reference import ReferenceModel, Spec, initial_parameters
 from bnbench.reference.data import Dataset, load_digits, minibatches
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.model import forward
+from bnbench.report import _save
 
 STUDIES = ("search", "scale", "batchnorm", "test-time", "frameworks")
 HIDDEN = (64, 64)
@@ -510,8 +511,6 @@ def _figure(width: float = 7.5, height: float = 4.6):
 
 
 def _save_figure(plt, fig, folder: str, filename: str) -> str:
-    from bnbench.report import _save
-
     fig.tight_layout()
     _save(fig, os.path.join(folder, filename))
     plt.close(fig)
