@@ -84,7 +84,7 @@ def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypat
     with pytest.raises(NotImplementedError, match=r"unsupported by caffe \(net\): Caffe's BatchNorm"):
         bench_worker.measured("caffe", "float32", "tiny")
     # Keras 3 on jax computes float64 in float32: its float64 rows are skips, in-process as well.
-    with pytest.raises(NotImplementedError, match=r"unsupported by keras-jax \(compiled\): Keras 3's type promotion"):
+    with pytest.raises(NotImplementedError, match=r"unsupported by keras-jax \(compiled\): keras.layers.BatchNormalization computes in"):
         common.prepare("keras-jax:compiled", "cpu", "float64", "tiny")
 
 
