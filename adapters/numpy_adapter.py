@@ -167,19 +167,18 @@ class StackedModels(ManyModels):
             A_prev, N, inv_std, passes = caches[layer - 1]
             dZt = dA
             dZt *= passes
-            grads[f"gamma{layer}"] = np.einsum("kmh,kmh->kh", dZt, N)[:, None, :]
-            grads[f"beta{layer}"] = dZt.sum(axis=1, keepdims=True)
-            dZt *= theta[f"gamma{layer}"]
-            dN = dZt
-            sum_dN = dN.sum(axis=1, keepdims=True)
-            sum_dN_N = np.einsum("kmh,kmh->kh", dN, N)[:, None, :]
-            # dZ = inv_std / m * (m dN - sum dN - N sum(dN N)), in place on dN
-            dN *= m
-            dN -= sum_dN
-            N *= sum_dN_N
-            dN -= N
-            dN *= inv_std / m
-            dZ = dN
+            grad_gamma = np.einsum("kmh,kmh->kh", dZt, N)[:, None, :]
+            grad_beta = dZt.sum(axis=1, keepdims=True)
+            grads[f"gamma{layer}"], grads[f"beta{layer}"] = grad_gamma, grad_beta
+            # dZ = inv_std / m (m dN - sum dN - N sum(dN N)) with dN = gamma dZt; gamma is one number
+            # per unit, so the two sums are gamma times the gradients of beta and gamma just made:
+            # dZ = a dZt + b + c N, with a, b, c per unit (three passes over the batch, not seven)
+            scale = theta[f"gamma{layer}"] * inv_std
+            N *= -scale * grad_gamma / m
+            N -= scale * grad_beta / m
+            dZt *= scale
+            dZt += N
+            dZ = dZt
             grads[f"W{layer}"] = (A_prev.T @ dZ) if A_prev.ndim == 2 else np.matmul(A_prev.transpose(0, 2, 1), dZ)
             if layer > 1:
                 dA = np.matmul(dZ, theta[f"W{layer}"].transpose(0, 2, 1))
