@@ -491,6 +491,30 @@ def _complete(study) -> List:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def _fail_unbeaten_trials(study, settings: Settings) -> None:
+    """A worker killed between asking for a trial and its first heartbeat (a window of
+    microseconds, see _claim) leaves a RUNNING trial that Optuna's heartbeat check never sees. One
+    that carries no worker's mark yet (its pid, set once it has beaten) and started longer ago
+    than the grace period is failed here and queued again the way Optuna queues a stale one."""
+    import datetime
+
+    import optuna
+
+    grace = datetime.timedelta(seconds=3 * settings.heartbeat)
+    now = datetime.datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if "pid" in trial.user_attrs or trial.datetime_start is None or now - trial.datetime_start < grace:
+            continue
+        try:
+            if not study._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue          # another worker got there first
+        callback = study._storage.get_heartbeat_stale_trial_callback()
+        if callback is not None:
+            callback(study, study._storage.get_trial(trial._trial_id))
+
+
 def _held(study) -> int:
     """Slots finished or held by a running trial."""
     import optuna
@@ -516,6 +540,9 @@ def _claim(study, settings: Settings):
     if _space_for_round(study, settings, settings.round_of(min(held, settings.trials - 1))) is None and not waiting:
         return None
     trial = study.ask()
+    # Optuna finds a dead worker's trial by its heartbeat, and a trial that never beat is never
+    # found: the first beat goes in at once, before anything that takes time.
+    study._storage.record_heartbeat(trial._trial_id)
     rank = sum(t.state in held_states and t.number < trial.number for t in study.get_trials(deepcopy=False))
     space = _space_for_round(study, settings, settings.round_of(rank)) if rank < settings.trials else None
     if space is None:
@@ -607,6 +634,7 @@ def work(study, settings: Settings, *, stop_after: Optional[int] = None) -> int:
     try:
         while len(_finished(study)) < settings.trials and (stop_after is None or new_trials < stop_after):
             optuna.storages.fail_stale_trials(study)
+            _fail_unbeaten_trials(study, settings)
             if settings.style == "panda":
                 claimed = _claim(study, settings)
                 if claimed is None:

@@ -127,6 +127,23 @@ def test_a_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     assert summary["trials_this_run"] == 4
 
 
+def test_a_worker_killed_before_its_first_heartbeat_does_not_stall_the_study(tmp_path):
+    """A trial asked for by a worker that died before it beat (and before it drew its values) is
+    invisible to Optuna's heartbeat check; the next worker fails it after the grace period, queues
+    it again and finishes the study."""
+    s = settings(tmp_path, trials=3, heartbeat=1)
+    study = tune.open_study(s)
+    orphan = study.ask()                        # asked, never beaten, never drawn: then the worker died
+    started = time.perf_counter()
+    summary = tune.run(s)
+    assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
+    trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
+    assert [t.state for t in trials if t.number == orphan.number] == [optuna.trial.TrialState.FAIL]
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert any(t.system_attrs.get("failed_trial") == orphan.number for t in trials)    # queued again
+    assert time.perf_counter() - started < 60
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
     tune.run(settings(tmp_path, trials=1))
     with pytest.raises(tune.TuneError, match="other settings"):
