@@ -26,6 +26,7 @@ from bnbench.reference.data import Dataset, load_digits, minibatches
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.model import forward
 from bnbench.report import _save
+from bnbench.tune import accuracy
 
 STUDIES = ("search", "scale", "batchnorm", "test-time", "frameworks")
 HIDDEN = (64, 64)
@@ -36,12 +37,6 @@ class StudyError(ValueError):
 
 
 # --------------------------------------------------------------------------- training
-def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    if not np.all(np.isfinite(probs)):
-        return 0.0          # a diverged model predicts nothing
-    return float(np.mean(np.argmax(probs, axis=1) == y))
-
-
 def make_spec(seed: int, **fields) -> Spec:
     fields = dict(dict(n_features=64, n_classes=10, hidden=HIDDEN, optimizer="sgd", learning_rate=0.1), **fields)
     return Spec(seed=seed, dtype="float64", **fields)
@@ -501,13 +496,13 @@ def run(name: str, *, seed: int = 0, results: str = "results", show_progress: bo
     return result
 
 
-def _figure(width: float = 7.5, height: float = 4.6):
+def _figure(width: float = 7.5, height: float = 4.6, columns: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, plt.subplots(figsize=(width, height), dpi=100)
+    return plt, plt.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
 def _save_figure(plt, fig, folder: str, filename: str) -> str:
@@ -534,9 +529,7 @@ def _plot_search(result, folder) -> List[str]:
 
 
 def _plot_scale(result, folder) -> List[str]:
-    plt, (fig, axes) = _figure(10, 4.2)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
+    plt, (fig, axes) = _figure(10, 4.2, columns=2)
     for ax, field in zip(axes, ("learning_rate", "beta1")):
         decades = result["decades"][field]
         labels = [f"{a:g}–{b:g}" for a, b in decades]
@@ -566,9 +559,7 @@ def _plot_batchnorm(result, folder) -> List[str]:
     ax.grid(alpha=0.3)
     files = [_save_figure(plt, fig, folder, "batchnorm-learning-rates.png")]
 
-    plt, (fig, axes) = _figure(10, 4.2)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100)
+    plt, (fig, axes) = _figure(10, 4.2, columns=2)
     for ax, (key, label) in zip(axes, (("mean_shift", "mean shift (in initial standard deviations)"),
                                        ("log_variance_ratio", "|log(variance / initial variance)|"))):
         for model, style in (("with_bn", "-"), ("without_bn", "--")):

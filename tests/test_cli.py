@@ -94,6 +94,18 @@ CASES = [  # (hidden, m, optimizer, running_var)
 ]
 
 
+def skip_after_refusal(folder, adapter, framework, mode, spec):
+    """A spec the adapter cannot run: the CLI must refuse it in one line that says so (and write
+    nothing), then the test is skipped with the reason."""
+    reason = adapter.unsupported(Spec.from_dict(spec), mode, "cpu")
+    if reason:
+        out = folder / "refused.npz"
+        code = main(["trace", "--framework", framework, "--mode", mode, "--spec", str(folder / "spec.json"),
+                     "--batch", str(folder / "batch.npz"), "--out", str(out)])
+        assert code != 0 and not out.exists()
+        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
+
+
 TRACE_CASES = [(name, mode) for name, mode, device in adapter_cases() if device == "cpu"]
 
 
@@ -107,14 +119,7 @@ def test_trace_agrees_with_independent_implementation(tmp_path, framework, mode,
     fields = dict(optimizer=optimizer, running_var=running_var, l2=0.05, learning_rate=0.05, bn_momentum=0.75,
                   beta1=0.875, seed=4)
     spec, X, y = write_inputs(tmp_path, hidden=hidden, m=m, dtype=dtype, **fields)
-    reason = adapter.unsupported(Spec.from_dict(spec), mode, "cpu")
-    if reason:
-        # the CLI must refuse it in one line that says so (and write nothing)
-        out = tmp_path / "refused.npz"
-        code = main(["trace", "--framework", framework, "--mode", mode, "--spec", str(tmp_path / "spec.json"),
-                     "--batch", str(tmp_path / "batch.npz"), "--out", str(out)])
-        assert code != 0 and not out.exists()
-        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
+    skip_after_refusal(tmp_path, adapter, framework, mode, spec)
     out = trace(tmp_path, framework, "--mode", mode)
     departure = adapter.known_departure(Spec.from_dict(spec), mode, "cpu", m)
     if departure:
@@ -140,13 +145,7 @@ def test_trace_without_batch_norm_agrees_with_independent_implementation(tmp_pat
     adapter = require_adapter(framework)
     fields = dict(batch_norm=False, optimizer=optimizer, l2=0.05, learning_rate=0.05, beta1=0.875, seed=4)
     spec, X, y = write_inputs(tmp_path, hidden=hidden, m=m, dtype=dtype, **fields)
-    reason = adapter.unsupported(Spec.from_dict(spec), mode, "cpu")
-    if reason:
-        out = tmp_path / "refused.npz"
-        code = main(["trace", "--framework", framework, "--mode", mode, "--spec", str(tmp_path / "spec.json"),
-                     "--batch", str(tmp_path / "batch.npz"), "--out", str(out)])
-        assert code != 0 and not out.exists()
-        pytest.skip(f"unsupported by {framework} ({mode}): {reason}")
+    skip_after_refusal(tmp_path, adapter, framework, mode, spec)
     out = trace(tmp_path, framework, "--mode", mode)
     assert not [key for key in out if "gamma" in key or "running" in key]
     assert out["grad/b1"].dtype == np.dtype(dtype)
