@@ -32,7 +32,7 @@ QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_o
 BENCH ?= all
 BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
-.PHONY: test bench env clean-env generate lecture
+.PHONY: test bench env clean-env generate lecture tunelogs
 
 # Regenerate every file derived from the frameworks' declarations (tests/test_catalogue.py fails
 # while one is stale).
@@ -111,6 +111,17 @@ lecture: $(STAMP)
 		$(VENV)/bin/bnbench study $$name || exit 1; \
 	done
 	@$(VENV)/bin/bnbench report > /dev/null && echo "tables: results/README.md (section: the lecture's claims)"
+
+# Every framework's tuning log (bnbench tunelog: each form against the kept one, tiny and large,
+# TUNELOG_BUDGET seconds of rounds per size; 2-4 minutes a framework on 2 cores), then the tables.
+TUNELOG_BUDGET ?= 30
+TUNELOG_FRAMEWORKS ?= $(shell $(VENV)/bin/python -c 'from bnbench.tunelog import loggable; print(" ".join(loggable()))' 2>/dev/null)
+tunelogs: $(STAMP) $(ENV_STAMPS)
+	@for name in $(TUNELOG_FRAMEWORKS); do \
+		echo "bnbench tunelog --framework $$name (budget $(TUNELOG_BUDGET) s per size)"; \
+		$(VENV)/bin/bnbench tunelog --framework $$name --budget $(TUNELOG_BUDGET) --threads $(THREADS) --quiet || exit 1; \
+	done
+	@$(VENV)/bin/bnbench report > /dev/null && echo "tables: results/README.md (tuning logs: results/tuning-logs/)"
 
 clean-env:
 	rm -rf $(VENV) $(ENVS)

@@ -8,6 +8,7 @@ initialises a weight of its own.
 from __future__ import annotations
 
 import abc
+import ctypes
 import dataclasses
 import importlib
 import importlib.util
@@ -75,6 +76,60 @@ class Gradients:
     grads: Dict[str, np.ndarray]
 
 
+@dataclasses.dataclass(frozen=True)
+class Alternative:
+    """Another form of a mode, timed against the kept form in the framework's tuning log
+    (``bnbench tunelog``) and published there, never in the grid: what it changes, and the
+    environment variables its worker process starts with where that is how the change is made
+    (allocator tunables, framework flags read when the framework is imported). A change made in
+    code is read by the adapter from ``self.variant``."""
+
+    what: str
+    variables: Tuple[Tuple[str, str], ...] = ()
+
+
+# Alternatives every mode of every framework is tried with: how glibc's allocator treats the
+# large temporaries of a step. With its defaults, a block over its mmap threshold is mapped
+# afresh and page-faulted on every step (measured: the NumPy step at large spent about a fifth
+# of its time so).
+ALLOCATOR_ALTERNATIVES: Dict[str, Alternative] = {
+    "malloc-reuse": Alternative(
+        "glibc malloc keeps freed memory for reuse instead of unmapping it "
+        "(GLIBC_TUNABLES mmap_threshold 1 GiB, trim_threshold 2 GiB)",
+        (("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=2147483647"),)),
+    "hugepages": Alternative(
+        "glibc malloc asks for transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1): "
+        "a 2 MiB page fault where there were 512 of 4 KiB",
+        (("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"),)),
+}
+
+
+_MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3}   # glibc's malloc.h
+_REUSE_SETTINGS = {"M_MMAP_THRESHOLD": 1 << 30, "M_TRIM_THRESHOLD": (1 << 31) - 1}   # the same as "malloc-reuse"'s
+
+
+def reuse_freed_memory() -> Optional[str]:
+    """What "malloc-reuse" does, from inside the process (glibc's mallopt), for a kept form that
+    takes it (``Adapter.allocator``): None when applied, else why not (not glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError) as error:
+        return f"no glibc mallopt here ({error})"
+    for name, value in _REUSE_SETTINGS.items():
+        if not mallopt(_MALLOPT[name], value):
+            return f"mallopt({name}, {value}) refused"
+    return None
+
+
+MALLOC_DEFAULT = {   # the allocator's defaults, the alternative to a kept form that changes them
+    "malloc-reuse": Alternative("glibc malloc with its defaults (large blocks mapped afresh, freed memory given back), "
+                                "instead of the kept form's mallopt"),
+    "hugepages": Alternative("glibc malloc with its defaults (4 KiB pages), instead of the kept form's huge pages "
+                             "(GLIBC_TUNABLES empty)", (("GLIBC_TUNABLES", ""),)),
+}
+
+
 # The spec fields that may differ between the models a ManyModels trains together; every other
 # field (the network's shape, the optimizer, l2, epsilons, the dtype) is one for all of them.
 PER_MODEL_FIELDS = ("learning_rate", "beta1", "beta2", "bn_momentum", "seed")
@@ -129,6 +184,14 @@ class Adapter(abc.ABC):
     packages: ClassVar[Tuple[str, ...]] = ()
     best_mode: ClassVar[str] = ""      # the mode the quick benchmark grid times (its fastest form)
     tuning: ClassVar[Dict[str, str]] = {}
+    # {mode: {name: Alternative}}: the framework's own alternatives to a mode's kept form, tried in
+    # its tuning log beside the other modes and ALLOCATOR_ALTERNATIVES (see ``alternatives_of``).
+    alternatives: ClassVar[Dict[str, Dict[str, Alternative]]] = {}
+    # The kept form's allocator, where its tuning log measured that another wins: "malloc-reuse"
+    # (reuse_freed_memory() when the adapter is built) or "hugepages" (its processes start with
+    # that alternative's variables: compare's workers, its asv environment). "malloc-default" (the
+    # allocator's defaults) is then the alternative in its place.
+    allocator: ClassVar[str] = "default"
     description: ClassVar[str] = ""
     # maintained or retired, by whom, with the evidence (a release date, a stated end of development)
     status: ClassVar[str] = ""
@@ -169,13 +232,23 @@ class Adapter(abc.ABC):
         if cls.environment is None or os.environ.get("BNBENCH_WORKER") or cls.missing_requirement() is None:
             return None
         placement = environment_placement(cls.environment, cls.environment_hint())
-        variables = cls.worker_variables()
+        variables = cls.process_variables()
         return dataclasses.replace(placement, env=variables) if variables else placement
 
     @classmethod
     def worker_variables(cls) -> Tuple[Tuple[str, str], ...]:
         """Environment variables the worker process needs before the framework is imported."""
         return ()
+
+    @classmethod
+    def allocator_variables(cls) -> Tuple[Tuple[str, str], ...]:
+        """The kept form's allocator, where it is set from the environment (``allocator``)."""
+        return ALLOCATOR_ALTERNATIVES[cls.allocator].variables if cls.allocator == "hugepages" else ()
+
+    @classmethod
+    def process_variables(cls) -> Tuple[Tuple[str, str], ...]:
+        """What a process timing this framework starts with: its worker variables and its allocator's."""
+        return tuple(cls.worker_variables()) + tuple(cls.allocator_variables())
 
     @classmethod
     def conventions(cls) -> List[ConventionProbe]:
@@ -243,8 +316,10 @@ class Adapter(abc.ABC):
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str) -> Tuple[str, Callable[[], None]]:
-        """(library and flags, step) for a framework in ``peak_devices``: ``step()`` computes
-        a @ b on ``device`` in their dtype, at full precision, and waits for it."""
+        """(library and flags, step): ``step()`` computes a @ b with the framework's own matmul on
+        ``device`` in their dtype, at full precision, and waits for it. For a framework in
+        ``peak_devices`` it is the peak; for the others, the ceiling of their own steps that a
+        tuning log sets beside it (their step cannot run its matmuls faster than this)."""
         raise Unavailable(f"{cls.name} declares no matmul peak on {device!r}")
 
     @classmethod
@@ -266,6 +341,30 @@ class Adapter(abc.ABC):
         """A measured case where the framework runs the spec but misses the tolerance, and why
         (the tests expect that failure, strictly: they fail when it goes away). None: no known case."""
         return None
+
+    @classmethod
+    def alternatives_of(cls, mode: str) -> Dict[str, Alternative]:
+        """Every alternative form of ``mode`` its tuning log tries: the framework's own, then the
+        allocator's (unless the framework names one of those itself, for its kept form)."""
+        own = dict(cls.alternatives.get(mode, {}))
+        allocator = dict(ALLOCATOR_ALTERNATIVES)
+        if cls.allocator != "default":
+            del allocator[cls.allocator]
+            allocator["malloc-default"] = MALLOC_DEFAULT[cls.allocator]
+        return {**own, **{name: alt for name, alt in allocator.items() if name not in own}}
+
+    @classmethod
+    def check_variant(cls, mode: str, variant: Optional[str], *, environment: bool = True) -> None:
+        """Unavailable unless ``variant`` is None or an alternative of ``mode`` whose variables
+        (with ``environment``) this process was started with."""
+        if variant is not None and variant not in cls.alternatives_of(mode):
+            known = ", ".join(cls.alternatives_of(mode)) or "none"
+            raise Unavailable(f"{cls.name} ({mode}) has no alternative form {variant!r}; its alternatives: {known}")
+        if variant is not None and environment:
+            for key, value in cls.alternatives_of(mode)[variant].variables:
+                if os.environ.get(key) != value:
+                    raise Unavailable(f"{cls.name} ({mode}+{variant}) runs only in a process started with {key}={value} "
+                                      f"(bnbench compare and tunelog start its worker so)")
 
     @classmethod
     def check_combination(cls, spec: Spec, mode: str, device: str) -> None:
@@ -291,12 +390,21 @@ class Adapter(abc.ABC):
         return n_threads
 
     # ------------------------------------------------------------------ instances
-    def __init__(self, spec: Spec, params: Mapping[str, np.ndarray], *, mode: Optional[str] = None, device: str = "cpu"):
+    def __init__(self, spec: Spec, params: Mapping[str, np.ndarray], *, mode: Optional[str] = None, device: str = "cpu",
+                 variant: Optional[str] = None):
         mode = self.modes[0] if mode is None else mode
         self.check_combination(spec, mode, device)
+        self.check_variant(mode, variant)
         self.spec = spec
         self.mode = mode
         self.device = device
+        self.variant = variant      # None: the kept form; else an alternative of alternatives_of(mode)
+        if self.allocator == "malloc-reuse" and variant != "malloc-default":
+            problem = reuse_freed_memory()
+            if problem:
+                import warnings
+
+                warnings.warn(f"{self.name}: its kept form keeps freed memory for reuse, not here: {problem}", stacklevel=2)
         self._build(check_parameters(spec, params))
 
     @abc.abstractmethod

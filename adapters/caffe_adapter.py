@@ -14,7 +14,7 @@ import numpy as np
 from bnbench.reference.model import Optimizer
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, Alternative, Gradients
 
 
 def _caffe():
@@ -36,8 +36,38 @@ class CaffeAdapter(Adapter):
     python = "3.9"
     setup_script = "scripts/setup-caffe-chroot.sh"      # root: a Debian 11 chroot with python3-caffe
     timed_by = "worker"
-    tuning = {"net": "caffe.Net from a NetSpec prototxt (C++ layers, CPU build of Debian 11)"}
+    # Its tuning log: Debian's Caffe calls whatever provides libblas.so.3, the reference BLAS
+    # unless OpenBLAS is installed (setup_script installs it).
+    tuning = {"net": "caffe.Net from a NetSpec prototxt (C++ layers, CPU build of Debian 11); Debian 11's OpenBLAS "
+                     "(libopenblas0-pthread) as libblas.so.3"}
+    alternatives = {"net": {
+        "in-place": Alternative("BatchNorm, Scale and ReLU computed in place on the InnerProduct's top blob "
+                                "(in_place=True, as Caffe's ResNet prototxts do): one activation blob per layer "
+                                "instead of four"),
+        "reference-blas": Alternative("Debian's reference BLAS as libblas.so.3 (what python3-caffe installs alone)",
+                                      (("LD_LIBRARY_PATH", "/usr/lib/x86_64-linux-gnu/blas"),)),
+    }}
     description = "NetSpec: InnerProduct + BatchNorm + Scale + ReLU, SoftmaxWithLoss; updates in NumPy on the blobs"
+
+    @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu" or a.dtype != np.float32:
+            return super().matmul_step(a, b, device)
+        caffe = _caffe()
+        from caffe import layers as L
+
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=list(a.shape)))
+        n.product = L.InnerProduct(n.data, num_output=b.shape[1], bias_term=False)
+        handle, path = tempfile.mkstemp(prefix="bnbench-caffe-matmul-", suffix=".prototxt")
+        with os.fdopen(handle, "w") as prototxt:
+            prototxt.write(str(n.to_proto()))
+        net = caffe.Net(path, caffe.TEST)
+        os.unlink(path)
+        net.blobs["data"].data[...] = a
+        net.params["product"][0].data[...] = b.T          # InnerProduct stores W transposed
+        blas = "reference BLAS" if "/blas" in os.environ.get("LD_LIBRARY_PATH", "") else "OpenBLAS"
+        return f"caffe 1.0 (InnerProduct forward, Debian 11 {blas})", net.forward
 
     @classmethod
     def version(cls) -> str:
@@ -61,9 +91,6 @@ class CaffeAdapter(Adapter):
     def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
         if spec.dtype == "float64":
             return "pycaffe's blobs are float32 only (Caffe is built with Dtype=float for Python)"
-        if spec.running_var == "biased":
-            return ("Caffe's BatchNorm always feeds var * m / (m - 1) (its bias correction) into the running "
-                    "variance; running_var='biased' cannot be expressed with it")
         return None
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
@@ -82,7 +109,10 @@ class CaffeAdapter(Adapter):
         # normalises with the biased variance, eps inside the square root. Scale(bias_term) holds
         # gamma and beta. InnerProduct stores W transposed. ReLU's gradient at 0 is 0.
         # SoftmaxWithLoss averages over the batch. The L2 term and SPEC.md's updates are applied
-        # here in NumPy to the blobs' data (Caffe's solvers and weight_decay differ).
+        # here in NumPy to the blobs' data (Caffe's solvers and weight_decay differ). Caffe adds
+        # var * m / (m - 1) to the variance sum; for running_var="biased" the adapter scales that
+        # increment by (m - 1) / m after the forward (as the torch adapter updates its biased
+        # running variance itself).
         # ----------------------------------------------------------------------------------------
         self.scale = 1.0 / (1.0 - spec.bn_momentum)
         train, test = self._net_spec(L, P, training=True), self._net_spec(L, P, training=False)
@@ -112,9 +142,10 @@ class CaffeAdapter(Adapter):
             norm_params = dict(moving_average_fraction=spec.bn_momentum, eps=spec.bn_epsilon)
             if training:
                 norm_params["use_global_stats"] = False
-            setattr(n, f"bn{layer}", L.BatchNorm(getattr(n, f"fc{layer}"), batch_norm_param=norm_params))
-            setattr(n, f"scale{layer}", L.Scale(getattr(n, f"bn{layer}"), bias_term=True))
-            setattr(n, f"relu{layer}", L.ReLU(getattr(n, f"scale{layer}")))
+            in_place = dict(in_place=True) if self.variant == "in-place" else {}
+            setattr(n, f"bn{layer}", L.BatchNorm(getattr(n, f"fc{layer}"), batch_norm_param=norm_params, **in_place))
+            setattr(n, f"scale{layer}", L.Scale(getattr(n, f"bn{layer}"), bias_term=True, **in_place))
+            setattr(n, f"relu{layer}", L.ReLU(getattr(n, f"scale{layer}"), **in_place))
             top = getattr(n, f"relu{layer}")
         n.logits = L.InnerProduct(top, num_output=spec.n_classes, bias_term=True)
         n.prob = L.Softmax(n.logits)
@@ -167,9 +198,15 @@ class CaffeAdapter(Adapter):
         net.blobs["data"].data[...] = X
         net.blobs["label"].data[...] = y
         net.clear_param_diffs()
-        net.forward()
-        net.backward()
         m = X.shape[0]
+        variance_sums = [self.net.params[f"bn{layer}"][1] for layer in range(1, self.spec.n_layers + 1)]
+        before = [np.array(blob.data) for blob in variance_sums] if self.spec.running_var == "biased" else []
+        net.forward()
+        decay = np.float32(self.spec.bn_momentum)
+        for blob, old in zip(variance_sums, before):     # Caffe added the unbiased variance: make it biased
+            increment = blob.data - decay * old
+            blob.data[...] = decay * old + increment * np.float32((m - 1) / m)
+        net.backward()
         loss = float(net.blobs["loss"].data)
         grads = {name: self._grad(name) for name in self.names}
         if self.spec.l2:

@@ -14,7 +14,7 @@ import numpy as np
 from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import PER_MODEL_FIELDS, Adapter, ConventionProbe, Gradients, ManyModels
+from .base import PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels
 
 
 def _jax():
@@ -35,6 +35,13 @@ class JaxAdapter(Adapter):
         "eager": "no jit: every jax.numpy op dispatched on its own",
         "jit": "jax.jit of the whole step (forward, value_and_grad, running statistics, update); XLA CPU/GPU",
     }
+    alternatives = {"jit": {
+        "donate": Alternative("jax.jit(train_step, donate_argnums=(0, 1, 2)): the parameters, running statistics and "
+                              "optimizer state are donated, so XLA updates them in their own buffers"),
+        "onednn": Alternative("XLA_FLAGS=--xla_cpu_experimental_onednn_custom_call=true: XLA calls oneDNN for "
+                              "the matmuls instead of its own kernels",
+                              (("XLA_FLAGS", "--xla_cpu_experimental_onednn_custom_call=true"),)),
+    }}
     description = "jax.numpy from the spec; value_and_grad; optimizers by hand"
 
     @classmethod
@@ -106,6 +113,16 @@ class JaxAdapter(Adapter):
         return VmappedModels(specs, params)
 
     @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu":
+            return super().matmul_step(a, b, device)
+        jax = _jax()
+        with jax.enable_x64(a.dtype == np.float64):
+            ja, jb = jax.device_put(a), jax.device_put(b)
+            product = jax.jit(lambda x, z: jax.numpy.matmul(x, z, precision="highest"))
+        return f"jax {jax.__version__} (jit jnp.matmul, XLA CPU)", lambda: product(ja, jb).block_until_ready()
+
+    @classmethod
     def worker_variables(cls):
         # XLA takes 75% of a GPU's memory when it starts by default; beside other workers on the
         # same card (bnbench compare) it must allocate as it goes.
@@ -145,7 +162,8 @@ class JaxAdapter(Adapter):
         self._inference = functions["inference"]
         if self.mode == "jit":
             self._loss_and_grads = jax.jit(self._loss_and_grads)
-            self._train_step = jax.jit(self._train_step)
+            donate = dict(donate_argnums=(0, 1, 2)) if self.variant == "donate" else {}
+            self._train_step = jax.jit(self._train_step, **donate)
             self._inference = jax.jit(self._inference)
 
     def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):

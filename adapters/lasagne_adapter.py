@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from .pytensor_adapter import SymbolicAdapter
+from .pytensor_adapter import symbolic_alternatives, SymbolicAdapter
 from .theano_adapter import THEANO_FLAGS, theano_worker_variables
 
 
@@ -25,6 +25,7 @@ class LasagneAdapter(SymbolicAdapter):
         "c": "Lasagne layers, theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "Lasagne layers, theano.function(mode=Mode(linker='py', optimizer='fast_compile'))",
     }
+    alternatives = symbolic_alternatives(False)
     description = "lasagne.layers DenseLayer(b=None) + a spec batch-norm Lasagne layer + NonlinearityLayer"
 
     worker_variables = staticmethod(theano_worker_variables)

@@ -65,6 +65,19 @@ class MindsporeAdapter(Adapter):
         return kernel_threads
 
     @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu":
+            return super().matmul_step(a, b, device)
+        ms = _ms()
+        ma, mb = ms.Tensor(a), ms.Tensor(b)
+
+        def step() -> None:
+            ms.ops.matmul(ma, mb)
+            ms.runtime.synchronize()
+
+        return f"mindspore {ms.__version__} (ops.matmul, PyNative)", step
+
+    @classmethod
     def conventions(cls):
         ms = _ms()
         from mindspore import Parameter, Tensor, nn

@@ -44,6 +44,14 @@ class MlxAdapter(Adapter):
         return _mx().__version__
 
     @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu":
+            return super().matmul_step(a, b, device)
+        mx = _mx()
+        ma, mb = mx.array(a), mx.array(b)
+        return f"mlx {mx.__version__} (mx.matmul, cpu stream)", lambda: mx.eval(mx.matmul(ma, mb))
+
+    @classmethod
     def set_threads(cls, n_threads: int) -> int:
         # mlx-cpu on Linux runs one thread whatever is asked: its matmuls go to the reference
         # (netlib) BLAS bundled in the wheel and its other kernels to one CPU stream (measured:

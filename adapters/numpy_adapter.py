@@ -1,4 +1,10 @@
-"""NumPy: the reference model itself, exposed through the adapter contract."""
+"""NumPy as an expert writes it: the reference's arithmetic, in place.
+
+The kept form is one model of ``StackedModels`` (the caviar's step with k = 1): products written
+into arrays the step owns, the batch-norm backward from the gradients of gamma and beta (three
+passes over the batch instead of seven). Its tuning log (results/tuning-logs/) times it against
+the reference's own step, which allocates every intermediate and is written term by term for
+reading, not speed."""
 from __future__ import annotations
 
 from typing import Dict, List, Mapping
@@ -8,7 +14,7 @@ import numpy as np
 from bnbench.reference.model import check_batch, forward, Optimizer, ReferenceModel, updated_running_stats
 from bnbench.reference.spec import initial_parameters, running_stat_names, Spec, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients, ManyModels, Unsupported
+from .base import Adapter, Alternative, ConventionProbe, Gradients, ManyModels, Unsupported
 
 
 class NumpyAdapter(Adapter):
@@ -19,7 +25,14 @@ class NumpyAdapter(Adapter):
     devices = ("cpu",)
     requires = ("numpy",)
     requirements = ("numpy",)
-    tuning = {"eager": "hand-written forward and backward; BLAS threads from OMP_NUM_THREADS/threadpoolctl"}
+    tuning = {"eager": "the reference's arithmetic in place (one model of StackedModels: products written into the "
+                       "step's own arrays, the batch-norm backward in three passes); batch_norm=false: the reference's "
+                       "step; glibc mallopt keeps freed memory for reuse (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB); "
+                       "BLAS threads from threadpoolctl"}
+    allocator = "malloc-reuse"
+    alternatives = {"eager": {"reference": Alternative(
+        "the reference's own step (reference/model.py): a fresh array for every intermediate, the batch-norm backward "
+        "term by term")}}
     description = "the reference: SPEC.md transcribed, backward derived by hand"
     peak_devices = ("cpu",)      # the CPU peak is NumPy's BLAS, the suite's own baseline
     trains_many = True
@@ -41,20 +54,32 @@ class NumpyAdapter(Adapter):
         return f"numpy {np.__version__}", step
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
-        self.model = ReferenceModel(self.spec, params)
+        if self.variant == "reference" or not self.spec.batch_norm:
+            self.model, self.stacked = ReferenceModel(self.spec, params), None
+        else:
+            self.model, self.stacked = None, StackedModels([self.spec], [params])
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
-        return self.model.train_step(X, y)
+        if self.stacked is None:
+            return self.model.train_step(X, y)
+        return float(self.stacked.train_step(X, y)[0])
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
-        result = self.model.gradients(X, y)
-        return Gradients(result.loss, result.probs, result.grads)
+        if self.stacked is None:
+            result = self.model.gradients(X, y)
+            return Gradients(result.loss, result.probs, result.grads)
+        losses, probs, grads = self.stacked.gradients(X, y)
+        return Gradients(float(losses[0]), probs[0], self.stacked.unstacked(grads, 0))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(X)
+        if self.stacked is None:
+            return self.model.predict_proba(X)
+        return self.stacked.predict_proba(X)[0]
 
     def state(self) -> Dict[str, np.ndarray]:
-        return self.model.state()
+        if self.stacked is None:
+            return self.model.state()
+        return self._ordered_state(self.stacked.unstacked({**self.stacked.theta, **self.stacked.running}, 0))
 
     @classmethod
     def conventions(cls):
@@ -103,6 +128,7 @@ class StackedModels(ManyModels):
             array = np.stack([p[name] for p in self.params])
             return array if array.ndim == 3 else array.reshape(k, 1, -1)   # vectors as (k, 1, n)
 
+        self.shapes = {name: np.shape(value) for name, value in self.params[0].items()}
         self.names = trainable_names(spec)
         self.weights = weight_names(spec)
         self.theta = {name: stacked(name) for name in self.names}
@@ -146,9 +172,32 @@ class StackedModels(ManyModels):
         logits -= np.log(np.exp(logits).sum(axis=2, keepdims=True))
         return logits, A, caches, stats                         # logits now holds the log-probabilities
 
+    def unstacked(self, arrays: Mapping[str, np.ndarray], model: int) -> Dict[str, np.ndarray]:
+        """Model ``model``'s own arrays out of stacks, in their spec shapes (copies)."""
+        return {name: array[model].reshape(self.shapes[name]).copy() for name, array in arrays.items()}
+
+    def gradients(self, X: np.ndarray, y: np.ndarray):
+        """Every model's loss (k,), training-mode probabilities (k, m, C) and gradient stacks;
+        changes nothing."""
+        X, y = check_batch(self.spec, X, y)
+        losses, grads, _, probs = self._forward_backward(X, y, keep_probs=True)
+        return losses, probs, grads
+
     def train_step(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
-        spec, theta = self.spec, self.theta
+        spec = self.spec
         X, y = check_batch(spec, X, y)
+        m = X.shape[0]
+        losses, grads, stats, _ = self._forward_backward(X, y)
+        momentum = self.bn_momentum
+        for layer, (mu, var) in enumerate(stats, start=1):
+            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
+            self.running[f"running_mean{layer}"] = momentum * self.running[f"running_mean{layer}"] + (1 - momentum) * mu
+            self.running[f"running_var{layer}"] = momentum * self.running[f"running_var{layer}"] + (1 - momentum) * s2
+        self._update(grads)
+        return losses
+
+    def _forward_backward(self, X: np.ndarray, y: np.ndarray, *, keep_probs: bool = False):
+        spec, theta = self.spec, self.theta
         m = X.shape[0]
         log_probs, A_last, caches, stats = self._forward(X, training=True)
         rows = np.arange(m)
@@ -158,6 +207,7 @@ class StackedModels(ManyModels):
 
         grads = {}
         dlogits = np.exp(log_probs, out=log_probs)
+        probs = dlogits.copy() if keep_probs else None
         dlogits[:, rows, y] -= 1
         dlogits /= m
         grads["W_out"] = np.matmul(A_last.transpose(0, 2, 1), dlogits)
@@ -185,14 +235,7 @@ class StackedModels(ManyModels):
         if spec.l2:
             for name in self.weights:
                 grads[name] += (spec.l2 / m) * theta[name]
-
-        momentum = self.bn_momentum
-        for layer, (mu, var) in enumerate(stats, start=1):
-            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
-            self.running[f"running_mean{layer}"] = momentum * self.running[f"running_mean{layer}"] + (1 - momentum) * mu
-            self.running[f"running_var{layer}"] = momentum * self.running[f"running_var{layer}"] + (1 - momentum) * s2
-        self._update(grads)
-        return losses
+        return losses, grads, stats, probs
 
     def _update(self, grads: Dict[str, np.ndarray]) -> None:
         """SPEC.md's updates, in place on the stacks (the gradients are this step's own arrays)."""
@@ -208,7 +251,8 @@ class StackedModels(ManyModels):
                 v *= b1
                 g *= 1 - b1
                 v += g
-                theta -= lr * v
+                np.multiply(v, lr, out=g)       # the gradient's array is free again: no new one
+                theta -= g
             else:
                 v, s = self.v[name], self.s[name]
                 v *= b1

@@ -5,19 +5,30 @@ the module differs. Modes ``c`` (the C virtual machine, g++-compiled ops: Theano
 path) and ``python`` (the Python linker: no compilation, a slow reference for the compiler)."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import ClassVar, Dict
 
 import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Gradients
+from .base import Adapter, Alternative, Gradients
 
 MODES = {
     # linker and graph rewrites of each mode; the "c" mode is PyTensor's FAST_RUN with the C VM
     "c": ("cvm", "fast_run"),
     "python": ("py", "fast_compile"),
 }
+
+
+def symbolic_alternatives(openmp: bool) -> Dict[str, Dict[str, Alternative]]:
+    """The C mode's alternatives of PyTensor and Theano, made through their configuration (set
+    before the functions are compiled): OpenMP in the elementwise C loops on or off (the other
+    way than the kept form), and the C ops compiled for this processor."""
+    toggle = ("no-openmp", "config.openmp = False: the elementwise C loops on one thread") if openmp else \
+        ("openmp", "config.openmp = True: the elementwise C loops on OpenMP threads")
+    return {"c": {toggle[0]: Alternative(toggle[1]),
+                  "march-native": Alternative("the C ops compiled with '-O3 -march=native' added to the compiler flags "
+                                              "(config gcc cxxflags)")}}
 
 
 class SymbolicAdapter(Adapter):
@@ -32,8 +43,28 @@ class SymbolicAdapter(Adapter):
         """(root module, tensor module, Mode class, log_softmax(x), softmax(x)), rows of x."""
         raise NotImplementedError
 
+    @classmethod
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        if device != "cpu":
+            return super().matmul_step(a, b, device)
+        library, pt, Mode, _, _ = cls._library()
+        product = library.function([], pt.dot(library.shared(a), library.shared(b)),
+                                   mode=Mode(linker="cvm", optimizer="fast_run"))
+        return f"{library.__name__} {library.__version__} (dot of shared variables, C linker)", product
+
+    # the kept C form runs its elementwise loops on OpenMP threads (config.openmp; its tuning log)
+    openmp: ClassVar[bool] = False
+
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         pytensor, pt, Mode, log_softmax, softmax = self._library()
+        config = pytensor.config
+        config.openmp = self.openmp != (self.variant in ("openmp", "no-openmp"))
+        if self.variant == "march-native":
+            gcc = config.gcc if hasattr(config, "gcc") else None      # Theano nests it, PyTensor spells it gcc__cxxflags
+            if gcc is not None:
+                gcc.cxxflags = f"{gcc.cxxflags} -O3 -march=native".strip()
+            else:
+                config.gcc__cxxflags = f"{config.gcc__cxxflags} -O3 -march=native".strip()
         spec = self.spec
         # ---- the spec mapped onto PyTensor / Theano, in one place ------------------------------
         # No layer library: the graph is SPEC.md's formulas (biased variance for normalising;
@@ -144,9 +175,13 @@ class PytensorAdapter(SymbolicAdapter):
     requires = ("pytensor",)
     requirements = ("pytensor",)
     tuning = {
-        "c": "pytensor.function(mode=Mode(linker='cvm', optimizer='fast_run')): rewritten graph, C ops compiled by g++",
+        "c": "pytensor.function(mode=Mode(linker='cvm', optimizer='fast_run')): rewritten graph, C ops compiled by g++; "
+             "config.openmp = True (the elementwise C loops on OpenMP threads)",
         "python": "pytensor.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
     }
+    # Its tuning log: OpenMP made the step 15% faster at large, level at tiny.
+    openmp = True
+    alternatives = symbolic_alternatives(openmp)
     description = "symbolic graph of the spec; pytensor.grad; updates on shared variables"
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .pytensor_adapter import SymbolicAdapter
+from .pytensor_adapter import symbolic_alternatives, SymbolicAdapter
 
 # Theano's BLAS detection fails on this machine's libraries: it uses NumPy's BLAS through its C API.
 THEANO_FLAGS = "blas.ldflags="
@@ -28,6 +28,11 @@ class TheanoAdapter(SymbolicAdapter):
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
     }
+    alternatives = symbolic_alternatives(False)
+    # Its tuning log: glibc's huge pages made the step 5% faster at large, level at tiny.
+    allocator = "hugepages"
+    tuning = {mode: flags + "; glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+              for mode, flags in tuning.items()}
     description = "symbolic graph of the spec (shared with PyTensor); theano.grad; updates on shared variables"
 
     worker_variables = staticmethod(theano_worker_variables)

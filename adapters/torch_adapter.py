@@ -7,7 +7,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients, Unavailable
+from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable, Unsupported
 
 
 def _torch():
@@ -30,6 +30,12 @@ class TorchAdapter(Adapter):
         "compiled": "torch.compile(backend='inductor', fullgraph=True, dynamic=False) of forward+loss "
                     "(AOTAutograd compiles the backward) and of inference; optimizer as torch._foreach_* ops",
     }
+    alternatives = {"compiled": {
+        "compiled-update": Alternative("the momentum update (torch._foreach_* ops) under torch.compile as well: "
+                                       "inductor fuses it into one kernel"),
+        "max-autotune": Alternative("torch.compile(mode='max-autotune-no-cudagraphs'): inductor benchmarks its own "
+                                    "GEMM templates against the BLAS call for each matmul"),
+    }}
     description = "F.batch_norm with the spec's momentum and variance convention mapped explicitly"
 
     @classmethod
@@ -47,9 +53,13 @@ class TorchAdapter(Adapter):
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
+        torch = _torch()
+        if device == "cpu":
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            out = torch.empty((a.shape[0], b.shape[1]), dtype=ta.dtype)
+            return f"torch {torch.__version__} (torch.matmul, {torch.get_num_threads()} threads)", lambda: torch.matmul(ta, tb, out=out)
         if device != "cuda":
             return super().matmul_step(a, b, device)
-        torch = _torch()
         if not torch.cuda.is_available():
             raise Unavailable("the matmul peak on cuda needs torch with a visible GPU")
         torch.backends.cuda.matmul.allow_tf32 = False     # a float32 peak, not TF32's
@@ -96,6 +106,9 @@ class TorchAdapter(Adapter):
                                 torch.nn.BatchNorm1d(1).momentum, "torch.optim.SGD(momentum)", momentum_sgd)]
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
+        if self.variant == "compiled-update" and self.spec.optimizer != "momentum":
+            raise Unsupported(f"the compiled-update alternative is written for optimizer='momentum' only, "
+                              f"not {self.spec.optimizer!r}")
         torch = _torch()
         spec = self.spec
         self.torch = torch
@@ -139,8 +152,14 @@ class TorchAdapter(Adapter):
                 if hasattr(dynamo_config, limit):
                     setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 256))
             compile_options = dict(backend="inductor", fullgraph=True, dynamic=False)
+            if self.variant == "max-autotune":
+                compile_options["mode"] = "max-autotune-no-cudagraphs"
             forward_loss = torch.compile(forward_loss, **compile_options)
             inference = torch.compile(inference, **compile_options)
+        self._compiled_update = None
+        if self.variant == "compiled-update":
+            self._compiled_update = torch.compile(_make_momentum_update(spec.learning_rate, spec.beta1),
+                                                  backend="inductor", fullgraph=True, dynamic=False)
         self._forward_loss = forward_loss
         self._inference = inference
 
@@ -200,7 +219,9 @@ class TorchAdapter(Adapter):
         params = self.params
         self.t += 1
         with torch.no_grad():
-            if spec.optimizer == "sgd":
+            if self._compiled_update is not None:
+                self._compiled_update(params, list(grads), self.velocity)
+            elif spec.optimizer == "sgd":
                 torch._foreach_add_(params, grads, alpha=-lr)
             elif spec.optimizer == "momentum":
                 torch._foreach_mul_(self.velocity, spec.beta1)
@@ -251,6 +272,18 @@ def _make_forward_loss(n_layers: int, bn_epsilon: float, torch_bn_momentum: floa
         return loss, log_probs
 
     return forward_loss
+
+
+def _make_momentum_update(learning_rate: float, beta1: float):
+    """The spec's momentum (as _apply_update writes it), a function for torch.compile."""
+    import torch
+
+    def update(params, grads, velocity):
+        torch._foreach_mul_(velocity, beta1)
+        torch._foreach_add_(velocity, grads, alpha=1 - beta1)
+        torch._foreach_add_(params, velocity, alpha=-learning_rate)
+
+    return update
 
 
 def _make_inference(n_layers: int, bn_epsilon: float):

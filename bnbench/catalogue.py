@@ -62,7 +62,7 @@ def render_asv(adapters: Sequence[type]) -> str:
     base, rest = timed[0], timed[1:]     # the reference first: asv's matrix is its environment
 
     def entry(adapter, indent: str) -> str:
-        variables = {"BNBENCH_ENV": adapter.name, **dict(adapter.asv_variables)}
+        variables = {"BNBENCH_ENV": adapter.name, **dict(adapter.asv_variables), **dict(adapter.allocator_variables())}
         return (f'{indent}"req": {json.dumps(_asv_requirements(adapter.requirements))},\n'
                 f'{indent}"env_nobuild": {json.dumps(variables)}')
 

@@ -282,6 +282,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- tunelog
+def cmd_tunelog(args: argparse.Namespace) -> int:
+    from bnbench import paired, tunelog
+
+    if not os.path.isdir(args.results):
+        raise CliError(f"--results {args.results!r} is not a folder")
+    if len(_framework_list([args.framework])) != 1:
+        raise CliError(f"--framework {args.framework!r} must name one framework")
+    sizes = [size.strip() for size in args.sizes.split(",") if size.strip()]
+    if not sizes:
+        raise CliError(f"--sizes {args.sizes!r} names no size")
+    try:
+        log = tunelog.run(args.framework, sizes=sizes, dtype=args.dtype, budget=args.budget, threads=args.threads,
+                          seed=args.seed, progress=not args.quiet)
+    except (tunelog.TunelogError, paired.CompareError) as error:
+        raise CliError(str(error)) from None
+    paths = tunelog.write(log, args.results)
+    if not args.quiet:
+        print(tunelog.markdown(log))
+        print(f"wrote {', '.join(paths)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
     try:
@@ -420,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--json", required=True, metavar="OUT.json", help="where to write the result")
     com.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     com.set_defaults(handler=cmd_compare)
+
+    tlog = commands.add_parser("tunelog", help="time every form of a framework against its kept form: its tuning log "
+                                               "(results/tuning-logs/<machine>/NAME.md)")
+    tlog.add_argument("--framework", required=True, metavar="NAME", help="the framework")
+    tlog.add_argument("--sizes", default="tiny,large", metavar="SIZE,...", help="spec sizes (default tiny,large)")
+    tlog.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    tlog.add_argument("--budget", type=float, default=40.0, metavar="SECONDS",
+                      help="rounds' time per size, unless every interval is within +-2.5%% sooner (default %(default)g)")
+    tlog.add_argument("--threads", type=_positive_int, default=2, help="compute threads of every form (default 2)")
+    tlog.add_argument("--seed", type=int, default=0, help="round order and bootstrap seed (default 0)")
+    tlog.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
+    tlog.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    tlog.set_defaults(handler=cmd_tunelog)
 
     rep = commands.add_parser("report", help="publish tables, CSV and plots from asv's results (results/README.md)")
     rep.add_argument("--results", default="results", metavar="DIR", help="asv's results folder (default: results)")

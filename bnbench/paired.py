@@ -12,7 +12,8 @@
 5. Ratios are taken within a round and summarised over rounds with bootstrap intervals
    (bnbench.stats); rounds go on until every interval is within +-2.5% or the budget ends.
 
-An item named twice (``numpy,numpy``) is two participants: the A/A check.
+An item named twice (``numpy,numpy``) is two participants: the A/A check. ``NAME:MODE+ALTERNATIVE``
+is an alternative form of a mode (Adapter.alternatives_of), as the tuning logs time them.
 """
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ PEAK = "peak"
 # slows frameworks unequally); of 50 rounds, every interval overlapped and no ratio moved over 3.6%.
 DEFAULT_BUDGET = 150.0
 BURST_SECONDS = 0.15
+# A burst is at least this many steps, whose median it keeps: the first step of a burst may pay
+# for the caches and the thread pools the other participants' bursts left cold (measured: at the
+# large size, where a step takes about 0.1 s, one- and two-step bursts put NumPy's step at 100 ms
+# where it takes 70 ms run back to back).
+MIN_BURST_STEPS = 3
 SETTLE_SECONDS = 0.05
 WARMUP_STEPS = 3
 MIN_ROUNDS = 10
@@ -57,7 +63,8 @@ class CompareError(ValueError):
 class Participant:
     framework: str
     mode: str
-    label: str                       # framework:mode, with #2, #3 for repeats (the A/A check)
+    label: str                       # framework:mode[+alternative], with #2, #3 for repeats (the A/A check)
+    variant: Optional[str] = None    # an alternative form of the mode (None: the kept form)
     adapter: Any = None              # the worker-side adapter proxy (None for the peak)
     worker: Any = None
     handle: Optional[int] = None
@@ -73,7 +80,8 @@ class Participant:
 
 
 def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:
-    """'numpy,NAME:MODE' -> [('numpy', None), ('NAME', 'MODE')] (no mode: the best mode)."""
+    """'numpy,NAME:MODE' -> [('numpy', None), ('NAME', 'MODE')] (no mode: the best mode); a mode
+    may name an alternative form, 'NAME:MODE+ALTERNATIVE'."""
     if text is None:
         return []
     items = []
@@ -82,8 +90,8 @@ def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[s
         if not item:
             continue
         name, _, mode = item.partition(":")
-        if not name or (":" in item and not mode):
-            raise CompareError(f"{flag} item {item!r} is not NAME or NAME:MODE")
+        if not name or (":" in item and not mode) or mode.startswith("+") or mode.endswith("+"):
+            raise CompareError(f"{flag} item {item!r} is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE")
         items.append((name, mode or None))
     if not items:
         raise CompareError(f"{flag} {text!r} names no framework")
@@ -101,12 +109,15 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
         adapter = local_class(name)
         if not adapter.modes:
             raise CompareError(f"{flag}: {name} cannot run here: {adapter.missing_requirement()}")
-        mode = mode or adapter.best_mode or adapter.modes[0]
+        mode, _, variant = (mode or adapter.best_mode or adapter.modes[0]).partition("+")
         if mode not in adapter.modes:
             raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
+        if variant and variant not in adapter.alternatives_of(mode):
+            raise CompareError(f"{flag}: {name} ({mode}) has no alternative {variant!r}; "
+                               f"alternatives: {', '.join(adapter.alternatives_of(mode))}")
         if device not in adapter.devices:
             raise CompareError(f"{flag}: {name} has no device {device!r}; devices: {', '.join(adapter.devices)}")
-        out.append((name, mode))
+        out.append((name, f"{mode}+{variant}" if variant else mode))
     return out
 
 
@@ -136,16 +147,25 @@ def _labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
     return labels
 
 
-def _placement(framework: str, index: int):
+def split_form(form: str) -> Tuple[str, Optional[str]]:
+    """'MODE+ALTERNATIVE' -> (MODE, ALTERNATIVE); 'MODE' -> (MODE, None)."""
+    mode, _, variant = form.partition("+")
+    return mode, variant or None
+
+
+def _placement(framework: str, form: str, index: int):
     """A worker placement of its own for participant ``index``: the framework's environment
-    (or this interpreter), with a variable that keeps the worker apart from every other one."""
+    (or this interpreter), with the variables its alternative form starts with, and one that
+    keeps the worker apart from every other one."""
 
     adapter = local_class(framework)
     placement = adapter.placement()
     if placement is None:
-        placement = Placement(python=sys.executable, env=tuple(adapter.worker_variables()),
+        placement = Placement(python=sys.executable, env=tuple(adapter.process_variables()),
                               where="a worker of this environment")
-    return dataclasses.replace(placement, env=tuple(placement.env) + (("BNBENCH_PARTICIPANT", str(index)),))
+    mode, variant = split_form(form)
+    extra = adapter.alternatives_of(mode)[variant].variables if variant else ()
+    return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),))
 
 
 @dataclasses.dataclass
@@ -162,6 +182,30 @@ class Settings:
     seed: int = 0
     left_out: List[Dict[str, str]] = dataclasses.field(default_factory=list)
     progress: bool = True
+    # Also time each framework's own matmul (Adapter.matmul_step, the peak's n), in its kept
+    # form's worker: the ceiling of that framework's steps, paired like the peak (tuning logs).
+    ceilings: bool = False
+
+
+def _start_ceilings(participants: List[Participant], settings: Settings) -> List[Participant]:
+    """One own-matmul participant per framework, in the worker of its first timed kept form."""
+    ceilings = []
+    for participant in participants:
+        if participant.variant is not None or participant.adapter is None:
+            continue
+        if any(ceiling.framework == participant.framework for ceiling in ceilings):
+            continue
+        label = f"{participant.framework}:own-matmul"
+        try:
+            worker = participant.adapter._remote
+            reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype, framework=participant.framework)
+            ceilings.append(Participant(participant.framework, "own-matmul", label, worker=worker, handle=reply["handle"],
+                                        version=reply["library"], verified=True, flops=float(reply["flops"]),
+                                        flags=f"{reply['n']}^3 matmul, {reply['library']}"))
+        except (WorkerError, AdapterError, ValueError) as error:
+            ceilings.append(Participant(participant.framework, "own-matmul", label,
+                                        problem=(str(error).splitlines() or [""])[0]))
+    return ceilings
 
 
 def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Participant], Any]:
@@ -171,19 +215,21 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
     m = batch_size(settings.size)
     params = initial_parameters(spec)
     X, y = timing_batches(spec, m)
-    classes = [remote_class(local_class(name), _placement(name, index)) for index, (name, _) in enumerate(settings.items)]
+    classes = [remote_class(local_class(name), _placement(name, form, index)) for index, (name, form) in enumerate(settings.items)]
     # Every worker starts and imports its framework at once (imports wait on the disk as much as
     # on the cores); building, compiling and verifying then go one participant at a time, so that
     # each first step (compilation) is timed without the others' load.
     bar.set_description("starting the workers")
-    runnable = [c for c, (_, mode) in zip(classes, settings.items) if c.unsupported(spec, mode, settings.device) is None]
+    runnable = [c for c, (_, form) in zip(classes, settings.items) if c.unsupported(spec, split_form(form)[0], settings.device) is None]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
         list(pool.map(lambda adapter_class: adapter_class.import_error(), runnable))
     participants = []
-    for adapter_class, (name, mode), label in zip(classes, settings.items, _labels(settings.items)):
+    for adapter_class, (name, form), label in zip(classes, settings.items, _labels(settings.items)):
         bar.set_description(f"starting {label}")
         local = local_class(name)
-        participant = Participant(name, mode, label, flags=local.tuning.get(mode, ""), flops=float(step_flops(spec, m)))
+        mode, variant = split_form(form)
+        flags = local.alternatives_of(mode)[variant].what if variant else local.tuning.get(mode, "")
+        participant = Participant(name, mode, label, variant=variant, flags=flags, flops=float(step_flops(spec, m)))
         participants.append(participant)
         try:
             reason = local.unsupported(spec, mode, settings.device)
@@ -197,10 +243,11 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
             # The timed instance first, so that its first step pays for compilation (reported
             # apart); then a second instance is checked against the reference on the same spec
             # and batches. One that fails is dropped before any round.
-            timed_adapter = adapter_class(spec, params, mode=mode, device=settings.device)
+            timed_adapter = adapter_class(spec, params, mode=mode, device=settings.device, variant=variant)
             warm = timed_adapter.prepare_timing(X[0], y[0], warmup=WARMUP_STEPS)
             participant.first_step_s, participant.warmup_s = warm["first_step"], warm["warmup_seconds"]
-            report = check_equivalence(adapter_class(spec, params, mode=mode, device=settings.device), spec, params, X, y)
+            report = check_equivalence(adapter_class(spec, params, mode=mode, device=settings.device, variant=variant),
+                                       spec, params, X, y)
             participant.verified = report.ok
             if not report.ok:
                 raise AdapterError("not verified against the reference, not timed: " + report.message(limit=2))
@@ -226,9 +273,9 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
 
 def _burst(participant: Participant, seconds: float) -> List[float]:
     if participant.adapter is not None:
-        reply = participant.adapter.burst(seconds)
+        reply = participant.adapter.burst(seconds, min_steps=MIN_BURST_STEPS)
     else:
-        reply = burst(participant.worker, participant.handle, seconds)
+        reply = burst(participant.worker, participant.handle, seconds, min_steps=MIN_BURST_STEPS)
     return reply["steps"]
 
 
@@ -259,7 +306,8 @@ def run(settings: Settings) -> Dict[str, Any]:
         _stop(participants)
         raise CompareError(f"--baseline {baseline_label}: cannot be timed here ({why})")
     timed_peak = peak if peak is not None and peak.problem is None else None
-    contenders = timed + ([timed_peak] if timed_peak is not None else [])
+    ceilings = _start_ceilings(participants, settings) if settings.ceilings else []
+    contenders = timed + ([timed_peak] if timed_peak is not None else []) + [c for c in ceilings if c.problem is None]
     rng = np.random.default_rng(settings.seed)
     rounds_started = time.perf_counter()
     stopped = "budget"
@@ -292,7 +340,7 @@ def run(settings: Settings) -> Dict[str, Any]:
         _stop(participants)
     seconds = time.perf_counter() - rounds_started
     return _result(settings, participants, timed_peak, baseline, spec, stopped, seconds, started,
-                   peak_problem=None if peak is None else peak.problem)
+                   peak_problem=None if peak is None else peak.problem, ceilings=ceilings)
 
 
 def _stop(participants: List[Participant]) -> None:
@@ -302,7 +350,8 @@ def _stop(participants: List[Participant]) -> None:
 
 
 def _result(settings: Settings, participants: List[Participant], peak: Optional[Participant], baseline: Participant,
-            spec, stopped: str, seconds: float, started: float, peak_problem: Optional[str] = None) -> Dict[str, Any]:
+            spec, stopped: str, seconds: float, started: float, peak_problem: Optional[str] = None,
+            ceilings: Sequence[Participant] = ()) -> Dict[str, Any]:
 
     seed = settings.seed
     timed = sorted([p for p in participants if p.problem is None],
@@ -316,7 +365,7 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
         versus = stats.paired_ratio(participant.medians, faster.medians, seed=seed) if faster is not None else None
         rows.append({
             "framework": participant.framework, "mode": participant.mode, "label": participant.label,
-            "version": participant.version, "verified": True, "flags": participant.flags,
+            "variant": participant.variant, "version": participant.version, "verified": True, "flags": participant.flags,
             "median_step_s": step.estimate, "step_ci_low": step.low, "step_ci_high": step.high,
             "ratio": ratio.estimate, "ci_low": ratio.low, "ci_high": ratio.high,
             "resolved": ratio.resolved if participant is not baseline else None,
@@ -326,6 +375,7 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
             "gflops": participant.flops / step.estimate / 1e9,
             "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
             "steps_per_burst": float(np.median(participant.steps)),
+            **_of_own_matmul(participant, ceilings, seed),
             "versus_next_faster": None if versus is None else {
                 "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
                 "resolved": versus.resolved},
@@ -333,7 +383,7 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
     for participant in participants:
         if participant.problem is not None:
             rows.append({"framework": participant.framework, "mode": participant.mode, "label": participant.label,
-                         "version": participant.version, "verified": participant.verified, "flags": participant.flags,
+                         "variant": participant.variant, "version": participant.version, "verified": participant.verified, "flags": participant.flags,
                          "median_step_s": None, "ratio": None, "ci_low": None, "ci_high": None, "resolved": None,
                          "fraction_of_peak": None, "not_timed": participant.problem,
                          "first_step_s": participant.first_step_s})
@@ -342,6 +392,19 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
         peak_step = stats.bootstrap_median(peak.medians, seed=seed)
         peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
                       "gflops": peak.flops / peak_step.estimate / 1e9}
+    ceiling_rows = []
+    for ceiling in ceilings:
+        row = {"framework": ceiling.framework, "label": ceiling.label, "library": ceiling.version, "flags": ceiling.flags}
+        if ceiling.problem is not None:
+            row["problem"] = ceiling.problem
+        else:
+            step = stats.bootstrap_median(ceiling.medians, seed=seed)
+            fraction = stats.bootstrap_median(_fractions(ceiling, peak), seed=seed) if peak is not None else None
+            row.update({"median_s": step.estimate, "gflops": ceiling.flops / step.estimate / 1e9,
+                        "fraction_of_peak": None if fraction is None else fraction.estimate,
+                        "fraction_ci_low": None if fraction is None else fraction.low,
+                        "fraction_ci_high": None if fraction is None else fraction.high})
+        ceiling_rows.append(row)
     info = machine.identify()
     return {
         "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
@@ -351,10 +414,22 @@ def _result(settings: Settings, participants: List[Participant], peak: Optional[
         "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
         "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads, "python": sys.version.split()[0],
         "spec": spec.to_dict(), "m": batch_size(settings.size), "peak": peak_entry, "rows": rows,
+        "ceilings": ceiling_rows,
         "left_out": settings.left_out,
         # every participant's burst median per round: any other baseline or pair can be recomputed
-        "round_medians": {p.label: p.medians for p in [*timed] + ([peak] if peak is not None else [])},
+        "round_medians": {p.label: p.medians for p in [*timed] + ([peak] if peak is not None else [])
+                          + [c for c in ceilings if c.problem is None]},
     }
+
+
+def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], seed: int) -> Dict[str, Any]:
+    """The step's FLOP/s over its framework's own matmul's, per round: how near the step comes to
+    what the framework's kernels allow (1: every step FLOP at the own matmul's rate)."""
+    ceiling = next((c for c in ceilings if c.framework == participant.framework and c.problem is None), None)
+    if ceiling is None:
+        return {}
+    fraction = stats.bootstrap_median(_fractions(participant, ceiling), seed=seed)
+    return {"of_own_matmul": fraction.estimate, "of_own_matmul_ci_low": fraction.low, "of_own_matmul_ci_high": fraction.high}
 
 
 def table(result: Dict[str, Any]) -> str:

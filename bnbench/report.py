@@ -28,7 +28,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from bnbench.paired import format_seconds
-from bnbench import conventions, machine as machines_module
+from bnbench import conventions, machine as machines_module, tunelog
 from bnbench.machine import slug
 from bnbench.reference.io import atomic_write_bytes, atomic_write_text
 
@@ -504,7 +504,12 @@ def _interval(value, low, high, style: str = ".3f") -> str:
     return f"{value:{style}} [{low:{style}}, {high:{style}}]"
 
 
-def comparison_table(run: Dict[str, object], verification) -> List[str]:
+def _tuning_log_link(results: str, machine_id: str, framework: str) -> str:
+    path = tunelog.path_for(results, machine_id, framework, "md")
+    return f" ([tuning log]({os.path.relpath(path, results)}))" if os.path.exists(path) else ""
+
+
+def comparison_table(run: Dict[str, object], verification, results: str = "results") -> List[str]:
     peak = run.get("peak") or {}
     peak_text = (f"matmul peak {peak['gflops']:.4g} GFLOP/s ({peak.get('flags')})" if "gflops" in peak
                  else f"no matmul peak ({peak.get('problem', 'not measured')})")
@@ -532,7 +537,7 @@ def comparison_table(run: Dict[str, object], verification) -> List[str]:
         lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
                      f"{_interval(row['ratio'], row['ci_low'], row['ci_high'])} | {baseline_text} | {versus_text} | {step} | "
                      f"{_number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {checked} | "
-                     f"{row.get('flags', '')} |")
+                     f"{row.get('flags', '')}{_tuning_log_link(results, run['machine_id'], row['framework'])} |")
     return lines + [""]
 
 
@@ -609,13 +614,52 @@ def comparison_sections(results: str) -> Tuple[List[str], List[str], List[str], 
                 plots.append(plot)
                 lines += [f"![paired ratios, {device}, {dtype}, {machine_id}]({plot})", ""]
             for run in group:
-                lines += comparison_table(run, verification)
+                lines += comparison_table(run, verification, results)
                 tidy += [dict({key: run.get(key) for key in ("device", "dtype", "size", "baseline", "created", "rounds")},
                               machine=machine_id, source=run["source"],
                               **{key: row.get(key) for key in COMPARE_COLUMNS if key in row}) for row in run["rows"]]
         if records:
             lines += verification_section(records, machine_id)
     return lines, plots, problems, tidy
+
+
+def tuning_logs_section(results: str) -> List[str]:
+    """One row per committed tuning log (results/tuning-logs/<machine>/<framework>.md): the kept
+    form, how many alternatives were timed against it, the fastest of them at each size, its
+    fraction of peak at large beside its own matmul's, and the log's verdict."""
+    logs = tunelog.load_logs(results)
+    if not logs:
+        return []
+    tunelog.render_all(results)
+    lines = ["## Tuning logs (`bnbench tunelog`)", "",
+             "Each framework's forms (its other modes, its own alternatives, the allocator's) timed against the form "
+             "the tables use, in paired rounds at tiny and large; each form checked against the reference first. "
+             "A ratio below 1 is faster than the kept form.", "",
+             "| machine | framework | kept form | forms timed | fastest other at tiny | fastest other at large | "
+             "fraction of peak at large | own matmul / peak | of own matmul | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for log in logs:
+        framework, kept = log["framework"], log["kept"]
+
+        def fastest(size: str) -> str:
+            rows = [row for row in log["compare"].get(size, {}).get("rows", [])
+                    if row.get("ratio") is not None and row["label"] != f"{framework}:{kept}"]
+            if not rows:
+                return "-"
+            best = min(rows, key=lambda row: row["ratio"])
+            return f"{best['label'].split(':', 1)[1]} {_interval(best['ratio'], best['ci_low'], best['ci_high'])}"
+
+        verdict = tunelog.verdict(log)
+        large = log["compare"].get("large", {})
+        kept_row = next((row for row in large.get("rows", []) if row["label"] == f"{framework}:{kept}"), {})
+        ceiling = next((c for c in large.get("ceilings", []) if "gflops" in c), {})
+        timed = sum(1 for row in log["compare"][log["sizes"][0]]["rows"] if row.get("ratio") is not None) - 1
+        link = f"[{framework}]({log['source'][:-len('json')]}md)"
+        lines.append(f"| {log['machine_id']} | {link} | `{kept}` | {timed} of {len(log['forms']) - 1} | {fastest('tiny')} | "
+                     f"{fastest('large')} | {_number(kept_row.get('fraction_of_peak'), 2)} | "
+                     f"{_number(ceiling.get('fraction_of_peak'), 2)} | {_number(kept_row.get('of_own_matmul'), 2)} | "
+                     f"{'kept' if verdict['kept_stands'] else 'adopt ' + ', '.join(verdict['adopt'])} |")
+    return lines + [""]
 
 
 def prune(results: str, read: List[str], frame) -> List[str]:
@@ -650,6 +694,7 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
     if problems:
         lines += ["**Skipped files:**", ""] + [f"- {problem}" for problem in problems] + [""]
     lines += compare_lines
+    lines += tuning_logs_section(results)
     if machines:
         lines += ["## asv timings (history across commits)", "",
                   "Each framework timed by asv in a process of its own; rows of one table come from separate processes "

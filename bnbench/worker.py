@@ -111,10 +111,11 @@ class _Server:
         if op == "build":
             adapter_class = registry.local_class(header["framework"])
             spec = Spec.from_dict(header["spec"])
-            adapter = adapter_class(spec, arrays, mode=header["mode"], device=header["device"])
+            adapter = adapter_class(spec, arrays, mode=header["mode"], device=header["device"],
+                                    variant=header.get("variant"))
             return {"handle": self._new_handle(adapter)}, None
         if op == "build_peak":
-            peak = MatmulPeak(header["device"], header["dtype"], int(header.get("n") or 0))
+            peak = MatmulPeak(header["device"], header["dtype"], int(header.get("n") or 0), header.get("framework") or "")
             handle = self._new_handle(peak)
             self.timed_steps[handle] = peak.step
             return {"handle": handle, "flops": peak.flops, "n": peak.n, "library": peak.library}, None
@@ -341,6 +342,7 @@ def remote_class(local: Type, placement: Placement) -> Type:
         devices = local.devices
         requires = local.requires
         tuning = local.tuning
+        alternatives = local.alternatives
         description = local.description
         worker_placement: ClassVar[Placement] = placement
         _probe_cache: ClassVar[Optional[Dict[str, Any]]] = None
@@ -407,6 +409,15 @@ def remote_class(local: Type, placement: Placement) -> Type:
             return local.known_departure(spec, mode, device, m)
 
         @classmethod
+        def alternatives_of(cls, mode: str):
+            return local.alternatives_of(mode)
+
+        @classmethod
+        def check_variant(cls, mode: str, variant: Optional[str], *, environment: bool = True) -> None:
+            # the alternative's variables are the worker's: it checks them when it builds the adapter
+            local.check_variant(mode, variant, environment=False)
+
+        @classmethod
         def set_threads(cls, n_threads: int) -> int:
             reply, _ = cls._worker().call("set_threads", framework=cls.name, n_threads=n_threads)
             return reply["threads"]
@@ -421,7 +432,7 @@ def remote_class(local: Type, placement: Placement) -> Type:
             self._handle = None
             self._remote = self._worker()
             reply, _ = self._remote.call("build", params, framework=self.name, mode=self.mode,
-                                         device=self.device, spec=self.spec.to_dict())
+                                         device=self.device, spec=self.spec.to_dict(), variant=self.variant)
             self._handle = reply["handle"]
 
         def train_step(self, X: np.ndarray, y: np.ndarray) -> float:

@@ -80,9 +80,9 @@ def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypat
     common, bench_worker, _ = _benchmarks()
     monkeypatch.delenv("BNBENCH_ENV", raising=False)
     monkeypatch.setenv("BNBENCH_GRID", "full")
-    # Caffe's BatchNorm always applies m/(m-1) to the running variance; the timed spec is biased.
-    with pytest.raises(NotImplementedError, match=r"unsupported by caffe \(net\): Caffe's BatchNorm"):
-        bench_worker.measured("caffe", "float32", "tiny")
+    # pycaffe's blobs are float32: its float64 rows are skips with the reason.
+    with pytest.raises(NotImplementedError, match=r"unsupported by caffe \(net\): pycaffe's blobs are float32 only"):
+        bench_worker.measured("caffe", "float64", "tiny")
     # Keras 3 on jax computes float64 in float32: its float64 rows are skips, in-process as well.
     with pytest.raises(NotImplementedError, match=r"unsupported by keras-jax \(compiled\): keras.layers.BatchNormalization computes in"):
         common.prepare("keras-jax:compiled", "cpu", "float64", "tiny")

@@ -52,7 +52,9 @@ def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--frameworks", "nosuch"], "unknown framework 'nosuch'"),
     (["--frameworks", "numpy:jit"], "numpy has no mode 'jit'"),
-    (["--frameworks", "numpy:"], "is not NAME or NAME:MODE"),
+    (["--frameworks", "numpy:"], "is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE"),
+    (["--frameworks", "numpy:eager+"], "is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE"),
+    (["--frameworks", "numpy:eager+fast"], "numpy (eager) has no alternative 'fast'; alternatives: reference, hugepages"),
     (["--frameworks", "numpy", "--baseline", "numpy,numpy"], "must name one framework"),
     (["--frameworks", "numpy", "--budget", "0"], "--budget 0.0 must be a positive number"),
     (["--frameworks", "numpy", "--size", "huge"], "invalid choice: 'huge'"),
@@ -133,3 +135,21 @@ def test_report_keeps_machines_with_one_hostname_apart(two_machines_one_hostname
             expected = "AMD EPYC" if row["framework"] == "numpy" else "Intel Xeon"
             assert expected in row["machine"]
     assert (results / "compare.csv").read_text().startswith("machine,device,dtype,size,baseline")
+
+
+def test_a_framework_s_own_matmul_is_timed_beside_its_steps():
+    """Tuning logs time each framework's own matmul in its kept form's worker, in the same rounds:
+    its fraction of the peak, and each step's share of it."""
+    require_adapter("numpy")
+    from bnbench import paired
+
+    result = paired.run(paired.Settings(items=[("numpy", "eager"), ("numpy", "eager+reference")], size="tiny",
+                                        baseline=("numpy", "eager"), budget=3, ceilings=True, progress=False))
+    (ceiling,) = result["ceilings"]
+    assert ceiling["framework"] == "numpy" and ceiling["library"].startswith("numpy") and "problem" not in ceiling
+    assert ceiling["gflops"] > 0 and 0.5 < ceiling["fraction_of_peak"] < 2
+    assert len(result["round_medians"]["numpy:own-matmul"]) == result["rounds"]
+    for row in result["rows"]:
+        assert 0 < row["of_own_matmul"] < 1 and row["of_own_matmul_ci_low"] <= row["of_own_matmul"]
+    assert {row["label"]: row["variant"] for row in result["rows"]} == {"numpy:eager": None,
+                                                                        "numpy:eager+reference": "reference"}

@@ -1,0 +1,243 @@
+"""``bnbench tunelog``: a framework's tuning log, the evidence that its adapter runs in the
+framework's fastest honest form.
+
+Every form of the framework is timed against its kept form (the best mode as the adapter
+builds it) in ``bnbench compare``'s interleaved paired rounds, at each size of the log: the
+other modes, the framework's own alternatives and the allocator's (``Adapter.alternatives_of``).
+Each form is first checked against the reference on the spec and batches it is timed on, so
+the log says per form whether it passed. The verdict is computed from the intervals: the kept
+form stands unless an alternative that passed is resolved faster at some size without being
+resolved slower at another; then the log says the adapter should change, and the test of the
+committed logs fails until it does.
+
+A log is one run on one machine: results/tuning-logs/<machine>/<framework>.json (the runs) and
+.md (made from the JSON, verdict included, by ``write`` and again by ``bnbench report``).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from bnbench import paired
+from bnbench.adapters.registry import local_class
+from bnbench.reference.io import atomic_write_json, atomic_write_text
+from bnbench.workload import SIZE_ORDER
+
+SCHEMA = 1
+# An alternative counts as faster (or slower) than the kept form when its whole interval lies
+# beyond 3% of 1: the same participant drifts up to 3.6% between two runs of the same
+# comparison (measured, bnbench/paired.py), so a smaller resolved difference is not a reason
+# to change an adapter.
+MARGIN = 0.03
+DEFAULT_SIZES = ("tiny", "large")
+DEFAULT_BUDGET = 40.0
+LOG_DIR = os.path.join("results", "tuning-logs")
+
+
+class TunelogError(ValueError):
+    """Bad framework, sizes or settings; the message names the flag and value."""
+
+
+def loggable(device: str = "cpu") -> List[str]:
+    """The frameworks installed here whose kept form can be timed on the suite's timing spec
+    (compare's float32 sizes), in the registry's order."""
+    from bnbench.adapters import names
+    from bnbench.workload import spec_for
+
+    out = []
+    for name in names():
+        adapter = local_class(name)
+        placement = adapter.placement() if adapter.modes else None      # its own environment's worker
+        missing = placement.missing() if placement is not None else adapter.missing_requirement()
+        if adapter.modes and device in adapter.devices and missing is None:
+            kept = adapter.best_mode or adapter.modes[0]
+            if adapter.unsupported(spec_for("tiny", "float32"), kept, device) is None:
+                out.append(name)
+    return out
+
+
+def forms(framework: str, device: str = "cpu") -> List[str]:
+    """The kept form first (the best mode), then the other modes, then the kept mode's alternatives."""
+    adapter = local_class(framework)
+    if not adapter.modes:
+        raise TunelogError(f"--framework {framework}: cannot run here: {adapter.missing_requirement()}")
+    if device not in adapter.devices:
+        raise TunelogError(f"--device {device}: {framework} has no such device (devices: {', '.join(adapter.devices)})")
+    kept = adapter.best_mode or adapter.modes[0]
+    return ([kept] + [mode for mode in adapter.modes if mode != kept]
+            + [f"{kept}+{name}" for name in adapter.alternatives_of(kept)])
+
+
+def what(framework: str, form: str) -> str:
+    """What a form is, as its log publishes it: the mode's flags, or what the alternative changes."""
+    adapter = local_class(framework)
+    mode, variant = paired.split_form(form)
+    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning.get(mode, "")
+
+
+def run(framework: str, *, sizes: Sequence[str] = DEFAULT_SIZES, dtype: str = "float32", device: str = "cpu",
+        budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Time every form of ``framework`` against its kept form at each size; the log as a dict."""
+    for size in sizes:
+        if size not in SIZE_ORDER:
+            raise TunelogError(f"--sizes: unknown size {size!r}; sizes: {', '.join(SIZE_ORDER)}")
+    if budget <= 0:
+        raise TunelogError(f"--budget {budget!r} must be a positive number of seconds")
+    all_forms = forms(framework, device)
+    kept = all_forms[0]
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    comparisons = {}
+    for size in sizes:
+        settings = paired.Settings(items=[(framework, form) for form in all_forms], size=size, dtype=dtype, device=device,
+                                   baseline=(framework, kept), budget=budget, threads=threads, seed=seed, progress=progress,
+                                   ceilings=size == "large")
+        comparisons[size] = paired.run(settings)
+    first = comparisons[sizes[0]]
+    log = {"schema": SCHEMA, "tool": "bnbench tunelog", "framework": framework, "kept": kept, "created": started,
+           "machine_id": first["machine_id"], "machine": first["machine"], "dtype": dtype, "device": device,
+           "threads": threads, "budget": budget, "sizes": list(sizes),
+           "forms": [{"form": form, "what": what(framework, form)} for form in all_forms],
+           "compare": comparisons}
+    return log
+
+
+def _row(comparison: Dict[str, Any], framework: str, form: str) -> Optional[Dict[str, Any]]:
+    label = f"{framework}:{form}"
+    return next((row for row in comparison["rows"] if row["label"] == label), None)
+
+
+def verdict(log: Dict[str, Any]) -> Dict[str, Any]:
+    """Per size, the alternatives faster and slower than the kept form (their interval wholly below
+    1 - MARGIN, or above 1 + MARGIN); ``adopt``: those that passed, were faster at some size and
+    slower at none (the adapter should take one of them); ``kept_stands``: there is none."""
+    framework = log["framework"]
+    faster: Dict[str, List[str]] = {}
+    slower: Dict[str, List[str]] = {}
+    for size, comparison in log["compare"].items():
+        for entry in log["forms"][1:]:
+            row = _row(comparison, framework, entry["form"])
+            if row is None or row.get("ratio") is None or not row.get("verified"):
+                continue
+            if row["ci_high"] < 1 - MARGIN:
+                faster.setdefault(entry["form"], []).append(size)
+            elif row["ci_low"] > 1 + MARGIN:
+                slower.setdefault(entry["form"], []).append(size)
+    adopt = sorted(form for form in faster if form not in slower)
+    return {"faster": faster, "slower": slower, "adopt": adopt, "kept_stands": not adopt,
+            "why": _why(log, faster, slower, adopt)}
+
+
+def _why(log, faster, slower, adopt) -> str:
+    kept = log["kept"]
+    if adopt:
+        return (f"{', '.join(adopt)} passed and was faster than {kept} by more than {MARGIN:.0%} at "
+                f"{'; '.join(', '.join(faster[form]) for form in adopt)} and slower nowhere: the adapter should adopt it")
+    parts = [f"no alternative that passed is faster than {kept} by more than {MARGIN:.0%} (its whole interval) at any "
+             f"size without being slower by as much at another"]
+    for form, sizes in sorted(faster.items()):
+        parts.append(f"{form} is faster at {', '.join(sizes)} but slower at {', '.join(slower[form])}")
+    return "; ".join(parts)
+
+
+def path_for(results: str, machine_id: str, framework: str, extension: str) -> str:
+    return os.path.join(results, "tuning-logs", machine_id, f"{framework}.{extension}")
+
+
+def write(log: Dict[str, Any], results: str = "results") -> List[str]:
+    """The log as JSON and Markdown under results/tuning-logs/<machine>/ (atomically); their paths."""
+    paths = [path_for(results, log["machine_id"], log["framework"], extension) for extension in ("json", "md")]
+    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
+    atomic_write_json(paths[0], log)
+    atomic_write_text(paths[1], markdown(log))
+    return paths
+
+
+def _interval(row: Optional[Dict[str, Any]], key: str = "ratio", low: str = "ci_low", high: str = "ci_high",
+              style: str = ".3f") -> str:
+    if row is None or row.get(key) is None:
+        return "-"
+    return f"{row[key]:{style}} [{row[low]:{style}}, {row[high]:{style}}]"
+
+
+def _cell(row: Optional[Dict[str, Any]]) -> str:
+    if row is None:
+        return "-"
+    if row.get("ratio") is None:
+        return f"not timed: {row.get('not_timed', '')}"
+    resolved = "" if row.get("resolved") is None else (" resolved" if row["resolved"] else " not resolved")
+    return f"{_interval(row)}{resolved}"
+
+
+def markdown(log: Dict[str, Any]) -> str:
+    framework, kept, sizes = log["framework"], log["kept"], log["sizes"]
+    first = log["compare"][sizes[0]]
+    version = next((row.get("version") for row in first["rows"] if row.get("version")), "-")
+    lines = [f"# Tuning log: {framework} ({kept}), {log['machine_id']}", "",
+             f"Generated by `bnbench tunelog --framework {framework}` (do not edit by hand) on {log['created']}: "
+             f"{framework} {version}, {log['dtype']}, {log['device']}, {log['threads']} thread(s). Every form is timed "
+             f"against the kept form `{kept}` in interleaved paired rounds (`bnbench compare`, budget {log['budget']:.0f} s "
+             f"per size); a ratio below 1 is faster. A form that fails the check against the reference on the timed spec "
+             f"and batches is not timed. An alternative would replace the kept form if its interval lay wholly below "
+             f"{1 - MARGIN:g} at a size and wholly above {1 + MARGIN:g} at none.", "",
+             "| form | what it changes | passed | " + " | ".join(f"ratio at {size} [95% CI]" for size in sizes)
+             + " | step at " + " | step at ".join(sizes)
+             + (" | fraction of peak at large | of its own matmul at large" if "large" in sizes else "") + " |",
+             "|---|---|---|" + "---|" * (2 * len(sizes) + 2 * ("large" in sizes))]
+    for entry in log["forms"]:
+        rows = {size: _row(log["compare"][size], framework, entry["form"]) for size in sizes}
+        passed = all(row is not None and row.get("verified") for row in rows.values())
+        cells = [_cell(rows[size]) if entry["form"] != kept else "1 (kept)" for size in sizes]
+        steps = [paired.format_seconds(rows[size].get("median_step_s")) if rows[size] else "-" for size in sizes]
+        fraction = []
+        if "large" in sizes:
+            fraction = [_interval(rows["large"], "fraction_of_peak", "fraction_ci_low", "fraction_ci_high", ".2f"),
+                        _interval(rows["large"], "of_own_matmul", "of_own_matmul_ci_low", "of_own_matmul_ci_high", ".2f")]
+        lines.append(f"| `{entry['form']}` | {entry['what']} | {'yes' if passed else '**no**'} | "
+                     + " | ".join(cells + steps + fraction) + " |")
+    lines += ["", "Rounds: " + "; ".join(f"{size} {log['compare'][size]['rounds']} in {log['compare'][size]['seconds']:.0f} s "
+                                          f"({log['compare'][size]['stopped']})" for size in sizes) + ".", ""]
+    if "large" in sizes:
+        large = log["compare"]["large"]
+        peak = large.get("peak") or {}
+        for ceiling in large.get("ceilings", []):
+            if "problem" in ceiling:
+                lines += [f"The framework's own matmul was not timed: {ceiling['problem']}.", ""]
+                continue
+            lines += [f"**Ceiling.** The matmul peak is {peak.get('gflops', float('nan')):.0f} GFLOP/s ({peak.get('flags', '-')}). "
+                      f"{framework}'s own matmul of the same product ({ceiling['library']}), timed in the kept form's "
+                      f"process in the same rounds, reaches {ceiling['gflops']:.0f} GFLOP/s: "
+                      f"{_interval(ceiling, 'fraction_of_peak', 'fraction_ci_low', 'fraction_ci_high', '.2f')} of the peak. "
+                      f"No step of {framework} can run its matmuls faster, so that fraction bounds its fraction of peak; "
+                      f"the last column is how much of it each form reaches.", ""]
+    verdict = globals()["verdict"](log)
+    lines += [f"**Kept: `{kept}`**" if verdict["kept_stands"] else f"**Change the adapter: {', '.join(verdict['adopt'])}**",
+              f"({verdict['why']}).", ""]
+    return "\n".join(lines)
+
+
+def render_all(results: str) -> List[str]:
+    """Every committed log's Markdown made again from its JSON (the verdict rule may have changed
+    since it ran); the paths written."""
+    written = []
+    for log in load_logs(results):
+        path = os.path.join(results, log["source"][:-len("json")] + "md")
+        log = {key: value for key, value in log.items() if key != "source"}
+        atomic_write_text(path, markdown(log))
+        written.append(path)
+    return written
+
+
+def load_logs(results: str) -> List[Dict[str, Any]]:
+    """Every committed tuning log (JSON) under results/tuning-logs/<machine>/."""
+    import glob
+    import json
+
+    logs = []
+    for path in sorted(glob.glob(os.path.join(results, "tuning-logs", "*", "*.json"))):
+        with open(path) as handle:
+            data = json.load(handle)
+        if isinstance(data, dict) and data.get("tool") == "bnbench tunelog":
+            data["source"] = os.path.relpath(path, results)
+            logs.append(data)
+    return logs
