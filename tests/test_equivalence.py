@@ -73,14 +73,24 @@ def test_rejects_batch_of_one(framework, mode, device):
 
 
 # ---------------------------------------------------------------- the check itself can fail
-class WrongRunningVariance(NumpyAdapter):
+class ReferenceForm(NumpyAdapter):
+    """NumPy's adapter in its reference form (the reference's own step, ``self.model``), which
+    the deliberately wrong adapters below change in one place each."""
+
+    stacked = None
+
+    def _build(self, params):
+        self.model = ReferenceModel(self.spec, params)
+
+
+class WrongRunningVariance(ReferenceForm):
     """Updates running_var with m/(m-1) although the spec says 'biased' (torch's default)."""
 
     def _build(self, params):
         self.model = ReferenceModel(self.spec.replace(running_var="unbiased"), params)
 
 
-class WrongGammaGradient(NumpyAdapter):
+class WrongGammaGradient(ReferenceForm):
     """Gets the gradient of gamma2 wrong by 0.1%."""
 
     def _wrong(self, X, y):
@@ -145,7 +155,7 @@ def kinked_problem(m=512):
     return spec, params, X, y
 
 
-class OtherSideOfTheKink(NumpyAdapter):
+class OtherSideOfTheKink(ReferenceForm):
     """The reference, except that a layer-2 ReLU input within 1e-6 of 0 passes the gradient when
     it is below 0 and stops it when above: what a float32 implementation rounding to the other
     side does."""
@@ -187,7 +197,7 @@ def test_widening_stops_at_the_cap():
     assert "capped at 1e-02: too close to the kinks to check further" in report.message()
 
 
-class WrongBetaGradientAtTheKink(NumpyAdapter):
+class WrongBetaGradientAtTheKink(ReferenceForm):
     """Gets the gradient of beta2 wrong by 5%, on the kinked problem, where its tolerance is widened."""
 
     def gradients(self, X, y):
