@@ -67,7 +67,7 @@ def _precision(dtype: str, backend: str):
 class KerasAdapter(Adapter):
     # The compiled mode's kept form is Keras' documented custom training step (stateless_call on
     # jax, GradientTape in a tf.function on tensorflow, loss.backward() on torch), not
-    # train_on_batch, whose own machinery cost 1.7x to 3.2x the step at tiny (the tuning logs).
+    # train_on_batch, whose own machinery cost 1.1x (torch) to 3x (jax) the step at tiny (the tuning logs).
     custom_modes: ClassVar[Tuple[str, ...]] = ("compiled",)
     backend: ClassVar[str]
     backend_module: ClassVar[str]
