@@ -357,11 +357,14 @@ class Adapter(abc.ABC):
     def check_variant(cls, mode: str, variant: Optional[str], *, environment: bool = True) -> None:
         """Unavailable unless ``variant`` is None or an alternative of ``mode`` whose variables
         (with ``environment``) this process was started with."""
-        if variant is not None and variant not in cls.alternatives_of(mode):
-            known = ", ".join(cls.alternatives_of(mode)) or "none"
-            raise Unavailable(f"{cls.name} ({mode}) has no alternative form {variant!r}; its alternatives: {known}")
-        if variant is not None and environment:
-            for key, value in cls.alternatives_of(mode)[variant].variables:
+        if variant is None:
+            return
+        alternatives = cls.alternatives_of(mode)
+        if variant not in alternatives:
+            raise Unavailable(f"{cls.name} ({mode}) has no alternative form {variant!r}; "
+                              f"its alternatives: {', '.join(alternatives) or 'none'}")
+        if environment:
+            for key, value in alternatives[variant].variables:
                 if os.environ.get(key) != value:
                     raise Unavailable(f"{cls.name} ({mode}+{variant}) runs only in a process started with {key}={value} "
                                       f"(bnbench compare and tunelog start its worker so)")

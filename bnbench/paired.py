@@ -109,7 +109,7 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
         adapter = local_class(name)
         if not adapter.modes:
             raise CompareError(f"{flag}: {name} cannot run here: {adapter.missing_requirement()}")
-        mode, _, variant = (mode or adapter.best_mode or adapter.modes[0]).partition("+")
+        mode, variant = split_form(mode or adapter.best_mode or adapter.modes[0])
         if mode not in adapter.modes:
             raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
         if variant and variant not in adapter.alternatives_of(mode):
@@ -151,6 +151,12 @@ def split_form(form: str) -> Tuple[str, Optional[str]]:
     """'MODE+ALTERNATIVE' -> (MODE, ALTERNATIVE); 'MODE' -> (MODE, None)."""
     mode, _, variant = form.partition("+")
     return mode, variant or None
+
+
+def form_flags(adapter, form: str) -> str:
+    """What a form publishes: its mode's tuning flags, or what its alternative changes."""
+    mode, variant = split_form(form)
+    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning.get(mode, "")
 
 
 def _placement(framework: str, form: str, index: int):
@@ -228,8 +234,8 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
         bar.set_description(f"starting {label}")
         local = local_class(name)
         mode, variant = split_form(form)
-        flags = local.alternatives_of(mode)[variant].what if variant else local.tuning.get(mode, "")
-        participant = Participant(name, mode, label, variant=variant, flags=flags, flops=float(step_flops(spec, m)))
+        participant = Participant(name, mode, label, variant=variant, flags=form_flags(local, form),
+                                  flops=float(step_flops(spec, m)))
         participants.append(participant)
         try:
             reason = local.unsupported(spec, mode, settings.device)

@@ -630,7 +630,7 @@ def tuning_logs_section(results: str) -> List[str]:
     logs = tunelog.load_logs(results)
     if not logs:
         return []
-    tunelog.render_all(results)
+    tunelog.render_all(results, logs)
     lines = ["## Tuning logs (`bnbench tunelog`)", "",
              "Each framework's forms (its other modes, its own alternatives, the allocator's) timed against the form "
              "the tables use, in paired rounds at tiny and large; each form checked against the reference first. "

@@ -16,6 +16,8 @@ A log is one run on one machine: results/tuning-logs/<machine>/<framework>.json 
 from __future__ import annotations
 
 import datetime
+import glob
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -69,13 +71,6 @@ def forms(framework: str, device: str = "cpu") -> List[str]:
             + [f"{kept}+{name}" for name in adapter.alternatives_of(kept)])
 
 
-def what(framework: str, form: str) -> str:
-    """What a form is, as its log publishes it: the mode's flags, or what the alternative changes."""
-    adapter = local_class(framework)
-    mode, variant = paired.split_form(form)
-    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning.get(mode, "")
-
-
 def run(framework: str, *, sizes: Sequence[str] = DEFAULT_SIZES, dtype: str = "float32", device: str = "cpu",
         budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0, progress: bool = True) -> Dict[str, Any]:
     """Time every form of ``framework`` against its kept form at each size; the log as a dict."""
@@ -97,7 +92,7 @@ def run(framework: str, *, sizes: Sequence[str] = DEFAULT_SIZES, dtype: str = "f
     log = {"schema": SCHEMA, "tool": "bnbench tunelog", "framework": framework, "kept": kept, "created": started,
            "machine_id": first["machine_id"], "machine": first["machine"], "dtype": dtype, "device": device,
            "threads": threads, "budget": budget, "sizes": list(sizes),
-           "forms": [{"form": form, "what": what(framework, form)} for form in all_forms],
+           "forms": [{"form": form, "what": paired.form_flags(local_class(framework), form)} for form in all_forms],
            "compare": comparisons}
     return log
 
@@ -210,17 +205,17 @@ def markdown(log: Dict[str, Any]) -> str:
                       f"{_interval(ceiling, 'fraction_of_peak', 'fraction_ci_low', 'fraction_ci_high', '.2f')} of the peak. "
                       f"No step of {framework} can run its matmuls faster, so that fraction bounds its fraction of peak; "
                       f"the last column is how much of it each form reaches.", ""]
-    verdict = globals()["verdict"](log)
-    lines += [f"**Kept: `{kept}`**" if verdict["kept_stands"] else f"**Change the adapter: {', '.join(verdict['adopt'])}**",
-              f"({verdict['why']}).", ""]
+    outcome = verdict(log)
+    lines += [f"**Kept: `{kept}`**" if outcome["kept_stands"] else f"**Change the adapter: {', '.join(outcome['adopt'])}**",
+              f"({outcome['why']}).", ""]
     return "\n".join(lines)
 
 
-def render_all(results: str) -> List[str]:
+def render_all(results: str, logs: Optional[List[Dict[str, Any]]] = None) -> List[str]:
     """Every committed log's Markdown made again from its JSON (the verdict rule may have changed
-    since it ran); the paths written."""
+    since it ran), from ``logs`` where they are loaded already; the paths written."""
     written = []
-    for log in load_logs(results):
+    for log in load_logs(results) if logs is None else logs:
         path = os.path.join(results, log["source"][:-len("json")] + "md")
         log = {key: value for key, value in log.items() if key != "source"}
         atomic_write_text(path, markdown(log))
@@ -230,9 +225,6 @@ def render_all(results: str) -> List[str]:
 
 def load_logs(results: str) -> List[Dict[str, Any]]:
     """Every committed tuning log (JSON) under results/tuning-logs/<machine>/."""
-    import glob
-    import json
-
     logs = []
     for path in sorted(glob.glob(os.path.join(results, "tuning-logs", "*", "*.json"))):
         with open(path) as handle:
