@@ -465,8 +465,12 @@ def _ask(study, settings: Settings, index: int):
 
 
 def _draw(trial, settings: Settings, space: Dict[str, Dimension], round_index: int) -> Dict[str, object]:
-    if not trial.params:          # a retried trial (RetryHeartbeatStaleTrialCallback) already holds its values
-        for field, dimension in space.items():
+    # A retried trial (Optuna's RetryFailedTrialCallback) holds the values its killed worker had
+    # drawn; a worker killed half-way through drawing left only some of them, so the rest are drawn
+    # here. Each suggest is its own storage write, which is why that window exists at all.
+    held = trial.params
+    for field, dimension in space.items():
+        if dimension.optuna_name(field) not in held:
             dimension.suggest(trial, dimension.optuna_name(field))
     trial.set_user_attr(ROUND_ATTR, round_index)
     trial.set_user_attr("host", socket.gethostname())

@@ -116,7 +116,8 @@ def test_a_killed_search_resumes_without_losing_or_repeating_trials(tmp_path):
     before = {t.number: t.params for t in _finished(storage, "killed")}
     assert 3 <= len(before) < 400, "the search must be interrupted half-way"
     command[command.index("400")] = str(len(before) + 4)
-    subprocess.run(command, check=True, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    resumed = subprocess.run(command, timeout=300, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
     after = {t.number: t.params for t in _finished(storage, "killed")}
     assert len(after) == len(before) + 4
     assert all(after[number] == params for number, params in before.items())      # nothing lost or redone
@@ -142,6 +143,24 @@ def test_a_worker_killed_before_its_first_heartbeat_does_not_stall_the_study(tmp
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert any(t.system_attrs.get("failed_trial") == orphan.number for t in trials)    # queued again
     assert time.perf_counter() - started < 60
+
+
+def test_a_worker_killed_half_way_through_its_draw_is_retried_with_the_rest_drawn(tmp_path):
+    """Each value is its own storage write, so a worker can die holding some of them (CI caught it:
+    the retried trial then lacked hidden_units). The retry keeps what was drawn and draws the rest."""
+    s = settings(tmp_path, trials=3, heartbeat=1)
+    study = tune.open_study(s)
+    orphan = study.ask()
+    study._storage.record_heartbeat(orphan._trial_id)
+    dimension = s.space["learning_rate"]
+    drawn = dimension.suggest(orphan, dimension.optuna_name("learning_rate"))    # then the worker died
+    summary = tune.run(s)
+    assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
+    trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retried) == 1 and retried[0].state.is_finished()
+    assert retried[0].params[dimension.optuna_name("learning_rate")] == drawn
+    assert set(retried[0].params) == {d.optuna_name(f) for f, d in s.space.items()}
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
