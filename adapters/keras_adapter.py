@@ -88,12 +88,12 @@ class KerasAdapter(Adapter):
 
     @classmethod
     def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
-        if spec.dtype == "float64" and cls.backend != "tensorflow":
-            return (f"keras.layers.BatchNormalization computes in backend.result_type(inputs.dtype, 'float32'), "
-                    f"which Keras 3 makes float32 on the {cls.backend} backend even for float64 inputs"
-                    + (" and with JAX's 64-bit mode on from the start (JAX_ENABLE_X64=1: Dense is then exact, the "
-                       "batch-norm output 2.1e-7 from the float64 reference, the loss 3.5e-7; measured 2026-11-26)"
-                       if cls.backend == "jax" else "") + "; the tensorflow backend keeps float64")
+        if spec.dtype == "float64" and cls.backend == "torch":
+            return ("Keras' type promotion maps float64 to float32 on the torch backend "
+                    "(keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE): keras.layers.Dense(dtype='float64') "
+                    "returns float32 for a float64 input and kernel (3.7e-7 from the float64 product), and so do "
+                    "BatchNormalization and a loss's mean (measured 2026-11-26); the jax and tensorflow backends "
+                    "keep float64")
         if (spec.dtype == "float64" and cls.backend == "tensorflow" and spec.optimizer == "momentum"
                 and float(np.float32(spec.beta1)) != spec.beta1):
             return (f"Keras SGD casts its momentum through a float32 TensorFlow constant: beta1={spec.beta1!r} "
@@ -141,6 +141,12 @@ class KerasAdapter(Adapter):
         library, step = cls._backend_adapter().matmul_step(a, b, device)
         return f"keras {_keras().__version__} on {library}", step
 
+    @classmethod
+    def batch_norm_casts_to_float32(cls, dtype: str) -> bool:
+        """Whether keras.layers.BatchNormalization computes a ``dtype`` input in float32 here
+        (torch is refused float64 before it gets this far)."""
+        return dtype == "float64" and cls.backend == "jax"
+
     # ------------------------------------------------------------------ build
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         with _precision(self.spec.dtype, self.backend):
@@ -156,6 +162,11 @@ class KerasAdapter(Adapter):
         #   value, as the spec's does (Keras' default 0.99 is not the spec's 0.9: always passed);
         #   epsilon=spec.bn_epsilon (Keras' default is 1e-3); it normalises with the biased
         #   variance, inside the square root, and its moving variance takes the biased one.
+        # float64 on jax: Keras' type promotion maps float64 to float32 on every backend but
+        #   tensorflow (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE), and
+        #   BatchNormalization casts its input to result_type(dtype, "float32"): its output was
+        #   2.1e-7 from the float64 reference (measured). There the adapter runs the layer's own math
+        #   without that cast (_batch_norm_in_input_dtype); everything else already keeps float64.
         # SGD: the spec's momentum v = b1 v + (1 - b1) g, theta -= lr v is Keras' m = b1 m - lr' g,
         #   theta += m with lr' = lr (1 - b1) (then m = -lr v exactly).
         # L2: the spec's l2 / (2m) * sum W^2 depends on the batch size m, which a weight
@@ -166,10 +177,12 @@ class KerasAdapter(Adapter):
         inputs = keras.Input(shape=(spec.n_features,), dtype=dtype)
         x = inputs
         self.dense, self.norm = [], []
+        batch_norm = (_batch_norm_in_input_dtype(keras) if self.batch_norm_casts_to_float32(dtype)
+                      else keras.layers.BatchNormalization)
         for width in spec.hidden:
             dense = keras.layers.Dense(width, use_bias=False, dtype=dtype)
-            norm = keras.layers.BatchNormalization(axis=-1, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
-                                                   center=True, scale=True, dtype=dtype)
+            norm = batch_norm(axis=-1, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, center=True, scale=True,
+                              dtype=dtype)
             x = keras.layers.ReLU(dtype=dtype)(norm(dense(x)))
             self.dense.append(dense)
             self.norm.append(norm)
@@ -417,6 +430,26 @@ def _batch_l2_layer(keras):
             return logits
 
     return BatchL2
+
+
+def _batch_norm_in_input_dtype(keras):
+    class BatchNormalizationInInputDtype(keras.layers.BatchNormalization):
+        """keras.layers.BatchNormalization's training and inference math (its own _moments, the
+        same moving-average update, keras.ops.batch_normalization) without its cast to
+        result_type(dtype, "float32"), so that float64 stays float64 on jax."""
+
+        def call(self, inputs, training=None, mask=None):
+            ops = keras.ops
+            if training and self.trainable:
+                mean, variance = self._moments(inputs, mask)
+                self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+                self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+            else:
+                mean, variance = self.moving_mean, self.moving_variance
+            return ops.batch_normalization(inputs, mean=mean, variance=variance, axis=self.axis, offset=self.beta,
+                                           scale=self.gamma, epsilon=self.epsilon)
+
+    return BatchNormalizationInInputDtype
 
 
 class KerasJaxAdapter(KerasAdapter):

@@ -83,9 +83,9 @@ def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypat
     # pycaffe's blobs are float32: its float64 rows are skips with the reason.
     with pytest.raises(NotImplementedError, match=r"unsupported by caffe \(net\): pycaffe's blobs are float32 only"):
         bench_worker.measured("caffe", "float64", "tiny")
-    # Keras 3 on jax computes float64 in float32: its float64 rows are skips, in-process as well.
-    with pytest.raises(NotImplementedError, match=r"unsupported by keras-jax \(compiled\): keras.layers.BatchNormalization computes in"):
-        common.prepare("keras-jax:compiled", "cpu", "float64", "tiny")
+    # Keras 3 on torch computes float64 in float32: its float64 rows are skips, before any worker starts.
+    with pytest.raises(NotImplementedError, match=r"unsupported by keras-torch \(compiled\): Keras' type promotion maps float64"):
+        common.prepare("keras-torch:compiled", "cpu", "float64", "tiny")
 
 
 def test_without_an_nvidia_driver_cuda_is_skipped_before_any_framework_is_imported():
