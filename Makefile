@@ -32,14 +32,18 @@ QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_o
 BENCH ?= all
 BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
-.PHONY: test bench env clean-env generate lecture tunelogs
+.PHONY: test bench env clean-env generate lecture tunelogs system-packages
 
 # Regenerate every file derived from the frameworks' declarations (tests/test_catalogue.py fails
 # while one is stale).
 generate:
 	@$(VENV)/bin/python -m bnbench.catalogue
 
-env: $(STAMP) $(ENV_STAMPS)
+env: system-packages $(STAMP) $(ENV_STAMPS)
+
+# The Debian packages the frameworks' kept forms link to (the adapters' system_packages).
+system-packages:
+	@bash scripts/ensure-debian-packages.sh $(SYSTEM_PACKAGES)
 
 env-%: $(ENVS)/%/.bnbench-installed
 	@true
@@ -68,7 +72,7 @@ $(ENVS)/%/.bnbench-installed: pyproject.toml Makefile scripts/frameworks.mk
 # backends other than this process's, through worker processes), then the reference and the
 # adapter in-process inside each environment whose declaration asks for it (ENV_TESTS), on that
 # environment's own numpy.
-test: $(STAMP) $(ENV_STAMPS)
+test: system-packages $(STAMP) $(ENV_STAMPS)
 	@bash scripts/ensure-postgresql.sh
 	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	@for name in $(ENV_TESTS); do \
@@ -81,7 +85,7 @@ test: $(STAMP) $(ENV_STAMPS)
 # then (whatever it returned) verification inside each asv environment, the measured
 # conventions, the published tables and asv's HTML; the exit status is asv's, or verify's.
 MACHINE ?= $(shell hostname)
-bench: $(STAMP) $(ENV_STAMPS)
+bench: system-packages $(STAMP) $(ENV_STAMPS)
 ifeq ($(GRID),quick)
 	@id=$$($(VENV)/bin/python -c 'from bnbench.machine import identify; print(identify()["id"])') && mkdir -p results/compare/$$id; \
 	status=0; for size in $(COMPARE_SIZES); do \
@@ -116,7 +120,7 @@ lecture: $(STAMP)
 # TUNELOG_BUDGET seconds of rounds per size; 2-4 minutes a framework on 2 cores), then the tables.
 TUNELOG_BUDGET ?= 30
 TUNELOG_FRAMEWORKS ?= $(shell $(VENV)/bin/python -c 'from bnbench.tunelog import loggable; print(" ".join(loggable()))' 2>/dev/null)
-tunelogs: $(STAMP) $(ENV_STAMPS)
+tunelogs: system-packages $(STAMP) $(ENV_STAMPS)
 	@for name in $(TUNELOG_FRAMEWORKS); do \
 		echo "bnbench tunelog --framework $$name (budget $(TUNELOG_BUDGET) s per size)"; \
 		$(VENV)/bin/bnbench tunelog --framework $$name --budget $(TUNELOG_BUDGET) --threads $(THREADS) --quiet || exit 1; \

@@ -76,6 +76,50 @@ class Gradients:
     grads: Dict[str, np.ndarray]
 
 
+# A profile's kernels whose names say they are matrix products (BLAS and its wrappers); the rest
+# are the framework's other kernels (elementwise, reductions, copies, its optimizer's update).
+PRODUCT_KERNELS = frozenset({
+    "gemm", "gemv", "cgemv", "dot", "dot22", "dot22scalar",                       # PyTensor, Theano
+    "aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",  # torch
+    "linearfunction", "matmul",                                                   # Chainer
+    "np.matmul",                                                                  # NumPy
+    "matmul_grad",                                                                # Paddle
+})
+
+
+def xla_products(hlo_text: str) -> set:
+    """The instructions of a compiled XLA module that are, or fuse, a matrix product: a dot, or
+    one whose metadata names JAX's dot_general or TensorFlow's MatMul."""
+    import re
+
+    products = set()
+    for name, line in re.findall(r"^\s*(?:ROOT )?%(\S+) = ([^\n]*)$", hlo_text, re.M):
+        if re.search(r"\bdot\(", line) or "dot_general" in line or re.search(r'op_type="(Batch)?MatMul', line):
+            products.add(name)
+    return products
+
+
+def profile_report(profiler: str, steps: int, unprofiled_seconds: float, profiled_seconds: float,
+                   kernels: Mapping[str, Tuple], *, top: int = 12) -> Dict[str, object]:
+    """A profile as the tuning logs keep it. ``kernels``: name -> (calls, seconds) over the
+    ``steps`` profiled steps (self time: a kernel's children are not in it), or (calls, seconds,
+    kind) where the profiler knows the kind better than the name does. Per step: the step's
+    time without and with the profiler, the products', the other kernels' and what lies outside
+    every kernel (the framework's dispatch and the adapter's Python), and the ``top`` kernels."""
+    def kind(name: str) -> str:
+        return "product" if name.lower().split("{")[0].split(" ")[0] in PRODUCT_KERNELS else "other"
+
+    rows = sorted(({"kernel": name, "kind": value[2] if len(value) > 2 else kind(name), "calls": value[0] / steps,
+                    "ms": 1e3 * value[1] / steps} for name, value in kernels.items()), key=lambda row: -row["ms"])
+    products = sum(row["ms"] for row in rows if row["kind"] == "product")
+    others = sum(row["ms"] for row in rows if row["kind"] == "other")
+    profiled_ms = 1e3 * profiled_seconds
+    return {"profiler": profiler, "steps": steps, "step_ms": 1e3 * unprofiled_seconds, "profiled_step_ms": profiled_ms,
+            "products_ms": products, "other_kernels_ms": others,
+            "outside_kernels_ms": max(0.0, profiled_ms - products - others),
+            "kernels": rows[:top], "kernels_left_out": max(0, len(rows) - top)}
+
+
 @dataclasses.dataclass(frozen=True)
 class Alternative:
     """Another form of a mode, timed against the kept form in the framework's tuning log
@@ -188,9 +232,10 @@ class Adapter(abc.ABC):
     # its tuning log beside the other modes and ALLOCATOR_ALTERNATIVES (see ``alternatives_of``).
     alternatives: ClassVar[Dict[str, Dict[str, Alternative]]] = {}
     # The kept form's allocator, where its tuning log measured that another wins: "malloc-reuse"
-    # (reuse_freed_memory() when the adapter is built) or "hugepages" (its processes start with
-    # that alternative's variables: compare's workers, its asv environment). "malloc-default" (the
-    # allocator's defaults) is then the alternative in its place.
+    # (reuse_freed_memory() when the adapter is built), "hugepages" (its processes start with
+    # that alternative's variables: compare's workers, its asv environment), or both,
+    # "malloc-reuse+hugepages". "malloc-default" (the allocator's defaults) is then the alternative
+    # in its place, and with both, "no-malloc-reuse" and "no-hugepages" drop one of them.
     allocator: ClassVar[str] = "default"
     description: ClassVar[str] = ""
     # maintained or retired, by whom, with the evidence (a release date, a stated end of development)
@@ -206,6 +251,9 @@ class Adapter(abc.ABC):
     environment: ClassVar[Optional[str]] = None
     install_then: ClassVar[Tuple[str, ...]] = ()   # a second pip step in its own venv (after requirements)
     setup_script: ClassVar[str] = ""               # its own environment made by this script instead of pip
+    # Debian packages its kept form links to where they are installed (`make env` installs them on
+    # a root Debian machine; elsewhere the adapter falls back and its flags say so).
+    system_packages: ClassVar[Tuple[str, ...]] = ()
     asv_variables: ClassVar[Tuple[Tuple[str, str], ...]] = ()   # set in its asv environment at benchmark time
     timed_by: ClassVar[str] = "asv"                # "asv": an asv environment; "worker": its own worker (asv cannot build it)
     tested_in_environment: ClassVar[bool] = False  # `make test` also runs the reference tests inside its own venv
@@ -241,9 +289,20 @@ class Adapter(abc.ABC):
         return ()
 
     @classmethod
+    def tuning_of(cls, mode: str) -> str:
+        """The published flags of ``mode``'s kept form: its ``tuning`` entry, and what this
+        machine decides of it (an adapter whose kept form links a system library says which)."""
+        return cls.tuning.get(mode, "")
+
+    @classmethod
     def allocator_variables(cls) -> Tuple[Tuple[str, str], ...]:
         """The kept form's allocator, where it is set from the environment (``allocator``)."""
-        return ALLOCATOR_ALTERNATIVES[cls.allocator].variables if cls.allocator == "hugepages" else ()
+        return ALLOCATOR_ALTERNATIVES["hugepages"].variables if "hugepages" in cls.allocator_parts() else ()
+
+    @classmethod
+    def allocator_parts(cls) -> Tuple[str, ...]:
+        """The allocator settings the kept form takes (``allocator``, split on '+')."""
+        return () if cls.allocator == "default" else tuple(cls.allocator.split("+"))
 
     @classmethod
     def process_variables(cls) -> Tuple[Tuple[str, str], ...]:
@@ -347,10 +406,14 @@ class Adapter(abc.ABC):
         """Every alternative form of ``mode`` its tuning log tries: the framework's own, then the
         allocator's (unless the framework names one of those itself, for its kept form)."""
         own = dict(cls.alternatives.get(mode, {}))
-        allocator = dict(ALLOCATOR_ALTERNATIVES)
-        if cls.allocator != "default":
-            del allocator[cls.allocator]
-            allocator["malloc-default"] = MALLOC_DEFAULT[cls.allocator]
+        parts = cls.allocator_parts()
+        allocator = {name: alt for name, alt in ALLOCATOR_ALTERNATIVES.items() if name not in parts}
+        if parts:
+            defaults = [MALLOC_DEFAULT[part] for part in parts]
+            allocator["malloc-default"] = Alternative("; ".join(d.what for d in defaults),
+                                                      tuple(v for d in defaults for v in d.variables))
+        if len(parts) > 1:
+            allocator.update({f"no-{part}": MALLOC_DEFAULT[part] for part in parts})
         return {**own, **{name: alt for name, alt in allocator.items() if name not in own}}
 
     @classmethod
@@ -402,7 +465,7 @@ class Adapter(abc.ABC):
         self.mode = mode
         self.device = device
         self.variant = variant      # None: the kept form; else an alternative of alternatives_of(mode)
-        if self.allocator == "malloc-reuse" and variant != "malloc-default":
+        if "malloc-reuse" in self.allocator_parts() and variant not in ("malloc-default", "no-malloc-reuse"):
             problem = reuse_freed_memory()
             if problem:
                 import warnings
@@ -445,6 +508,32 @@ class Adapter(abc.ABC):
 
     def sync(self) -> None:
         """Wait until all queued device work is done (the clock stops after this)."""
+
+    # Profiling: where a step's time goes, by the framework's own profiler (the tuning logs).
+    def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """``steps`` training steps on one batch timed first as they run, then under the
+        framework's own profiler, by kernel (``profile_report``). Unavailable where the adapter
+        has no profiler to ask."""
+        return self.profile_steps(self, X, y, steps)
+
+    @classmethod
+    def profile_steps(cls, adapter: "Adapter", X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """``profile`` of ``adapter``, whose steps run this framework's ops, by this framework's
+        profiler (an adapter built on another framework, as Keras on its backend, borrows it)."""
+        raise Unavailable(f"the {cls.name} adapter has no profiler hook")
+
+    def _unprofiled_seconds(self, batch, steps: int) -> float:
+        """Seconds per training step on a prepared batch, two steps of warm-up first."""
+        import time
+
+        for _ in range(2):
+            self.train_step_prepared(batch)
+        self.sync()
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.train_step_prepared(batch)
+        self.sync()
+        return (time.perf_counter() - started) / steps
 
     # ------------------------------------------------------------------ helpers
     def _check(self, X: np.ndarray, y: Optional[np.ndarray] = None, *, training: bool = True):

@@ -10,7 +10,7 @@ import numpy as np
 from bnbench.reference.model import Optimizer, updated_running_stats
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients
+from .base import Adapter, Alternative, ConventionProbe, Gradients, profile_report
 
 
 def _chainer():
@@ -32,16 +32,65 @@ class ChainerAdapter(Adapter):
     install_then = ("--no-build-isolation", "chainer==7.8.1")
     timed_by = "worker"
     # Its tuning log: the fused batch norm made the step 2.1x faster at tiny and 5% at large, the
-    # type checks off 16% at tiny.
+    # type checks off 16% at tiny, F.relu instead of F.where 22% at large (its profile showed where).
     tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward(); batch norm as "
-                       "Chainer's fused F.batch_normalization; chainer.config.type_check = False"}
+                       "Chainer's fused F.batch_normalization; ReLU as F.relu; chainer.config.type_check = False"}
     alternatives = {"eager": {
+        "where-relu": Alternative("ReLU as F.where(Zt > 0, Zt, 0), as SPEC.md states it, instead of F.relu"),
         "spec-functions": Alternative("batch norm written out in chainer.functions (mean, centred square, sqrt, "
                                       "broadcasts), as SPEC.md states it"),
         "type-check": Alternative("chainer.config.type_check = True (Chainer's default): input type checks in "
                                   "every function call"),
     }}
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
+
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """A chainer.FunctionHook timing every function node's forward and backward by name, less
+        the nodes it calls (Chainer's backward of one node runs others; its TimerHook counts both).
+        The update, in NumPy outside any function, is what lies outside them."""
+        import time
+
+        chainer = _chainer()
+
+        class SelfTimeHook(chainer.FunctionHook):
+            name = "bnbench self time"
+
+            def __init__(self):
+                self.running, self.kernels = [], {}
+
+            def _start(self):
+                self.running.append([time.perf_counter(), 0.0])
+
+            def _stop(self, function, label):
+                started, inner = self.running.pop()
+                elapsed = time.perf_counter() - started
+                if self.running:
+                    self.running[-1][1] += elapsed
+                calls, total = self.kernels.get(label, (0, 0.0))
+                self.kernels[label] = (calls + 1, total + elapsed - inner)
+
+            def forward_preprocess(self, function, in_data):
+                self._start()
+
+            def forward_postprocess(self, function, in_data):
+                self._stop(function, function.label)
+
+            def backward_preprocess(self, function, in_data, out_grad):
+                self._start()
+
+            def backward_postprocess(self, function, in_data, out_grad):
+                self._stop(function, f"{function.label} (backward)")
+
+        batch = adapter.to_device(X, y)
+        unprofiled = adapter._unprofiled_seconds(batch, steps)
+        with SelfTimeHook() as hook:
+            started = time.perf_counter()
+            for _ in range(steps):
+                adapter.train_step_prepared(batch)
+            profiled = (time.perf_counter() - started) / steps
+        return profile_report(f"chainer {chainer.__version__} FunctionHook (self time)", steps, unprofiled, profiled,
+                              hook.kernels)
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
@@ -64,8 +113,10 @@ class ChainerAdapter(Adapter):
         # norm is the function F.batch_normalization with eps = spec.bn_epsilon (it normalises
         # with the biased variance), and the running averages (weighting the OLD value by
         # spec.bn_momentum, biased or unbiased as the spec says) are the reference's, from the
-        # batch's mean and biased variance; ReLU as where(Zt > 0, Zt, 0); L2 in the loss. The
-        # update happens in NumPy on the Variables' arrays, so it is the reference's Optimizer.
+        # batch's mean and biased variance; ReLU as F.relu, whose backward masks the gradient by
+        # y > 0, so it is 0 at 0 as the spec's (the spec-functions form writes where(Zt > 0, Zt, 0));
+        # L2 in the loss. The update happens in NumPy on the Variables' arrays, so it is the
+        # reference's Optimizer.
         # ----------------------------------------------------------------------------------------
         self.names = trainable_names(spec)
         self.params = {name: chainer.Variable(np.array(params[name], dtype=spec.dtype)) for name in self.names}
@@ -83,7 +134,8 @@ class ChainerAdapter(Adapter):
             if self.variant != "spec-functions":
                 stats.append((Z.array.mean(axis=0), Z.array.var(axis=0)))
                 Zt = F.batch_normalization(Z, self.params[f"gamma{layer}"], self.params[f"beta{layer}"], eps=spec.bn_epsilon)
-                A = F.where(Zt.array > 0, Zt, np.zeros(Zt.shape, dtype=spec.dtype))
+                A = (F.where(Zt.array > 0, Zt, np.zeros(Zt.shape, dtype=spec.dtype)) if self.variant == "where-relu"
+                     else F.relu(Zt))
                 continue
             mu = F.mean(Z, axis=0)
             centred = Z - F.broadcast_to(mu, Z.shape)

@@ -7,6 +7,8 @@ rest of the process.
 """
 from __future__ import annotations
 
+import glob
+import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -14,7 +16,8 @@ import numpy as np
 from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels
+from .base import (PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels, profile_report,
+                   Unavailable, xla_products)
 
 
 def _jax():
@@ -121,6 +124,46 @@ class JaxAdapter(Adapter):
             ja, jb = jax.device_put(a), jax.device_put(b)
             product = jax.jit(lambda x, z: jax.numpy.matmul(x, z, precision="highest"))
         return f"jax {jax.__version__} (jit jnp.matmul, XLA CPU)", lambda: product(ja, jb).block_until_ready()
+
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """jax.profiler's trace: every thunk XLA runs (an HLO instruction or fusion, by its name in
+        the compiled module), its kind read from that module's text (``xla_products``).
+        ``adapter`` gives the compiled step's text (``compiled_step_text``); eager steps, op by op,
+        have none. XLA runs some dots asynchronously, so one thunk's time can hold another's
+        running beside it: the totals are right, the split between two thunks less so."""
+        import gzip
+        import json
+        import tempfile
+        import time
+
+        jax = _jax()
+        batch = adapter.to_device(X, y)
+        products = xla_products(adapter.compiled_step_text(batch))
+        unprofiled = adapter._unprofiled_seconds(batch, steps)
+        with tempfile.TemporaryDirectory() as directory:
+            with jax.profiler.trace(directory, create_perfetto_trace=True):
+                started = time.perf_counter()
+                for _ in range(steps):
+                    adapter.train_step_prepared(batch)
+                adapter.sync()
+                profiled = (time.perf_counter() - started) / steps
+            traces = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True)
+            with gzip.open(traces[0]) as handle:
+                trace = json.load(handle)
+        kernels: Dict[str, tuple] = {}
+        for event in trace["traceEvents"] if isinstance(trace, dict) else trace:
+            name = (event.get("args") or {}).get("hlo_op")
+            if event.get("ph") == "X" and name:
+                calls, total, _ = kernels.get(name, (0, 0.0, None))
+                kernels[name] = (calls + 1, total + event.get("dur", 0.0) / 1e6, "product" if name in products else "other")
+        return profile_report(f"jax {jax.__version__} jax.profiler (XLA thunks)", steps, unprofiled, profiled, kernels)
+
+    def compiled_step_text(self, batch) -> str:
+        if self.mode != "jit":
+            raise Unavailable(f"the {self.name} adapter profiles its compiled step only (mode {self.mode!r} runs op by op)")
+        with self._precision():
+            return self._train_step.lower(self.trainable, self.running, self.opt_state, batch[0], batch[1]).compile().as_text()
 
     @classmethod
     def worker_variables(cls):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 
-from .pytensor_adapter import symbolic_alternatives, SymbolicAdapter
-from .theano_adapter import THEANO_FLAGS, theano_worker_variables
+from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, SymbolicAdapter
+from .theano_adapter import HUGE_PAGES, NO_BLAS, theano_flags, theano_worker_variables
 
 
 class LasagneAdapter(SymbolicAdapter):
@@ -25,14 +25,18 @@ class LasagneAdapter(SymbolicAdapter):
         "c": "Lasagne layers, theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "Lasagne layers, theano.function(mode=Mode(linker='py', optimizer='fast_compile'))",
     }
-    alternatives = symbolic_alternatives(False)
+    alternatives = symbolic_alternatives(False, NO_BLAS)
+    system_packages = (BLAS_PACKAGE,)
+    # Its tuning log: glibc's huge pages made the step 8% faster at large, level at tiny.
+    allocator = "hugepages"
+    tuning = {mode: f"{flags}; {HUGE_PAGES}" for mode, flags in tuning.items()}
     description = "lasagne.layers DenseLayer(b=None) + a spec batch-norm Lasagne layer + NonlinearityLayer"
 
     worker_variables = staticmethod(theano_worker_variables)
 
     @classmethod
     def _library(cls):
-        os.environ.setdefault("THEANO_FLAGS", THEANO_FLAGS)
+        os.environ.setdefault("THEANO_FLAGS", theano_flags())
         import theano
         import theano.tensor as T
         from theano.compile.mode import Mode

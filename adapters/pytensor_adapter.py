@@ -5,13 +5,15 @@ the module differs. Modes ``c`` (the C virtual machine, g++-compiled ops: Theano
 path) and ``python`` (the Python linker: no compilation, a slow reference for the compiler)."""
 from __future__ import annotations
 
-from typing import ClassVar, Dict
+import importlib
+import os
+from typing import ClassVar, Dict, Tuple
 
 import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, Gradients
+from .base import Adapter, Alternative, Gradients, profile_report
 
 MODES = {
     # linker and graph rewrites of each mode; the "c" mode is PyTensor's FAST_RUN with the C VM
@@ -20,15 +22,47 @@ MODES = {
 }
 
 
-def symbolic_alternatives(openmp: bool) -> Dict[str, Dict[str, Alternative]]:
+BLAS_PACKAGE = "libopenblas-dev"
+
+
+def system_blas() -> str:
+    """The link flags of the system's OpenBLAS ('-lopenblas') where the C compiler finds it, else
+    '' (no BLAS: PyTensor and Theano then run their products through NumPy's dot or a C
+    fallback, and neither finds Debian's OpenBLAS by itself, so the adapters say it)."""
+    import functools
+    import subprocess
+
+    @functools.lru_cache(maxsize=None)
+    def found() -> bool:
+        try:
+            answer = subprocess.run(["g++", "-print-file-name=libopenblas.so"], capture_output=True, text=True,
+                                    timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return os.path.isabs(answer) and os.path.exists(answer)
+
+    return "-lopenblas" if found() else ""
+
+
+def blas_flags_text() -> str:
+    """What the kept C form links its products to, for its published flags."""
+    return ("blas ldflags -lopenblas (Debian's OpenBLAS)" if system_blas()
+            else f"no BLAS linked ({BLAS_PACKAGE} is not installed: products through NumPy's dot or a C fallback)")
+
+
+def symbolic_alternatives(openmp: bool, no_blas: Tuple[str, str]) -> Dict[str, Dict[str, Alternative]]:
     """The C mode's alternatives of PyTensor and Theano, made through their configuration (set
     before the functions are compiled): OpenMP in the elementwise C loops on or off (the other
-    way than the kept form), and the C ops compiled for this processor."""
+    way than the kept form), the C ops compiled for this processor, and no BLAS linked
+    (``no_blas``: the flags variable that says so)."""
     toggle = ("no-openmp", "config.openmp = False: the elementwise C loops on one thread") if openmp else \
         ("openmp", "config.openmp = True: the elementwise C loops on OpenMP threads")
     return {"c": {toggle[0]: Alternative(toggle[1]),
                   "march-native": Alternative("the C ops compiled with '-O3 -march=native' added to the compiler flags "
-                                              "(config gcc cxxflags)")}}
+                                              "(config gcc cxxflags)"),
+                  "no-blas": Alternative("no BLAS linked (blas ldflags empty): the products through NumPy's dot or the "
+                                         "framework's C fallback, what a pip install does where it finds no BLAS",
+                                         (no_blas,))}}
 
 
 class SymbolicAdapter(Adapter):
@@ -55,10 +89,19 @@ class SymbolicAdapter(Adapter):
     # the kept C form runs its elementwise loops on OpenMP threads (config.openmp; its tuning log)
     openmp: ClassVar[bool] = False
 
+    @classmethod
+    def tuning_of(cls, mode: str) -> str:
+        flags = super().tuning_of(mode)
+        return f"{flags}; {blas_flags_text()}" if mode == "c" else flags
+
+    def _link_blas(self, config) -> None:
+        """Theano reads its BLAS from THEANO_FLAGS when imported (theano_worker_variables)."""
+
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         pytensor, pt, Mode, log_softmax, softmax = self._library()
         config = pytensor.config
         config.openmp = self.openmp != (self.variant in ("openmp", "no-openmp"))
+        self._link_blas(config)
         if self.variant == "march-native":
             gcc = config.gcc if hasattr(config, "gcc") else None      # Theano nests it, PyTensor spells it gcc__cxxflags
             if gcc is not None:
@@ -128,9 +171,40 @@ class SymbolicAdapter(Adapter):
         linker, optimizer = MODES[self.mode]
         mode = Mode(linker=linker, optimizer=optimizer)
         self._train = pytensor.function([X, y], loss, updates=updates, mode=mode)
+        self._train_graph = ([X, y], loss, updates, mode)     # compiled again, profiled, by profile()
         self._grads = pytensor.function([X, y], [loss, log_probs] + list(grads), mode=mode)
         eval_logits, _ = forward(training=False)
         self._infer = pytensor.function([X], softmax(eval_logits), mode=mode)
+
+    def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """The training function compiled again with the library's ProfileStats (its per-op
+        wall time, the ops' C or Python code as they run in the step): self time of every op."""
+        import time
+
+        library = self._library()[0]
+        ProfileStats = importlib.import_module(f"{library.__name__}.compile").ProfileStats
+        batch = self.to_device(X, y)
+        unprofiled = self._unprofiled_seconds(batch, steps)
+        inputs, loss, updates, mode = self._train_graph
+        stats = ProfileStats(atexit_print=False)
+        train = library.function(inputs, loss, updates=updates, mode=mode, profile=stats)
+        for _ in range(2):
+            train(*batch)
+        before_time, before_calls = dict(stats.apply_time), dict(stats.apply_callcount)
+        started = time.perf_counter()
+        for _ in range(steps):
+            train(*batch)
+        profiled = (time.perf_counter() - started) / steps
+        kernels: Dict[str, Tuple[int, float]] = {}
+        for key, seconds in stats.apply_time.items():
+            node = key[-1] if isinstance(key, tuple) else key      # PyTensor keys by (graph, node)
+            name = str(node.op)
+            name = name if len(name) <= 60 else name[:57] + "..."
+            calls, total = kernels.get(name, (0, 0.0))
+            kernels[name] = (calls + stats.apply_callcount[key] - before_calls.get(key, 0),
+                             total + seconds - before_time.get(key, 0.0))
+        return profile_report(f"{library.__name__} {library.__version__} ProfileStats", steps, unprofiled, profiled,
+                              kernels)
 
     def _forward(self, pt, X, training: bool, c):
         """Logits of the network and, in training mode, each layer's batch (mean, variance)."""
@@ -181,8 +255,15 @@ class PytensorAdapter(SymbolicAdapter):
     }
     # Its tuning log: OpenMP made the step 15% faster at large, level at tiny.
     openmp = True
-    alternatives = symbolic_alternatives(openmp)
+    alternatives = symbolic_alternatives(openmp, ("PYTENSOR_FLAGS", "blas__ldflags="))
+    system_packages = (BLAS_PACKAGE,)
     description = "symbolic graph of the spec; pytensor.grad; updates on shared variables"
+
+    def _link_blas(self, config) -> None:
+        """The system's OpenBLAS, unless PYTENSOR_FLAGS names the BLAS (as the no-blas alternative
+        does): set before PyTensor looks for one itself, which finds no Debian library and warns."""
+        if "blas__ldflags" not in os.environ.get("PYTENSOR_FLAGS", ""):
+            config.blas__ldflags = system_blas()
 
     @classmethod
     def _library(cls):

@@ -8,7 +8,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .base import Adapter, ConventionProbe, Gradients, profile_report, Unavailable, xla_products
 
 
 def _tf():
@@ -212,6 +212,52 @@ class TensorflowAdapter(Adapter):
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
         return self.train_step_prepared(self.to_device(X, y))
+
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+        """tf.profiler's trace (its XSpace, read with TensorFlow's own protobuf): every thunk XLA
+        runs, by its instruction's name in the compiled module, its kind read from that module's
+        text (``xla_products``); ``adapter`` gives the text (``compiled_step_text``). As in JAX,
+        XLA runs some products asynchronously: the totals are right, a split between two
+        overlapping thunks less so."""
+        import glob
+        import os
+        import tempfile
+        import time
+
+        tf = _tf()
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+        batch = adapter.to_device(X, y)
+        products = xla_products(adapter.compiled_step_text(batch))
+        unprofiled = adapter._unprofiled_seconds(batch, steps)
+        with tempfile.TemporaryDirectory() as directory:
+            tf.profiler.experimental.start(directory)
+            started = time.perf_counter()
+            for _ in range(steps):
+                adapter.train_step_prepared(batch)
+            adapter.sync()
+            profiled = (time.perf_counter() - started) / steps
+            tf.profiler.experimental.stop()
+            space = xplane_pb2.XSpace()
+            with open(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
+                space.ParseFromString(handle.read())
+        kernels: Dict[str, tuple] = {}
+        for plane in space.planes:
+            hlo_op = [key for key, stat in plane.stat_metadata.items() if stat.name == "hlo_op"]
+            for line in plane.lines:
+                for event in line.events:
+                    if not any(stat.metadata_id in hlo_op for stat in event.stats):
+                        continue
+                    name = plane.event_metadata[event.metadata_id].name
+                    calls, total, _ = kernels.get(name, (0, 0.0, None))
+                    kernels[name] = (calls + 1, total + event.duration_ps / 1e12, "product" if name in products else "other")
+        return profile_report(f"tensorflow {tf.__version__} tf.profiler (XLA thunks)", steps, unprofiled, profiled, kernels)
+
+    def compiled_step_text(self, batch) -> str:
+        if self.mode != "xla":
+            raise Unavailable(f"the {self.name} adapter profiles its XLA step only (mode {self.mode!r} is not XLA-compiled)")
+        return self._train.experimental_get_compiler_ir(batch[0], batch[1])(stage="optimized_hlo")
 
     def train_step_prepared(self, batch) -> float:
         with self.tf.device(self.tf_device):

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import os
 
-from .pytensor_adapter import symbolic_alternatives, SymbolicAdapter
+from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, system_blas, SymbolicAdapter
 
-# Theano's BLAS detection fails on this machine's libraries: it uses NumPy's BLAS through its C API.
-THEANO_FLAGS = "blas.ldflags="
+# Theano's own BLAS detection fails on this machine (numpy.distutils has no blas_opt_info): the
+# flags are always given, the system's OpenBLAS where it is installed (system_blas).
+NO_BLAS = ("THEANO_FLAGS", "blas.ldflags=")
+HUGE_PAGES = "glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+
+
+def theano_flags() -> str:
+    return f"blas.ldflags={system_blas()}"
 
 
 def theano_worker_variables():
-    """A Theano worker's THEANO_FLAGS: the caller's own, else the ones above."""
-    return (("THEANO_FLAGS", os.environ.get("THEANO_FLAGS", THEANO_FLAGS)),)
+    """A Theano worker's THEANO_FLAGS: the caller's own, else the system's OpenBLAS or none."""
+    return (("THEANO_FLAGS", os.environ.get("THEANO_FLAGS", theano_flags())),)
 
 
 class TheanoAdapter(SymbolicAdapter):
@@ -23,15 +29,15 @@ class TheanoAdapter(SymbolicAdapter):
     packages = ("Theano",)
     environment = "theano"
     requirements = ("Theano==1.0.5", "numpy<1.24", "scipy<1.11")
-    asv_variables = (("THEANO_FLAGS", THEANO_FLAGS),)
+    system_packages = (BLAS_PACKAGE,)
     tuning = {
         "c": "theano.function(mode=Mode(linker='cvm', optimizer='fast_run')): C ops compiled by g++",
         "python": "theano.function(mode=Mode(linker='py', optimizer='fast_compile')): Python implementations",
     }
-    alternatives = symbolic_alternatives(False)
+    alternatives = symbolic_alternatives(False, NO_BLAS)
     # Its tuning log: glibc's huge pages made the step 5% faster at large, level at tiny.
     allocator = "hugepages"
-    tuning = {mode: flags + "; glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+    tuning = {mode: f"{flags}; {HUGE_PAGES}"
               for mode, flags in tuning.items()}
     description = "symbolic graph of the spec (shared with PyTensor); theano.grad; updates on shared variables"
 
@@ -39,7 +45,7 @@ class TheanoAdapter(SymbolicAdapter):
 
     @classmethod
     def _library(cls):
-        os.environ.setdefault("THEANO_FLAGS", THEANO_FLAGS)
+        os.environ.setdefault("THEANO_FLAGS", theano_flags())
         import theano
         import theano.tensor as T
         from theano.compile.mode import Mode

@@ -117,7 +117,9 @@ def render_make(adapters: Sequence[type]) -> str:
              "# The frameworks the test run must cover: a missing one fails the run instead of being skipped.",
              f"TEST_FRAMEWORKS ?= {','.join(a.name for a in adapters)}",
              "# Frameworks whose own environment also runs the reference tests in-process (its venv is .envs/<name>).",
-             f"ENV_TESTS := {' '.join(a.name for a in own if a.tested_in_environment)}", ""]
+             f"ENV_TESTS := {' '.join(a.name for a in own if a.tested_in_environment)}",
+             "# Debian packages the frameworks' kept forms link to (scripts/ensure-debian-packages.sh).",
+             f"SYSTEM_PACKAGES := {' '.join(sorted({p for a in adapters for p in a.system_packages}))}", ""]
     for adapter in own:
         if adapter.setup_script:
             lines += [f"# {adapter.name}: made by its script", f"$(ENVS)/{adapter.environment}/.bnbench-installed: {adapter.setup_script}",

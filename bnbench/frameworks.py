@@ -47,7 +47,7 @@ def describe(name: str, *, probe: bool = True) -> Dict[str, object]:
         "reason": reason,
         "version": None,
         "device_status": {},
-        "tuning": dict(adapter.tuning),
+        "tuning": {mode: adapter.tuning_of(mode) for mode in adapter.tuning},
         "runs_in": getattr(adapter, "worker_placement", None) and adapter.worker_placement.where or "this process",
     }
     if reason is None and probe:

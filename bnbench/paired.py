@@ -156,10 +156,10 @@ def split_form(form: str) -> Tuple[str, Optional[str]]:
 def form_flags(adapter, form: str) -> str:
     """What a form publishes: its mode's tuning flags, or what its alternative changes."""
     mode, variant = split_form(form)
-    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning.get(mode, "")
+    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning_of(mode)
 
 
-def _placement(framework: str, form: str, index: int):
+def placement_for(framework: str, form: str, index: int):
     """A worker placement of its own for participant ``index``: the framework's environment
     (or this interpreter), with the variables its alternative form starts with, and one that
     keeps the worker apart from every other one."""
@@ -221,7 +221,7 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
     m = batch_size(settings.size)
     params = initial_parameters(spec)
     X, y = timing_batches(spec, m)
-    classes = [remote_class(local_class(name), _placement(name, form, index)) for index, (name, form) in enumerate(settings.items)]
+    classes = [remote_class(local_class(name), placement_for(name, form, index)) for index, (name, form) in enumerate(settings.items)]
     # Every worker starts and imports its framework at once (imports wait on the disk as much as
     # on the cores); building, compiling and verifying then go one participant at a time, so that
     # each first step (compilation) is timed without the others' load.

@@ -22,9 +22,13 @@ import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from bnbench import paired
+from bnbench.adapters.base import AdapterError
 from bnbench.adapters.registry import local_class
+from bnbench.flops import matmul_flops
 from bnbench.reference.io import atomic_write_json, atomic_write_text
-from bnbench.workload import SIZE_ORDER
+from bnbench.reference.spec import initial_parameters
+from bnbench.worker import remote_class, WorkerError
+from bnbench.workload import batch_size, SIZE_ORDER, spec_for, timing_batches
 
 SCHEMA = 1
 # An alternative counts as faster (or slower) than the kept form when its whole interval lies
@@ -88,13 +92,36 @@ def run(framework: str, *, sizes: Sequence[str] = DEFAULT_SIZES, dtype: str = "f
                                    baseline=(framework, kept), budget=budget, threads=threads, seed=seed, progress=progress,
                                    ceilings=size == "large")
         comparisons[size] = paired.run(settings)
+    profile = profile_kept(framework, kept, dtype=dtype, device=device, threads=threads) if "large" in sizes else None
     first = comparisons[sizes[0]]
     log = {"schema": SCHEMA, "tool": "bnbench tunelog", "framework": framework, "kept": kept, "created": started,
            "machine_id": first["machine_id"], "machine": first["machine"], "dtype": dtype, "device": device,
            "threads": threads, "budget": budget, "sizes": list(sizes),
            "forms": [{"form": form, "what": paired.form_flags(local_class(framework), form)} for form in all_forms],
            "compare": comparisons}
+    if profile is not None:
+        log["profile"] = profile
     return log
+
+
+PROFILE_STEPS = 10
+
+
+def profile_kept(framework: str, kept: str, *, size: str = "large", dtype: str = "float32", device: str = "cpu",
+                 threads: int = 2, steps: int = PROFILE_STEPS) -> Dict[str, Any]:
+    """The kept form's steps at ``size`` under the framework's own profiler (``Adapter.profile``),
+    in a worker started as compare starts it; {"problem": why} where there is no profile."""
+    spec = spec_for(size, dtype)
+    X, y = timing_batches(spec, batch_size(size))
+    adapter_class = remote_class(local_class(framework), paired.placement_for(framework, kept, 0))
+    mode, variant = paired.split_form(kept)
+    try:
+        adapter_class.set_threads(threads)
+        adapter = adapter_class(spec, initial_parameters(spec), mode=mode, device=device, variant=variant)
+        profile = adapter.profile(X[0], y[0], steps)
+    except (AdapterError, WorkerError) as error:
+        return {"size": size, "problem": (str(error).splitlines() or [""])[0]}
+    return {"size": size, **profile}
 
 
 def _row(comparison: Dict[str, Any], framework: str, form: str) -> Optional[Dict[str, Any]]:
@@ -205,10 +232,45 @@ def markdown(log: Dict[str, Any]) -> str:
                       f"{_interval(ceiling, 'fraction_of_peak', 'fraction_ci_low', 'fraction_ci_high', '.2f')} of the peak. "
                       f"No step of {framework} can run its matmuls faster, so that fraction bounds its fraction of peak; "
                       f"the last column is how much of it each form reaches.", ""]
+    if log.get("profile"):
+        lines += profile_markdown(log)
     outcome = verdict(log)
     lines += [f"**Kept: `{kept}`**" if outcome["kept_stands"] else f"**Change the adapter: {', '.join(outcome['adopt'])}**",
               f"({outcome['why']}).", ""]
     return "\n".join(lines)
+
+
+def profile_markdown(log: Dict[str, Any]) -> List[str]:
+    """The kept form's profile: where its step's time goes, kernel by kernel, beside what the
+    spec's products would take at the same run's matmul peak."""
+    profile, framework = log["profile"], log["framework"]
+    size = profile.get("size", "large")
+    if "problem" in profile:
+        return [f"**Profile.** None at {size}: {profile['problem']}.", ""]
+    step, profiled = profile["step_ms"], profile["profiled_step_ms"]
+    share = lambda ms: f"{ms:.1f} ms ({ms / profiled:.0%})"  # noqa: E731
+    spec = spec_for(size, log["dtype"])
+    peak = (log["compare"].get(size) or {}).get("peak") or {}
+    ideal = ""
+    if peak.get("gflops"):
+        ideal_ms = 1e3 * matmul_flops(spec, batch_size(size)) / (peak["gflops"] * 1e9)
+        ideal = (f" The spec's products ({matmul_flops(spec, batch_size(size)) / 1e9:.1f} GFLOP) would take {ideal_ms:.1f} ms "
+                 f"at this run's matmul peak, {ideal_ms / profiled:.2f} of the profiled step"
+                 + (f"; {framework}'s take {ideal_ms / profile['products_ms']:.2f} of the peak's speed"
+                    if profile["products_ms"] > 0 else "") + ".")
+    lines = [f"**Profile of the kept form at {size}** ({profile['profiler']}, {profile['steps']} steps): the step takes "
+             f"{step:.1f} ms as timed alone and {profiled:.1f} ms under the profiler. Matrix products "
+             f"{share(profile['products_ms'])}, the framework's other kernels {share(profile['other_kernels_ms'])}, "
+             f"outside every kernel (the framework's dispatch, the adapter's Python and anything it computes outside the "
+             f"framework) {share(profile['outside_kernels_ms'])}.{ideal}", "",
+             "| kernel (self time) | kind | calls per step | ms per step | share of the profiled step |",
+             "|---|---|---|---|---|"]
+    for kernel in profile["kernels"]:
+        name = kernel["kernel"].replace("|", "\\|")
+        lines.append(f"| `{name}` | {kernel['kind']} | {kernel['calls']:g} | {kernel['ms']:.2f} | {kernel['ms'] / profiled:.0%} |")
+    if profile.get("kernels_left_out"):
+        lines.append(f"| {profile['kernels_left_out']} more kernels | | | | |")
+    return lines + [""]
 
 
 def render_all(results: str, logs: Optional[List[Dict[str, Any]]] = None) -> List[str]:

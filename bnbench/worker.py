@@ -120,7 +120,7 @@ class _Server:
             self.timed_steps[handle] = peak.step
             return {"handle": handle, "flops": peak.flops, "n": peak.n, "library": peak.library}, None
         if op not in ("train_step", "gradients", "predict_proba", "state", "time_steps", "prepare_timing", "burst",
-                      "release"):
+                      "profile", "release"):
             raise WorkerError(f"unknown worker operation {op!r}")
         adapter = self.adapters.get(header.get("handle"))
         if adapter is None:
@@ -137,6 +137,8 @@ class _Server:
         if op == "state":
             state = adapter.state()
             return {"names": list(state)}, state
+        if op == "profile":
+            return {"profile": adapter.profile(arrays["X"], arrays["y"], int(header["steps"]))}, None
         if op == "time_steps":
             return {"seconds": _time_steps(adapter, arrays["X"], arrays["y"], int(header["warmup"]), int(header["steps"]))}, None
         if op == "prepare_timing":
@@ -348,6 +350,10 @@ def remote_class(local: Type, placement: Placement) -> Type:
         _probe_cache: ClassVar[Optional[Dict[str, Any]]] = None
 
         @classmethod
+        def tuning_of(cls, mode: str) -> str:
+            return local.tuning_of(mode)
+
+        @classmethod
         def _worker(cls) -> WorkerProcess:
             return worker_for(cls.worker_placement)
 
@@ -466,6 +472,12 @@ def remote_class(local: Type, placement: Placement) -> Type:
             X, y = self._check(X, y)
             reply, _ = self._remote.call("prepare_timing", {"X": X, "y": y}, handle=self._handle, warmup=warmup)
             return {"first_step": reply["first_step"], "warmup_seconds": reply["warmup_seconds"]}
+
+        def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+            """The framework's own profile of ``steps`` steps, made in the worker."""
+            X, y = self._check(X, y)
+            reply, _ = self._remote.call("profile", {"X": X, "y": y}, handle=self._handle, steps=steps)
+            return reply["profile"]
 
         def burst(self, seconds: float, *, min_steps: int = 1, max_steps: int = 10000, per_step: bool = True):
             """One burst of synchronised steps on the prepared batch, timed in the worker."""

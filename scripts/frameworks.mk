@@ -9,6 +9,8 @@ OWN_ENVS := caffe chainer lasagne mindspore mxnet theano
 TEST_FRAMEWORKS ?= numpy,caffe,chainer,jax,keras-jax,keras-tensorflow,keras-torch,lasagne,mindspore,mlx,mxnet,paddle,pytensor,tensorflow,theano,torch
 # Frameworks whose own environment also runs the reference tests in-process (its venv is .envs/<name>).
 ENV_TESTS := mxnet
+# Debian packages the frameworks' kept forms link to (scripts/ensure-debian-packages.sh).
+SYSTEM_PACKAGES := libopenblas-dev
 
 # caffe: made by its script
 $(ENVS)/caffe/.bnbench-installed: scripts/setup-caffe-chroot.sh
