@@ -32,6 +32,7 @@ class CaffeAdapter(Adapter):
     best_mode = "net"
     devices = ("cpu",)
     requires = ("caffe",)
+    without_batch_norm = True
     environment = "caffe"
     python = "3.9"
     setup_script = "scripts/setup-caffe-chroot.sh"      # root: a Debian 11 chroot with python3-caffe
@@ -108,6 +109,7 @@ class CaffeAdapter(Adapter):
         # running = maf*running + (1 - maf)*batch; so blob0 = running_mean / (1 - maf), etc. It
         # normalises with the biased variance, eps inside the square root. Scale(bias_term) holds
         # gamma and beta. InnerProduct stores W transposed. ReLU's gradient at 0 is 0.
+        # batch_norm=false: hidden layers InnerProduct(bias_term=True) and ReLU.
         # SoftmaxWithLoss averages over the batch. The L2 term and SPEC.md's updates are applied
         # here in NumPy to the blobs' data (Caffe's solvers and weight_decay differ). Caffe adds
         # var * m / (m - 1) to the variance sum; for running_var="biased" the adapter scales that
@@ -138,6 +140,11 @@ class CaffeAdapter(Adapter):
             n.label = L.Input(shape=dict(dim=[2]))
         top = n.data
         for layer, width in enumerate(spec.hidden, start=1):
+            if not spec.batch_norm:                          # an ordinary layer: InnerProduct with its bias, ReLU
+                setattr(n, f"fc{layer}", L.InnerProduct(top, num_output=width, bias_term=True))
+                setattr(n, f"relu{layer}", L.ReLU(getattr(n, f"fc{layer}")))
+                top = getattr(n, f"relu{layer}")
+                continue
             setattr(n, f"fc{layer}", L.InnerProduct(top, num_output=width, bias_term=False))
             norm_params = dict(moving_average_fraction=spec.bn_momentum, eps=spec.bn_epsilon)
             if training:
@@ -160,7 +167,7 @@ class CaffeAdapter(Adapter):
             return params["logits"][0], True
         if name == "b_out":
             return params["logits"][1], False
-        for prefix, layer_name, index in (("W", "fc", 0), ("gamma", "scale", 0), ("beta", "scale", 1),
+        for prefix, layer_name, index in (("W", "fc", 0), ("b", "fc", 1), ("gamma", "scale", 0), ("beta", "scale", 1),
                                           ("running_mean", "bn", 0), ("running_var", "bn", 1)):
             if name.startswith(prefix) and name[len(prefix):].isdigit():
                 return params[f"{layer_name}{name[len(prefix):]}"][index], prefix == "W"
@@ -199,7 +206,8 @@ class CaffeAdapter(Adapter):
         net.blobs["label"].data[...] = y
         net.clear_param_diffs()
         m = X.shape[0]
-        variance_sums = [self.net.params[f"bn{layer}"][1] for layer in range(1, self.spec.n_layers + 1)]
+        variance_sums = [self.net.params[f"bn{layer}"][1] for layer in range(1, self.spec.n_layers + 1)
+                         if self.spec.batch_norm]
         before = [np.array(blob.data) for blob in variance_sums] if self.spec.running_var == "biased" else []
         net.forward()
         decay = np.float32(self.spec.bn_momentum)

@@ -72,6 +72,7 @@ class KerasAdapter(Adapter):
     # jax, GradientTape in a tf.function on tensorflow, loss.backward() on torch), not
     # train_on_batch, whose own machinery cost 1.1x (torch) to 3x (jax) the step at tiny (the tuning logs).
     custom_modes: ClassVar[Tuple[str, ...]] = ("compiled",)
+    without_batch_norm = True
     backend: ClassVar[str]
     backend_module: ClassVar[str]
     modes = ("compiled", "eager")
@@ -102,7 +103,7 @@ class KerasAdapter(Adapter):
             return (f"Keras SGD casts its momentum through a float32 TensorFlow constant: beta1={spec.beta1!r} "
                     f"becomes {float(np.float32(spec.beta1))!r}, about 1e-8 off in float64; use a beta1 exact in "
                     f"float32 (0.875, 0.9375, ...) or float32")
-        if spec.running_var == "unbiased":
+        if spec.running_var == "unbiased" and spec.batch_norm:
             return ("keras.layers.BatchNormalization always feeds the biased batch variance into its moving "
                     "variance (bnbench conventions measures it); running_var='unbiased' cannot be expressed")
         if spec.optimizer == "adam":
@@ -191,6 +192,7 @@ class KerasAdapter(Adapter):
         #   regularizer cannot see; a layer on the logits adds it with add_loss() from the batch
         #   it is called on.
         # Every layer, the loss and the optimizer's variables carry the spec's dtype.
+        # batch_norm=false: hidden layers Dense(use_bias=True) and ReLU.
         # ----------------------------------------------------------------------------------------
         inputs = keras.Input(shape=(spec.n_features,), dtype=dtype)
         x = inputs
@@ -198,7 +200,11 @@ class KerasAdapter(Adapter):
         batch_norm = (_batch_norm_in_input_dtype(keras) if self.batch_norm_casts_to_float32(dtype)
                       else keras.layers.BatchNormalization)
         for width in spec.hidden:
-            dense = keras.layers.Dense(width, use_bias=False, dtype=dtype)
+            dense = keras.layers.Dense(width, use_bias=not spec.batch_norm, dtype=dtype)
+            if not spec.batch_norm:                          # an ordinary layer: Dense with its bias, ReLU
+                x = keras.layers.ReLU(dtype=dtype)(dense(x))
+                self.dense.append(dense)
+                continue
             norm = batch_norm(axis=-1, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon, center=True, scale=True,
                               dtype=dtype)
             x = keras.layers.ReLU(dtype=dtype)(norm(dense(x)))
@@ -213,8 +219,11 @@ class KerasAdapter(Adapter):
         self.inference = keras.Model(inputs, probabilities)
 
         variable_of = {}
-        for layer, (dense, norm) in enumerate(zip(self.dense, self.norm), start=1):
-            variable_of.update({f"W{layer}": dense.kernel, f"gamma{layer}": norm.gamma, f"beta{layer}": norm.beta,
+        for layer, dense in enumerate(self.dense, start=1):
+            variable_of.update({f"W{layer}": dense.kernel} if spec.batch_norm else
+                               {f"W{layer}": dense.kernel, f"b{layer}": dense.bias})
+        for layer, norm in enumerate(self.norm, start=1):
+            variable_of.update({f"gamma{layer}": norm.gamma, f"beta{layer}": norm.beta,
                                 f"running_mean{layer}": norm.moving_mean, f"running_var{layer}": norm.moving_variance})
         variable_of.update({"W_out": self.output.kernel, "b_out": self.output.bias})
         self.variable_of = variable_of

@@ -53,6 +53,11 @@ class LasagneAdapter(SymbolicAdapter):
             network = lasagne.layers.InputLayer((None, spec.n_features), input_var=X)
             self._norm_layers = []
             for layer, width in enumerate(spec.hidden, start=1):
+                if not spec.batch_norm:                      # an ordinary layer: DenseLayer with its bias, ReLU
+                    network = lasagne.layers.DenseLayer(network, width, W=self.params[f"W{layer}"],
+                                                        b=self.params[f"b{layer}"], nonlinearity=None)
+                    network = lasagne.layers.NonlinearityLayer(network, nonlinearity=relu)
+                    continue
                 network = lasagne.layers.DenseLayer(network, width, W=self.params[f"W{layer}"], b=None, nonlinearity=None)
                 network = BatchNorm(network, self.params[f"gamma{layer}"], self.params[f"beta{layer}"],
                                     self.running[f"running_mean{layer}"], self.running[f"running_var{layer}"],

@@ -35,6 +35,7 @@ class MindsporeAdapter(Adapter):
     best_mode = "graph"
     devices = ("cpu",)
     requires = ("mindspore",)
+    without_batch_norm = True
     environment = "mindspore"
     requirements = ("mindspore==2.10.0", "numpy<2")
     tuning = {
@@ -119,6 +120,7 @@ class MindsporeAdapter(Adapter):
         # float64 inputs (relative error 4e-5 measured), so float64 takes logits - logsumexp. A
         # Python float meeting a float64 tensor becomes a float32 scalar first (0.9 * x is 2.6e-8
         # off, measured), so every constant of the spec is a tensor of the spec's dtype.
+        # batch_norm=false: hidden layers ops.relu(Z + b), no statistics.
         # -------------------------------------------------------------------------------------------
         self.ms_dtype = {"float32": ms.float32, "float64": ms.float64}[spec.dtype]
         tensor = lambda array: Tensor(np.asarray(array, dtype=spec.dtype))  # noqa: E731
@@ -202,11 +204,15 @@ def _make_functions(ms, spec, trainable, running, velocity, second_moment, t):
     names = trainable_names(spec)
     weight_indices = [names.index(name) for name in weight_names(spec)]
     float64 = spec.dtype == "float64"
+    batch_norm = spec.batch_norm
 
     def forward_loss(X, y):
         A = X
         means, variances = (), ()
         for layer in range(L):
+            if not batch_norm:                               # an ordinary layer: the ReLU takes Z + b
+                A = ops.relu(ops.matmul(A, trainable[2 * layer]) + trainable[2 * layer + 1])
+                continue
             W, gamma, beta = trainable[3 * layer], trainable[3 * layer + 1], trainable[3 * layer + 2]
             Z = ops.matmul(A, W)
             mu = ops.mean(Z, 0)
@@ -234,7 +240,7 @@ def _make_functions(ms, spec, trainable, running, velocity, second_moment, t):
     def train_step(X, y):
         (loss, _, means, variances), grads = value_and_grad(X, y)
         m = X.shape[0]
-        for layer in range(L):
+        for layer in range(L if batch_norm else 0):
             s2 = variances[layer] if spec.running_var == "biased" else variances[layer] * (count(m) / count(m - 1))
             ops.assign(running[2 * layer], momentum * running[2 * layer] + one_minus_momentum * means[layer])
             ops.assign(running[2 * layer + 1], momentum * running[2 * layer + 1] + one_minus_momentum * s2)
@@ -261,6 +267,9 @@ def _make_functions(ms, spec, trainable, running, velocity, second_moment, t):
     def inference(X):
         A = X
         for layer in range(L):
+            if not batch_norm:
+                A = ops.relu(ops.matmul(A, trainable[2 * layer]) + trainable[2 * layer + 1])
+                continue
             W, gamma, beta = trainable[3 * layer], trainable[3 * layer + 1], trainable[3 * layer + 2]
             N = (ops.matmul(A, W) - running[2 * layer]) / ops.sqrt(running[2 * layer + 1] + eps)
             A = ops.relu(gamma * N + beta)

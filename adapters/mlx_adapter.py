@@ -30,6 +30,7 @@ class MlxAdapter(Adapter):
     best_mode = "compiled"
     devices = ("cpu",)
     requires = ("mlx",)
+    without_batch_norm = True
     # mlx's Linux CPU backend is a wheel of its own, mlx-cpu (what the extra mlx[cpu] pulls in),
     # named here because asv drops extras; the Metal GPU exists only on macOS.
     requirements = ("mlx==0.32.4", "mlx-cpu==0.32.4")
@@ -96,6 +97,7 @@ class MlxAdapter(Adapter):
         # says) and the optimizers are SPEC.md's formulas in mlx.core. mx.array turns float64
         # NumPy arrays into float32 unless told otherwise, so every array is made with the spec's
         # dtype explicitly. ReLU is mx.where(Zt > 0, Zt, 0): its gradient at 0 is 0.
+        # batch_norm=false: hidden layers Z = A W + b, then the same ReLU, no statistics.
         # MLX 0.32's CPU mx.exp is a float32-accurate approximation even in float64 (relative
         # error about 1e-6, measured: docs/FRAMEWORKS.md), so in float64 the softmax's exponential
         # is e ** x through mx.power, which is exact; float32 keeps mx.exp and mx.logsumexp.
@@ -187,6 +189,10 @@ def _make_functions(spec):
         means, variances = [], []
         for layer in range(1, L + 1):
             Z = A @ trainable[f"W{layer}"]
+            if not spec.batch_norm:                          # an ordinary layer: the ReLU takes Z + b
+                Z = Z + trainable[f"b{layer}"]
+                A = mx.where(Z > 0, Z, 0)
+                continue
             mu = mx.mean(Z, axis=0)
             var = mx.mean(mx.square(Z - mu), axis=0)       # biased, for normalising
             means.append(mu)
@@ -220,7 +226,7 @@ def _make_functions(spec):
         (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
         m = X.shape[0]
         new_running = {}
-        for layer in range(1, L + 1):
+        for layer in range(1, L + 1 if spec.batch_norm else 1):
             var = variances[layer - 1]
             s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
             new_running[f"running_mean{layer}"] = momentum * running[f"running_mean{layer}"] + (1 - momentum) * means[layer - 1]
@@ -247,6 +253,10 @@ def _make_functions(spec):
         A = X
         for layer in range(1, L + 1):
             Z = A @ trainable[f"W{layer}"]
+            if not spec.batch_norm:
+                Z = Z + trainable[f"b{layer}"]
+                A = mx.where(Z > 0, Z, 0)
+                continue
             N = (Z - running[f"running_mean{layer}"]) / mx.sqrt(running[f"running_var{layer}"] + eps)
             Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
             A = mx.where(Zt > 0, Zt, 0)

@@ -26,6 +26,7 @@ class MxnetAdapter(Adapter):
     best_mode = "hybrid"
     devices = ("cpu", "cuda")
     requires = ("mxnet",)
+    without_batch_norm = True
     environment = "mxnet"
     requirements = ("mxnet==1.9.1", "numpy<1.24")
     asv_variables = (("OMP_NUM_THREADS", "2"),)
@@ -53,6 +54,8 @@ class MxnetAdapter(Adapter):
 
     @classmethod
     def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
+        if not spec.batch_norm:
+            return None                 # no BatchNorm: neither of its limits below applies
         if spec.running_var == "unbiased":
             return ("gluon BatchNorm always feeds the biased batch variance into its running variance "
                     "(bnbench conventions measures it); running_var='unbiased' cannot be expressed with it")
@@ -117,6 +120,7 @@ class MxnetAdapter(Adapter):
         # (so running_var='unbiased' is unsupported). Never the raw mx.nd.BatchNorm, whose
         # defaults are fix_gamma=True and eps=1e-3. gluon Dense stores W transposed (out x in).
         # Inference: a block called outside autograd.record() uses the running statistics.
+        # batch_norm=false: hidden layers gluon Dense with its bias, then relu (gradient 0 at 0).
         # The gluon Trainer's optimizers differ from the spec (SGD momentum v = b v - lr g,
         # Adam with its epsilon outside the bias correction), so the update rules of SPEC.md are
         # written with mx.nd in-place ops; the L2 term is in the loss.
@@ -125,19 +129,25 @@ class MxnetAdapter(Adapter):
         self.dense, self.norm = [], []
         width_in = spec.n_features
         for width in spec.hidden:
-            dense = gluon.nn.Dense(width, use_bias=False, in_units=width_in, flatten=False)
+            dense = gluon.nn.Dense(width, use_bias=not spec.batch_norm, in_units=width_in, flatten=False)
+            self.dense.append(dense)
+            width_in = width
+            if not spec.batch_norm:                          # an ordinary layer: Dense with its bias, relu
+                self.net.add(dense, gluon.nn.Activation("relu"))
+                continue
             norm = gluon.nn.BatchNorm(axis=1, momentum=spec.bn_momentum, epsilon=spec.bn_epsilon,
                                       center=True, scale=True, use_global_stats=False, in_channels=width)
             self.net.add(dense, norm, gluon.nn.Activation("relu"))
-            self.dense.append(dense)
             self.norm.append(norm)
-            width_in = width
         self.output = gluon.nn.Dense(spec.n_classes, use_bias=True, in_units=width_in, flatten=False)
         self.net.add(self.output)
         self.net.initialize(ctx=self.ctx)
         self.net.cast(self.dtype)
-        for layer, (dense, norm) in enumerate(zip(self.dense, self.norm), start=1):
+        for layer, dense in enumerate(self.dense, start=1):
             dense.weight.set_data(self._nd(params[f"W{layer}"].T))
+            if not spec.batch_norm:
+                dense.bias.set_data(self._nd(params[f"b{layer}"]))
+        for layer, norm in enumerate(self.norm, start=1):
             norm.gamma.set_data(self._nd(params[f"gamma{layer}"]))
             norm.beta.set_data(self._nd(params[f"beta{layer}"]))
             norm.running_mean.set_data(self._nd(params[f"running_mean{layer}"]))
@@ -149,8 +159,11 @@ class MxnetAdapter(Adapter):
 
         self.names = trainable_names(spec)
         self.param_of = {}
-        for layer, (dense, norm) in enumerate(zip(self.dense, self.norm), start=1):
-            self.param_of.update({f"W{layer}": dense.weight, f"gamma{layer}": norm.gamma, f"beta{layer}": norm.beta})
+        for layer, dense in enumerate(self.dense, start=1):
+            self.param_of.update({f"W{layer}": dense.weight} if spec.batch_norm else
+                                 {f"W{layer}": dense.weight, f"b{layer}": dense.bias})
+        for layer, norm in enumerate(self.norm, start=1):
+            self.param_of.update({f"gamma{layer}": norm.gamma, f"beta{layer}": norm.beta})
         self.param_of.update({"W_out": self.output.weight, "b_out": self.output.bias})
         self.transposed = {name for name in self.names if name.startswith("W")}
         self.weights = [self.param_of[name] for name in weight_names(spec)]

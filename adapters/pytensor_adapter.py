@@ -68,6 +68,7 @@ def symbolic_alternatives(openmp: bool, no_blas: Tuple[str, str]) -> Dict[str, D
 class SymbolicAdapter(Adapter):
     """The graph builder shared by PyTensor and Theano; ``_library`` gives the module's pieces."""
 
+    without_batch_norm = True
     modes = ("c", "python")
     best_mode = "c"
     devices = ("cpu",)
@@ -113,7 +114,8 @@ class SymbolicAdapter(Adapter):
         # No layer library: the graph is SPEC.md's formulas (biased variance for normalising;
         # running averages weighting the OLD value by spec.bn_momentum, biased or unbiased as
         # spec.running_var says; ReLU as switch(Zt > 0, Zt, 0), gradient 0 at 0), every variable
-        # in the spec's dtype, updates as the function's `updates`, the L2 term in the loss.
+        # in the spec's dtype, updates as the function's `updates`, the L2 term in the loss;
+        # batch_norm=false: hidden layers Z = A W + b, then the same ReLU (Lasagne: DenseLayer with b).
         # ----------------------------------------------------------------------------------------
         dtype = spec.dtype
         # Python numbers would enter the graph as float64 constants and upcast a float32 model
@@ -213,6 +215,10 @@ class SymbolicAdapter(Adapter):
         stats = []
         for layer in range(1, spec.n_layers + 1):
             Z = pt.dot(A, self.params[f"W{layer}"])
+            if not spec.batch_norm:                          # an ordinary layer: the ReLU takes Z + b
+                Z = Z + self.params[f"b{layer}"]
+                A = pt.switch(pt.gt(Z, c(0)), Z, pt.zeros_like(Z))
+                continue
             if training:
                 mu = Z.mean(axis=0)
                 var = pt.sqr(Z - mu).mean(axis=0)          # biased, for normalising

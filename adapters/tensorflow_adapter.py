@@ -29,6 +29,7 @@ class TensorflowAdapter(Adapter):
     requires = ("tensorflow",)
     packages = ("tensorflow-cpu", "tensorflow")
     requirements = ("tensorflow-cpu",)
+    without_batch_norm = True
     tuning = {
         "eager": "op by op, tf.GradientTape",
         "graph": "tf.function of the whole step (forward, GradientTape, running statistics, update)",
@@ -110,7 +111,8 @@ class TensorflowAdapter(Adapter):
         # unbiased one); the normalisation uses it, and the running variance takes it or
         # var * m / (m - 1) as spec.running_var says. Running averages weight the OLD value by
         # spec.bn_momentum. No Keras layer or optimizer is involved: SPEC.md's update rules are
-        # written as Variable.assign, the L2 term is in the loss.
+        # written as Variable.assign, the L2 term is in the loss. batch_norm=false: hidden layers
+        # tf.nn.relu(Z + b), no statistics.
         # -------------------------------------------------------------------------------------------
         self.tf_dtype = {"float32": tf.float32, "float64": tf.float64}[spec.dtype]
         self.tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
@@ -141,6 +143,9 @@ class TensorflowAdapter(Adapter):
         stats = []
         for layer in range(1, spec.n_layers + 1):
             Z = tf.matmul(A, self.params[f"W{layer}"])
+            if not spec.batch_norm:                          # an ordinary layer: the ReLU takes Z + b
+                A = tf.nn.relu(Z + self.params[f"b{layer}"])
+                continue
             if training:
                 mean, variance = tf.nn.moments(Z, axes=[0])
                 stats.append((mean, variance))
