@@ -135,7 +135,6 @@ class JaxAdapter(Adapter):
         import gzip
         import json
         import tempfile
-        import time
 
         jax = _jax()
         batch = adapter.to_device(X, y)
@@ -143,11 +142,7 @@ class JaxAdapter(Adapter):
         unprofiled = adapter._unprofiled_seconds(batch, steps)
         with tempfile.TemporaryDirectory() as directory:
             with jax.profiler.trace(directory, create_perfetto_trace=True):
-                started = time.perf_counter()
-                for _ in range(steps):
-                    adapter.train_step_prepared(batch)
-                adapter.sync()
-                profiled = (time.perf_counter() - started) / steps
+                profiled = adapter._seconds_per_step(batch, steps)
             traces = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True)
             with gzip.open(traces[0]) as handle:
                 trace = json.load(handle)

@@ -103,8 +103,6 @@ class PaddleAdapter(Adapter):
     def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
         """paddle.profiler on the CPU: the self time of every kernel launch (a dygraph op's kernel,
         its gradient's, the fused optimizer's); the op dispatch around them lies outside."""
-        import time
-
         import paddle.profiler as profiler
         from paddle.profiler.profiler_statistic import wrap_tree
 
@@ -113,10 +111,7 @@ class PaddleAdapter(Adapter):
         unprofiled = adapter._unprofiled_seconds(batch, steps)
         recorder = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
         recorder.start()
-        started = time.perf_counter()
-        for _ in range(steps):
-            adapter.train_step_prepared(batch)
-        profiled = (time.perf_counter() - started) / steps
+        profiled = adapter._seconds_per_step(batch, steps)
         recorder.stop()
         kernels: Dict[str, tuple] = {}
         for nodes in wrap_tree(recorder.profiler_result.get_data())[1].values():

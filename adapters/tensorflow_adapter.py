@@ -228,7 +228,6 @@ class TensorflowAdapter(Adapter):
         import glob
         import os
         import tempfile
-        import time
 
         tf = _tf()
         from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -238,11 +237,7 @@ class TensorflowAdapter(Adapter):
         unprofiled = adapter._unprofiled_seconds(batch, steps)
         with tempfile.TemporaryDirectory() as directory:
             tf.profiler.experimental.start(directory)
-            started = time.perf_counter()
-            for _ in range(steps):
-                adapter.train_step_prepared(batch)
-            adapter.sync()
-            profiled = (time.perf_counter() - started) / steps
+            profiled = adapter._seconds_per_step(batch, steps)
             tf.profiler.experimental.stop()
             space = xplane_pb2.XSpace()
             with open(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:

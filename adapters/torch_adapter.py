@@ -55,8 +55,6 @@ class TorchAdapter(Adapter):
     def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
         """torch.profiler over the steps (CPU activity; CUDA kernels too on a GPU): the self time
         of every op, a compiled region's generated kernels under its own name."""
-        import time
-
         from torch.profiler import profile, ProfilerActivity
 
         torch = _torch()
@@ -64,11 +62,7 @@ class TorchAdapter(Adapter):
         unprofiled = adapter._unprofiled_seconds(batch, steps)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if adapter.device == "cuda" else [])
         with profile(activities=activities) as profiler:
-            started = time.perf_counter()
-            for _ in range(steps):
-                adapter.train_step_prepared(batch)
-            adapter.sync()
-            profiled = (time.perf_counter() - started) / steps
+            profiled = adapter._seconds_per_step(batch, steps)
         kernels = {}
         for event in profiler.key_averages():
             seconds = (event.self_cpu_time_total + getattr(event, "self_device_time_total", 0)) / 1e6
