@@ -331,7 +331,7 @@ def open_study(settings: Settings, *, attempts: int = 12):
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=settings.heartbeat,
                 grace_period=3 * settings.heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
             study = optuna.create_study(study_name=settings.study, storage=storage, direction="maximize",
                                         load_if_exists=True, sampler=TrialSeededSampler(settings.seed),
                                         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
@@ -424,6 +424,45 @@ def TrialSeededSampler(seed: int):  # noqa: N802 (it makes an Optuna sampler; th
     return _SAMPLER_CLASS[0](seed)
 
 
+def _slot_of(trial) -> int:
+    """The slot a trial holds: its own number, or for a retry the number of the first attempt it
+    retries (Optuna's retry callback copies it into ``failed_trial``), so that a retry takes over
+    its failed attempt's slot, in its place among the others, and never a new one."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
+RELEASED_ATTR = "released"
+MAX_RETRY = 3
+# How long a heartbeat-failed attempt keeps its slot while its retry is being queued: one storage
+# write after the failure, unless the worker that failed it died in between (then it is let go).
+RETRY_DUE_SECONDS = 60.0
+
+
+def _retry_due(trial) -> bool:
+    """A failed attempt whose retry Optuna's callback is about to queue: failed by the heartbeat
+    (not released by _claim), with retries left, and failed a moment ago."""
+    import datetime
+
+    if trial.user_attrs.get(RELEASED_ATTR) or len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRY:
+        return False
+    ended = trial.datetime_complete
+    return ended is not None and (datetime.datetime.now() - ended).total_seconds() < RETRY_DUE_SECONDS
+
+
+def _held_slots(trials) -> Dict[int, object]:
+    """Slot -> its latest attempt, for each slot finished, running, queued, or failed with its
+    retry due. Failing a stale attempt and queueing its retry are two storage writes: a worker
+    that counted slots between them used to see one free, claim it with a new trial, and the
+    retry then took a slot of the same round as well (CI caught a round of 21 out of 40 trials)."""
+    import optuna
+
+    latest: Dict[int, object] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        latest[_slot_of(trial)] = trial
+    return {slot: trial for slot, trial in latest.items()
+            if trial.state != optuna.trial.TrialState.FAIL or _retry_due(trial)}
+
+
 def _space_for_round(study, settings: Settings, round_index: int) -> Optional[Dict[str, Dimension]]:
     """Round 0: the whole space. Round r: each range narrowed around the best quarter (at least
     three) of the finished trials of earlier rounds, stored in the study, so that every worker
@@ -438,8 +477,8 @@ def _space_for_round(study, settings: Settings, round_index: int) -> Optional[Di
     if stored is not None:
         return {field: Dimension.from_dict(field, value) for field, value in stored.items()}
     trials = study.get_trials(deepcopy=False)
-    if any(t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
-           and t.user_attrs.get(ROUND_ATTR, 0) < round_index for t in trials):
+    if any(not t.state.is_finished() or t.state == optuna.trial.TrialState.FAIL     # running, queued, or its retry is due
+           for t in _held_slots(trials).values() if t.user_attrs.get(ROUND_ATTR, 0) < round_index):
         return None
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get(ROUND_ATTR, 0) < round_index]
     if not done:
@@ -520,24 +559,21 @@ def _fail_unbeaten_trials(study, settings: Settings) -> None:
 
 
 def _held(study) -> int:
-    """Slots finished or held by a running trial."""
-    import optuna
-
-    states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED_STATES) + (optuna.trial.TrialState.RUNNING,)
-    return len(study.get_trials(deepcopy=False, states=states))
+    """Slots finished, running, queued, or waiting for their retry (_held_slots)."""
+    return len(_held_slots(study.get_trials(deepcopy=False)))
 
 
 def _claim(study, settings: Settings):
     """Ask for a trial and hold one of the study's --trials slots with it: (trial, params), or
     None when there is nothing to do now (every slot is finished or held by a running trial, or
-    the next round waits for the one before it). A slot is the trial's rank among the finished
-    and running trials by number, so that workers anywhere agree on who holds which slot without
-    talking to each other; a trial that finds every slot taken is released (failed, not retried)."""
+    the next round waits for the one before it). A slot is the trial's rank among the held slots
+    (_held_slots) by number, so that workers anywhere agree on who holds which slot without
+    talking to each other; a trial that finds every slot taken is released (marked, failed, not
+    retried)."""
     import optuna
 
-    held_states = tuple(getattr(optuna.trial.TrialState, s) for s in FINISHED_STATES) + (optuna.trial.TrialState.RUNNING,)
     trials = study.get_trials(deepcopy=False)
-    held = sum(t.state in held_states for t in trials)
+    held = len(_held_slots(trials))
     waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
     if held >= settings.trials and not waiting:
         return None
@@ -547,9 +583,11 @@ def _claim(study, settings: Settings):
     # Optuna finds a dead worker's trial by its heartbeat, and a trial that never beat is never
     # found: the first beat goes in at once, before anything that takes time.
     study._storage.record_heartbeat(trial._trial_id)
-    rank = sum(t.state in held_states and t.number < trial.number for t in study.get_trials(deepcopy=False))
+    slot = _slot_of(study._storage.get_trial(trial._trial_id))
+    rank = sum(other < slot for other in _held_slots(study.get_trials(deepcopy=False)))
     space = _space_for_round(study, settings, settings.round_of(rank)) if rank < settings.trials else None
     if space is None:
+        trial.set_user_attr(RELEASED_ATTR, True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         return None
     return trial, _draw(trial, settings, space, settings.round_of(rank))

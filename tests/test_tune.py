@@ -163,6 +163,32 @@ def test_a_worker_killed_half_way_through_its_draw_is_retried_with_the_rest_draw
     assert set(retried[0].params) == {d.optuna_name(f) for f, d in s.space.items()}
 
 
+def test_a_slot_whose_attempt_failed_stays_held_until_its_retry_is_queued(tmp_path):
+    """Failing a stale trial and queueing its retry are two storage writes. A worker that claimed
+    between them took the failed trial's slot with a new trial, the retry then took one more of
+    the same round, and round 0 of a 40-trial, 2-round search ended with 21 trials (CI, 4 workers
+    on PostgreSQL). Here each step is played in that order, in one process."""
+    s = settings(tmp_path, trials=4, strategy="coarse-to-fine", rounds=2, heartbeat=1)
+    study = tune.open_study(s)
+    first, second = tune._claim(study, s)[0], tune._claim(study, s)[0]
+    study.tell(first, 0.5)
+    # the heartbeat check fails `second` (its worker died) ...
+    study._storage.set_trial_state_values(second._trial_id, state=optuna.trial.TrialState.FAIL)
+    assert tune._claim(study, s) is None            # ... its slot is not free: its retry is due
+    callback = study._storage.get_heartbeat_stale_trial_callback()
+    callback(study, study._storage.get_trial(second._trial_id))      # ... and queues it again
+    retry, params = tune._claim(study, s)
+    assert retry.number != second.number and params == {f: d.from_optuna(second.params[d.optuna_name(f)])
+                                                         for f, d in s.space.items()}
+    assert study._storage.get_trial(retry._trial_id).user_attrs[tune.ROUND_ATTR] == 0
+    assert tune._claim(study, s) is None            # round 1 waits for the retry
+    study.tell(retry, 0.6)
+    later = [tune._claim(study, s)[0] for _ in range(2)]
+    assert [study._storage.get_trial(t._trial_id).user_attrs[tune.ROUND_ATTR] for t in later] == [1, 1]
+    assert tune._claim(study, s) is None            # every slot held
+    assert set(study.user_attrs["space_round_1"]) == set(s.space)
+
+
 def test_resuming_with_other_settings_is_refused(tmp_path):
     tune.run(settings(tmp_path, trials=1))
     with pytest.raises(tune.TuneError, match="other settings"):
