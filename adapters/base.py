@@ -120,6 +120,14 @@ def profile_report(profiler: str, steps: int, unprofiled_seconds: float, profile
             "kernels": rows[:top], "kernels_left_out": max(0, len(rows) - top)}
 
 
+def add_kernel_time(kernels: Dict[str, Tuple], name: str, seconds: float, *, calls: int = 1,
+                    kind: Optional[str] = None) -> None:
+    """Add ``calls`` of a kernel and their self ``seconds`` to a profile's tally (the ``kernels``
+    of ``profile_report``), with its kind where the profiler knows it better than the name does."""
+    held_calls, held_seconds = kernels.get(name, (0, 0.0))[:2]
+    kernels[name] = (held_calls + calls, held_seconds + seconds) + ((kind,) if kind else ())
+
+
 @dataclasses.dataclass(frozen=True)
 class Alternative:
     """Another form of a mode, timed against the kept form in the framework's tuning log
@@ -131,6 +139,12 @@ class Alternative:
     what: str
     variables: Tuple[Tuple[str, str], ...] = ()
 
+
+# What each allocator setting of a kept form is, as its published flags say it (tuning_of).
+ALLOCATOR_FLAGS: Dict[str, str] = {
+    "malloc-reuse": "glibc mallopt keeps freed memory for reuse (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB)",
+    "hugepages": "glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)",
+}
 
 # Alternatives every mode of every framework is tried with: how glibc's allocator treats the
 # large temporaries of a step. With its defaults, a block over its mmap threshold is mapped
@@ -290,9 +304,11 @@ class Adapter(abc.ABC):
 
     @classmethod
     def tuning_of(cls, mode: str) -> str:
-        """The published flags of ``mode``'s kept form: its ``tuning`` entry, and what this
-        machine decides of it (an adapter whose kept form links a system library says which)."""
-        return cls.tuning.get(mode, "")
+        """The published flags of ``mode``'s kept form: its ``tuning`` entry, its allocator's
+        settings (``allocator``), and what this machine decides of it (an adapter whose kept form
+        links a system library says which)."""
+        flags = [cls.tuning.get(mode, "")] + [ALLOCATOR_FLAGS[part] for part in cls.allocator_parts()]
+        return "; ".join(flag for flag in flags if flag)
 
     @classmethod
     def allocator_variables(cls) -> Tuple[Tuple[str, str], ...]:
@@ -514,12 +530,18 @@ class Adapter(abc.ABC):
         """``steps`` training steps on one batch timed first as they run, then under the
         framework's own profiler, by kernel (``profile_report``). Unavailable where the adapter
         has no profiler to ask."""
-        return self.profile_steps(self, X, y, steps)
+        batch = self.to_device(X, y)
+        unprofiled = self._unprofiled_seconds(batch, steps)
+        profiler, profiled, kernels = self.profile_steps(self, batch, steps)
+        return profile_report(profiler, steps, unprofiled, profiled, kernels)
 
     @classmethod
-    def profile_steps(cls, adapter: "Adapter", X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
-        """``profile`` of ``adapter``, whose steps run this framework's ops, by this framework's
-        profiler (an adapter built on another framework, as Keras on its backend, borrows it)."""
+    def profile_steps(cls, adapter: "Adapter", batch, steps: int) -> Tuple[str, float, Dict[str, Tuple]]:
+        """The hook of ``profile``: ``steps`` steps of ``adapter`` on its prepared ``batch``
+        (``_seconds_per_step``) under this framework's profiler; the profiler's name, the seconds
+        per profiled step and its kernels' tally (``add_kernel_time``). ``adapter``'s steps run
+        this framework's ops: an adapter built on another framework, as Keras on its backend,
+        borrows the backend's hook."""
         raise Unavailable(f"the {cls.name} adapter has no profiler hook")
 
     def _unprofiled_seconds(self, batch, steps: int) -> float:

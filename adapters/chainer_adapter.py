@@ -10,7 +10,7 @@ import numpy as np
 from bnbench.reference.model import Optimizer, updated_running_stats
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, profile_report
+from .base import Adapter, Alternative, ConventionProbe, Gradients, add_kernel_time
 
 
 def _chainer():
@@ -46,7 +46,7 @@ class ChainerAdapter(Adapter):
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
 
     @classmethod
-    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """A chainer.FunctionHook timing every function node's forward and backward by name, less
         the nodes it calls (Chainer's backward of one node runs others; its TimerHook counts both).
         The update, in NumPy outside any function, is what lies outside them."""
@@ -68,8 +68,7 @@ class ChainerAdapter(Adapter):
                 elapsed = time.perf_counter() - started
                 if self.running:
                     self.running[-1][1] += elapsed
-                calls, total = self.kernels.get(label, (0, 0.0))
-                self.kernels[label] = (calls + 1, total + elapsed - inner)
+                add_kernel_time(self.kernels, label, elapsed - inner)
 
             def forward_preprocess(self, function, in_data):
                 self._start()
@@ -83,12 +82,9 @@ class ChainerAdapter(Adapter):
             def backward_postprocess(self, function, in_data, out_grad):
                 self._stop(function, f"{function.label} (backward)")
 
-        batch = adapter.to_device(X, y)
-        unprofiled = adapter._unprofiled_seconds(batch, steps)
         with SelfTimeHook() as hook:
             profiled = adapter._seconds_per_step(batch, steps)
-        return profile_report(f"chainer {chainer.__version__} FunctionHook (self time)", steps, unprofiled, profiled,
-                              hook.kernels)
+        return f"chainer {chainer.__version__} FunctionHook (self time)", profiled, hook.kernels
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):

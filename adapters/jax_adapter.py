@@ -16,7 +16,7 @@ import numpy as np
 from bnbench.reference.model import check_batch
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import (PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels, profile_report,
+from .base import (PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels, add_kernel_time,
                    Unavailable, xla_products)
 
 
@@ -126,7 +126,7 @@ class JaxAdapter(Adapter):
         return f"jax {jax.__version__} (jit jnp.matmul, XLA CPU)", lambda: product(ja, jb).block_until_ready()
 
     @classmethod
-    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """jax.profiler's trace: every thunk XLA runs (an HLO instruction or fusion, by its name in
         the compiled module), its kind read from that module's text (``xla_products``).
         ``adapter`` gives the compiled step's text (``compiled_step_text``); eager steps, op by op,
@@ -137,9 +137,7 @@ class JaxAdapter(Adapter):
         import tempfile
 
         jax = _jax()
-        batch = adapter.to_device(X, y)
         products = xla_products(adapter.compiled_step_text(batch))
-        unprofiled = adapter._unprofiled_seconds(batch, steps)
         with tempfile.TemporaryDirectory() as directory:
             with jax.profiler.trace(directory, create_perfetto_trace=True):
                 profiled = adapter._seconds_per_step(batch, steps)
@@ -150,9 +148,8 @@ class JaxAdapter(Adapter):
         for event in trace["traceEvents"] if isinstance(trace, dict) else trace:
             name = (event.get("args") or {}).get("hlo_op")
             if event.get("ph") == "X" and name:
-                calls, total, _ = kernels.get(name, (0, 0.0, None))
-                kernels[name] = (calls + 1, total + event.get("dur", 0.0) / 1e6, "product" if name in products else "other")
-        return profile_report(f"jax {jax.__version__} jax.profiler (XLA thunks)", steps, unprofiled, profiled, kernels)
+                add_kernel_time(kernels, name, event.get("dur", 0.0) / 1e6, kind="product" if name in products else "other")
+        return f"jax {jax.__version__} jax.profiler (XLA thunks)", profiled, kernels
 
     def compiled_step_text(self, batch) -> str:
         if self.mode != "jit":

@@ -26,7 +26,6 @@ from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable
 from .placement import Placement
 
 
-HUGE_PAGES = "glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
 
 
 def _keras():
@@ -152,9 +151,13 @@ class KerasAdapter(Adapter):
         return dtype == "float64" and cls.backend == "jax"
 
     def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
-        """Keras' steps are its backend's ops: the backend framework's profiler."""
         with _precision(self.spec.dtype, self.backend):
-            return self._backend_adapter().profile_steps(self, X, y, steps)
+            return super().profile(X, y, steps)
+
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
+        """Keras' steps are its backend's ops: the backend framework's profiler."""
+        return cls._backend_adapter().profile_steps(adapter, batch, steps)
 
     def compiled_step_text(self, batch) -> str:
         """The compiled step's program, for a backend profiler that names its kernels after it."""
@@ -490,8 +493,8 @@ class KerasJaxAdapter(KerasAdapter):
     allocator = "hugepages"
     tuning = {"compiled": "Keras' custom JAX training step: model.stateless_call under jax.value_and_grad and "
                           "optimizer.stateless_apply, one jax.jit; the variables' values kept outside Keras between "
-                          f"steps, written back when read; {HUGE_PAGES}",
-              "eager": f"model.compile(run_eagerly=True): jax ops one by one; {HUGE_PAGES}"}
+                          "steps, written back when read",
+              "eager": "model.compile(run_eagerly=True): jax ops one by one"}
     alternatives = {"compiled": {"train-on-batch": Alternative(
         "model.compile(jit_compile='auto') and model.train_on_batch: Keras' own train step under jax.jit")}}
 
@@ -508,8 +511,8 @@ class KerasTensorflowAdapter(KerasAdapter):
     # 14% faster at large and 7% slower at tiny than without; glibc's huge pages 5% faster at tiny.
     allocator = "hugepages"
     tuning = {"compiled": "Keras' custom TensorFlow training step: the model under tf.GradientTape and "
-                          f"optimizer.apply, in one tf.function(jit_compile=True) (XLA); {HUGE_PAGES}",
-              "eager": f"model.compile(run_eagerly=True): TensorFlow eager; {HUGE_PAGES}"}
+                          "optimizer.apply, in one tf.function(jit_compile=True) (XLA)",
+              "eager": "model.compile(run_eagerly=True): TensorFlow eager"}
     alternatives = {"compiled": {
         "no-xla": Alternative("the custom step under tf.function without XLA (what Keras' jit_compile='auto' "
                               "chooses on a CPU-only machine)"),
@@ -528,9 +531,8 @@ class KerasTorchAdapter(KerasAdapter):
     # Its tuning log: glibc's huge pages made the step 5% faster at tiny, level at large (2026-11-26).
     allocator = "hugepages"
     tuning = {"compiled": "Keras' custom PyTorch training step: the model called, loss.backward(), optimizer.apply "
-                          "on the variables' gradients (eager torch, as Keras resolves jit_compile='auto' on torch); "
-                          f"{HUGE_PAGES}",
-              "eager": f"model.compile(run_eagerly=True): eager torch; {HUGE_PAGES}"}
+                          "on the variables' gradients (eager torch, as Keras resolves jit_compile='auto' on torch)",
+              "eager": "model.compile(run_eagerly=True): eager torch"}
     alternatives = {"compiled": {
         "jit-compile": Alternative("model.compile(jit_compile=True): Keras runs the train step under torch.compile"),
         "train-on-batch": Alternative("model.compile(jit_compile='auto') and model.train_on_batch: Keras' own train "

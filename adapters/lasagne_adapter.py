@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, SymbolicAdapter
-from .theano_adapter import HUGE_PAGES, NO_BLAS, theano_flags, theano_worker_variables
+from .theano_adapter import NO_BLAS, theano_flags, theano_worker_variables
 
 
 class LasagneAdapter(SymbolicAdapter):
@@ -29,7 +29,6 @@ class LasagneAdapter(SymbolicAdapter):
     system_packages = (BLAS_PACKAGE,)
     # Its tuning log: glibc's huge pages made the step 8% faster at large, level at tiny.
     allocator = "hugepages"
-    tuning = {mode: f"{flags}; {HUGE_PAGES}" for mode, flags in tuning.items()}
     description = "lasagne.layers DenseLayer(b=None) + a spec batch-norm Lasagne layer + NonlinearityLayer"
 
     worker_variables = staticmethod(theano_worker_variables)

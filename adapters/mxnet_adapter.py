@@ -39,7 +39,7 @@ class MxnetAdapter(Adapter):
     # kernels take lr and momentum as float32 parameters, which puts float64 weights 1.5e-8 off
     # the spec after one step (measured), so float64 keeps the mx.nd ops.
     _update_flags = ("float32 momentum as mx.nd.sgd_mom_update per parameter (lr (1 - beta1), momentum beta1, mom = -lr v); "
-                     "float64, sgd and Adam as mx.nd ops; glibc mallopt keeps freed memory for reuse")
+                     "float64, sgd and Adam as mx.nd ops")
     tuning = {
         "imperative": "gluon blocks run op by op under autograd.record(); " + _update_flags,
         "hybrid": "net.hybridize(static_alloc=True, static_shape=True): one cached graph for the network; " + _update_flags,

@@ -14,7 +14,7 @@ import numpy as np
 from bnbench.reference.model import check_batch, forward, Optimizer, ReferenceModel, updated_running_stats
 from bnbench.reference.spec import initial_parameters, running_stat_names, Spec, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, ManyModels, profile_report, Unavailable, Unsupported
+from .base import Adapter, Alternative, ConventionProbe, Gradients, ManyModels, Unavailable, Unsupported
 
 
 class NumpyAdapter(Adapter):
@@ -27,9 +27,7 @@ class NumpyAdapter(Adapter):
     requirements = ("numpy",)
     tuning = {"eager": "the reference's arithmetic in place (one model of StackedModels: products written into the "
                        "step's own arrays, the batch-norm backward in three passes); batch_norm=false: the reference's "
-                       "step; glibc mallopt keeps freed memory for reuse (M_MMAP_THRESHOLD 1 GiB, M_TRIM_THRESHOLD 2 GiB) and "
-                       "transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1); "
-                       "BLAS threads from threadpoolctl"}
+                       "step; BLAS threads from threadpoolctl"}
     # Its tuning logs: mallopt made the step 9% faster at large; huge pages on top, 10% (2026-11-26).
     allocator = "malloc-reuse+hugepages"
     alternatives = {"eager": {"reference": Alternative(
@@ -61,16 +59,16 @@ class NumpyAdapter(Adapter):
         else:
             self.model, self.stacked = None, StackedModels([self.spec], [params])
 
-    def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """NumPy has no profiler of its own: the step's products are timed one by one (np.matmul,
         BLAS on every core), and the rest of the step is NumPy's ufuncs and reductions, on one core."""
         import time
 
-        if self.stacked is None:
-            raise Unavailable(f"the {self.name} adapter times the products of its in-place step only "
-                              f"(this form: {self.variant or self.mode})")
-        batch = self.to_device(X, y)
-        unprofiled = self._unprofiled_seconds(batch, steps)
+        stacked = getattr(adapter, "stacked", None)
+        if stacked is None:
+            raise Unavailable(f"the {cls.name} adapter times the products of its in-place step only "
+                              f"(this form: {adapter.variant or adapter.mode})")
         products = [0, 0.0]
 
         def timed_matmul(*args, **kwargs):
@@ -80,16 +78,15 @@ class NumpyAdapter(Adapter):
             products[1] += time.perf_counter() - started
             return out
 
-        self.stacked.matmul = timed_matmul
+        stacked.matmul = timed_matmul
         try:
-            profiled = self._seconds_per_step(batch, steps)
+            profiled = adapter._seconds_per_step(batch, steps)
         finally:
-            self.stacked.matmul = np.matmul
+            stacked.matmul = np.matmul
         kernels = {"np.matmul": (products[0], products[1]),
                    "the rest: NumPy's ufuncs and reductions (one core, not timed one by one)":
                        (steps, profiled * steps - products[1])}
-        return profile_report(f"numpy {np.__version__}, its products timed one by one", steps, unprofiled,
-                              profiled, kernels)
+        return f"numpy {np.__version__}, its products timed one by one", profiled, kernels
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
         if self.stacked is None:

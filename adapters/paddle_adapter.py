@@ -10,7 +10,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, profile_report, Unsupported
+from .base import Adapter, Alternative, ConventionProbe, Gradients, add_kernel_time, Unsupported
 from .placement import Placement
 
 
@@ -100,15 +100,13 @@ class PaddleAdapter(Adapter):
         return n_threads
 
     @classmethod
-    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """paddle.profiler on the CPU: the self time of every kernel launch (a dygraph op's kernel,
         its gradient's, the fused optimizer's); the op dispatch around them lies outside."""
         import paddle.profiler as profiler
         from paddle.profiler.profiler_statistic import wrap_tree
 
         paddle = _paddle()
-        batch = adapter.to_device(X, y)
-        unprofiled = adapter._unprofiled_seconds(batch, steps)
         recorder = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
         recorder.start()
         profiled = adapter._seconds_per_step(batch, steps)
@@ -117,11 +115,8 @@ class PaddleAdapter(Adapter):
         for nodes in wrap_tree(recorder.profiler_result.get_data())[1].values():
             for node in nodes:
                 if node.type == profiler.TracerEventType.DygraphKernelLaunch:
-                    name = node.name.replace(" kernel launch", "")
-                    calls, total = kernels.get(name, (0, 0.0))
-                    kernels[name] = (calls + 1, total + node.self_cpu_time / 1e9)
-        return profile_report(f"paddle {paddle.__version__} paddle.profiler (kernel launches, self time)", steps,
-                              unprofiled, profiled, kernels)
+                    add_kernel_time(kernels, node.name.replace(" kernel launch", ""), node.self_cpu_time / 1e9)
+        return f"paddle {paddle.__version__} paddle.profiler (kernel launches, self time)", profiled, kernels
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):

@@ -13,7 +13,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, Gradients, profile_report
+from .base import Adapter, Alternative, Gradients, add_kernel_time
 
 MODES = {
     # linker and graph rewrites of each mode; the "c" mode is PyTensor's FAST_RUN with the C VM
@@ -83,6 +83,7 @@ class SymbolicAdapter(Adapter):
         if device != "cpu":
             return super().matmul_step(a, b, device)
         library, pt, Mode, _, _ = cls._library()
+        cls._link_blas(library.config)          # as the kept form links it: the ceiling is its matmul's
         product = library.function([], pt.dot(library.shared(a), library.shared(b)),
                                    mode=Mode(linker="cvm", optimizer="fast_run"))
         return f"{library.__name__} {library.__version__} (dot of shared variables, C linker)", product
@@ -95,7 +96,8 @@ class SymbolicAdapter(Adapter):
         flags = super().tuning_of(mode)
         return f"{flags}; {blas_flags_text()}" if mode == "c" else flags
 
-    def _link_blas(self, config) -> None:
+    @classmethod
+    def _link_blas(cls, config) -> None:
         """Theano reads its BLAS from THEANO_FLAGS when imported (theano_worker_variables)."""
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
@@ -178,16 +180,15 @@ class SymbolicAdapter(Adapter):
         eval_logits, _ = forward(training=False)
         self._infer = pytensor.function([X], softmax(eval_logits), mode=mode)
 
-    def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    @classmethod
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """The training function compiled again with the library's ProfileStats (its per-op
         wall time, the ops' C or Python code as they run in the step): self time of every op."""
         import time
 
-        library = self._library()[0]
+        library = cls._library()[0]
         ProfileStats = importlib.import_module(f"{library.__name__}.compile").ProfileStats
-        batch = self.to_device(X, y)
-        unprofiled = self._unprofiled_seconds(batch, steps)
-        inputs, loss, updates, mode = self._train_graph
+        inputs, loss, updates, mode = adapter._train_graph
         stats = ProfileStats(atexit_print=False)
         train = library.function(inputs, loss, updates=updates, mode=mode, profile=stats)
         for _ in range(2):
@@ -202,11 +203,9 @@ class SymbolicAdapter(Adapter):
             node = key[-1] if isinstance(key, tuple) else key      # PyTensor keys by (graph, node)
             name = str(node.op)
             name = name if len(name) <= 60 else name[:57] + "..."
-            calls, total = kernels.get(name, (0, 0.0))
-            kernels[name] = (calls + stats.apply_callcount[key] - before_calls.get(key, 0),
-                             total + seconds - before_time.get(key, 0.0))
-        return profile_report(f"{library.__name__} {library.__version__} ProfileStats", steps, unprofiled, profiled,
-                              kernels)
+            add_kernel_time(kernels, name, seconds - before_time.get(key, 0.0),
+                            calls=stats.apply_callcount[key] - before_calls.get(key, 0))
+        return f"{library.__name__} {library.__version__} ProfileStats", profiled, kernels
 
     def _forward(self, pt, X, training: bool, c):
         """Logits of the network and, in training mode, each layer's batch (mean, variance)."""
@@ -265,7 +264,8 @@ class PytensorAdapter(SymbolicAdapter):
     system_packages = (BLAS_PACKAGE,)
     description = "symbolic graph of the spec; pytensor.grad; updates on shared variables"
 
-    def _link_blas(self, config) -> None:
+    @classmethod
+    def _link_blas(cls, config) -> None:
         """The system's OpenBLAS, unless PYTENSOR_FLAGS names the BLAS (as the no-blas alternative
         does): set before PyTensor looks for one itself, which finds no Debian library and warns."""
         if "blas__ldflags" not in os.environ.get("PYTENSOR_FLAGS", ""):

@@ -8,7 +8,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients, profile_report, Unavailable, xla_products
+from .base import Adapter, ConventionProbe, Gradients, add_kernel_time, Unavailable, xla_products
 
 
 def _tf():
@@ -38,8 +38,6 @@ class TensorflowAdapter(Adapter):
     # Its tuning log: glibc's huge pages made the xla step 7% faster at tiny, level at large. Its
     # processes (compare's workers, its asv environment) start with GLIBC_TUNABLES set for it.
     allocator = "hugepages"
-    tuning = {mode: flags + "; glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
-              for mode, flags in tuning.items()}
     description = "tf.nn.moments + tf.nn.batch_normalization; optimizers as Variable.assign"
 
     @classmethod
@@ -219,7 +217,7 @@ class TensorflowAdapter(Adapter):
         return self.train_step_prepared(self.to_device(X, y))
 
     @classmethod
-    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """tf.profiler's trace (its XSpace, read with TensorFlow's own protobuf): every thunk XLA
         runs, by its instruction's name in the compiled module, its kind read from that module's
         text (``xla_products``); ``adapter`` gives the text (``compiled_step_text``). As in JAX,
@@ -232,9 +230,7 @@ class TensorflowAdapter(Adapter):
         tf = _tf()
         from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-        batch = adapter.to_device(X, y)
         products = xla_products(adapter.compiled_step_text(batch))
-        unprofiled = adapter._unprofiled_seconds(batch, steps)
         with tempfile.TemporaryDirectory() as directory:
             tf.profiler.experimental.start(directory)
             profiled = adapter._seconds_per_step(batch, steps)
@@ -250,9 +246,8 @@ class TensorflowAdapter(Adapter):
                     if not any(stat.metadata_id in hlo_op for stat in event.stats):
                         continue
                     name = plane.event_metadata[event.metadata_id].name
-                    calls, total, _ = kernels.get(name, (0, 0.0, None))
-                    kernels[name] = (calls + 1, total + event.duration_ps / 1e12, "product" if name in products else "other")
-        return profile_report(f"tensorflow {tf.__version__} tf.profiler (XLA thunks)", steps, unprofiled, profiled, kernels)
+                    add_kernel_time(kernels, name, event.duration_ps / 1e12, kind="product" if name in products else "other")
+        return f"tensorflow {tf.__version__} tf.profiler (XLA thunks)", profiled, kernels
 
     def compiled_step_text(self, batch) -> str:
         if self.mode != "xla":

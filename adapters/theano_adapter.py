@@ -10,7 +10,6 @@ from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, system_blas, 
 # Theano's own BLAS detection fails on this machine (numpy.distutils has no blas_opt_info): the
 # flags are always given, the system's OpenBLAS where it is installed (system_blas).
 NO_BLAS = ("THEANO_FLAGS", "blas.ldflags=")
-HUGE_PAGES = "glibc malloc with transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
 
 
 def theano_flags() -> str:
@@ -37,8 +36,6 @@ class TheanoAdapter(SymbolicAdapter):
     alternatives = symbolic_alternatives(False, NO_BLAS)
     # Its tuning log: glibc's huge pages made the step 5% faster at large, level at tiny.
     allocator = "hugepages"
-    tuning = {mode: f"{flags}; {HUGE_PAGES}"
-              for mode, flags in tuning.items()}
     description = "symbolic graph of the spec (shared with PyTensor); theano.grad; updates on shared variables"
 
     worker_variables = staticmethod(theano_worker_variables)

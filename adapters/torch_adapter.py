@@ -7,7 +7,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, profile_report, Unavailable, Unsupported
+from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable, Unsupported
 
 
 def _torch():
@@ -52,14 +52,12 @@ class TorchAdapter(Adapter):
     peak_devices = ("cuda",)     # NumPy has no GPU: a GPU's peak is torch's matmul
 
     @classmethod
-    def profile_steps(cls, adapter: Adapter, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
+    def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """torch.profiler over the steps (CPU activity; CUDA kernels too on a GPU): the self time
         of every op, a compiled region's generated kernels under its own name."""
         from torch.profiler import profile, ProfilerActivity
 
         torch = _torch()
-        batch = adapter.to_device(X, y)
-        unprofiled = adapter._unprofiled_seconds(batch, steps)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if adapter.device == "cuda" else [])
         with profile(activities=activities) as profiler:
             profiled = adapter._seconds_per_step(batch, steps)
@@ -68,7 +66,7 @@ class TorchAdapter(Adapter):
             seconds = (event.self_cpu_time_total + getattr(event, "self_device_time_total", 0)) / 1e6
             if seconds > 0:
                 kernels[event.key] = (event.count, seconds)
-        return profile_report(f"torch {torch.__version__} torch.profiler (self time)", steps, unprofiled, profiled, kernels)
+        return f"torch {torch.__version__} torch.profiler (self time)", profiled, kernels
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
