@@ -30,9 +30,15 @@ class NumpyAdapter(Adapter):
                        "step; BLAS threads from threadpoolctl"}
     # Its tuning logs: mallopt made the step 9% faster at large; huge pages on top, 10% (2026-11-26).
     allocator = "malloc-reuse+hugepages"
-    alternatives = {"eager": {"reference": Alternative(
-        "the reference's own step (reference/model.py): a fresh array for every intermediate, the batch-norm backward "
-        "term by term")}}
+    alternatives = {"eager": {
+        "reference": Alternative(
+            "the reference's own step (reference/model.py): a fresh array for every intermediate, the batch-norm "
+            "backward term by term"),
+        # OpenBLAS's idle worker threads spin for 2^28 cycles after each call before they sleep
+        # (measured: 105 ms of CPU during a 200 ms sleep after one (1024, 1024) product, 0.5 ms
+        # with this variable), on the cores the step's ufuncs run on between two products.
+        "blas-sleeps": Alternative("OpenBLAS's idle threads sleep at once instead of spinning (OPENBLAS_THREAD_TIMEOUT=4)",
+                                   (("OPENBLAS_THREAD_TIMEOUT", "4"),))}}
     description = "the reference: SPEC.md transcribed, backward derived by hand"
     peak_devices = ("cpu",)      # the CPU peak is NumPy's BLAS, the suite's own baseline
     trains_many = True

@@ -54,7 +54,7 @@ def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
     (["--frameworks", "numpy:jit"], "numpy has no mode 'jit'"),
     (["--frameworks", "numpy:"], "is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE"),
     (["--frameworks", "numpy:eager+"], "is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE"),
-    (["--frameworks", "numpy:eager+fast"], "numpy (eager) has no alternative 'fast'; alternatives: reference, malloc-default, no-malloc-reuse, no-hugepages"),
+    (["--frameworks", "numpy:eager+fast"], "numpy (eager) has no alternative 'fast'; alternatives: reference, blas-sleeps, malloc-default, no-malloc-reuse, no-hugepages"),
     (["--frameworks", "numpy", "--baseline", "numpy,numpy"], "must name one framework"),
     (["--frameworks", "numpy", "--budget", "0"], "--budget 0.0 must be a positive number"),
     (["--frameworks", "numpy", "--size", "huge"], "invalid choice: 'huge'"),

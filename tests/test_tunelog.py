@@ -17,8 +17,8 @@ RESULTS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "results")
 
 def test_forms_are_the_kept_form_then_the_other_modes_then_the_alternatives():
     require_adapter("numpy")
-    assert tunelog.forms("numpy") == ["eager", "eager+reference", "eager+malloc-default", "eager+no-malloc-reuse",
-                                      "eager+no-hugepages"]
+    assert tunelog.forms("numpy") == ["eager", "eager+reference", "eager+blas-sleeps", "eager+malloc-default",
+                                      "eager+no-malloc-reuse", "eager+no-hugepages"]
     require_adapter("torch")
     forms = tunelog.forms("torch")
     assert forms[:2] == ["compiled", "eager"]
@@ -33,8 +33,8 @@ def test_an_alternative_made_by_environment_variables_refuses_a_process_without_
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     with pytest.raises(Unavailable, match=r"runs only in a process started with GLIBC_TUNABLES= \(bnbench compare"):
         NumpyAdapter(spec, initial_parameters(spec), variant="no-hugepages")
-    with pytest.raises(Unavailable, match="has no alternative form 'fast'; its alternatives: reference, malloc-default, "
-                                          "no-malloc-reuse, no-hugepages"):
+    with pytest.raises(Unavailable, match="has no alternative form 'fast'; its alternatives: reference, blas-sleeps, "
+                                          "malloc-default, no-malloc-reuse, no-hugepages"):
         NumpyAdapter(spec, initial_parameters(spec), variant="fast")
     monkeypatch.setenv("GLIBC_TUNABLES", "")
     assert NumpyAdapter(spec, initial_parameters(spec), variant="no-hugepages").variant == "no-hugepages"
