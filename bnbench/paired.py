@@ -112,9 +112,10 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
         mode, variant = split_form(mode or adapter.best_mode or adapter.modes[0])
         if mode not in adapter.modes:
             raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
-        if variant and variant not in adapter.alternatives_of(mode):
+        alternatives = adapter.alternatives_of(mode)
+        if variant and variant not in alternatives:
             raise CompareError(f"{flag}: {name} ({mode}) has no alternative {variant!r}; "
-                               f"alternatives: {', '.join(adapter.alternatives_of(mode))}")
+                               f"alternatives: {', '.join(alternatives)}")
         if device not in adapter.devices:
             raise CompareError(f"{flag}: {name} has no device {device!r}; devices: {', '.join(adapter.devices)}")
         out.append((name, f"{mode}+{variant}" if variant else mode))
@@ -203,7 +204,7 @@ def _start_ceilings(participants: List[Participant], settings: Settings) -> List
             continue
         label = f"{participant.framework}:own-matmul"
         try:
-            worker = participant.adapter._remote
+            worker = participant.adapter.worker
             reply, _ = worker.call("build_peak", device=settings.device, dtype=settings.dtype, framework=participant.framework)
             ceilings.append(Participant(participant.framework, "own-matmul", label, worker=worker, handle=reply["handle"],
                                         version=reply["library"], verified=True, flops=float(reply["flops"]),

@@ -434,6 +434,11 @@ def remote_class(local: Type, placement: Placement) -> Type:
             reply, _ = cls._worker().call("conventions", framework=cls.name)
             return reply["rows"]
 
+        @property
+        def worker(self) -> WorkerProcess:
+            """The worker process this adapter's model lives in (others may be built there too)."""
+            return self._remote
+
         def _build(self, params: Dict[str, np.ndarray]) -> None:
             self._handle = None
             self._remote = self._worker()
