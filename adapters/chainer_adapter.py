@@ -42,6 +42,11 @@ class ChainerAdapter(Adapter):
                                       "broadcasts), as SPEC.md states it"),
         "type-check": Alternative("chainer.config.type_check = True (Chainer's default): input type checks in "
                                   "every function call"),
+        "chainer-optimizer": Alternative(
+            "sgd and momentum by Chainer's own optimizers on a Link of the parameters (SGD(lr); MomentumSGD with lr "
+            "(1 - beta1) and momentum beta1, whose velocity is -lr times the spec's), updating in place from the "
+            "parameters' own gradients, instead of the reference's optimizer on copies; Adam stays the reference's "
+            "(Chainer's adds epsilon before the bias correction)"),
     }}
     description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
 
@@ -110,12 +115,25 @@ class ChainerAdapter(Adapter):
         # batch's mean and biased variance; ReLU as F.relu, whose backward masks the gradient by
         # y > 0, so it is 0 at 0 as the spec's (the spec-functions form writes where(Zt > 0, Zt, 0));
         # L2 in the loss; batch_norm=false: hidden layers F.relu(Z + b), no statistics. The update
-        # happens in NumPy on the Variables' arrays, so it is the reference's Optimizer.
+        # happens in NumPy on the Variables' arrays, so it is the reference's Optimizer; in the
+        # chainer-optimizer form sgd is chainer.optimizers.SGD(lr) and momentum is MomentumSGD with
+        # lr (1 - beta1) and momentum beta1 (its v = beta1 v - lr (1 - beta1) g is -lr times the
+        # spec's, and param += v is the spec's step, up to rounding).
         # ----------------------------------------------------------------------------------------
         self.names = trainable_names(spec)
-        self.params = {name: chainer.Variable(np.array(params[name], dtype=spec.dtype)) for name in self.names}
+        self.params = {name: chainer.Parameter(np.array(params[name], dtype=spec.dtype)) for name in self.names}
         self.running = {name: np.array(params[name], dtype=spec.dtype) for name in running_stat_names(spec)}
         self.optimizer = Optimizer(spec, self.names, {name: params[name].shape for name in self.names})
+        self.chainer_optimizer = None
+        if self.variant == "chainer-optimizer" and spec.optimizer in ("sgd", "momentum"):
+            link = chainer.Link()
+            with link.init_scope():
+                for name in self.names:
+                    setattr(link, name, self.params[name])
+            lr = spec.learning_rate
+            self.chainer_optimizer = (chainer.optimizers.SGD(lr=lr) if spec.optimizer == "sgd" else
+                                      chainer.optimizers.MomentumSGD(lr=lr * (1 - spec.beta1), momentum=spec.beta1))
+            self.chainer_optimizer.setup(link)
         self.weights = weight_names(spec)
 
     def _forward_loss(self, X: np.ndarray, y: np.ndarray):
@@ -153,7 +171,7 @@ class ChainerAdapter(Adapter):
             p.cleargrad()
         loss, log_probs, stats = self._forward_loss(X, y)
         loss.backward()
-        return loss, log_probs, stats, {name: self.params[name].grad.copy() for name in self.names}
+        return loss, log_probs, stats, {name: self.params[name].grad for name in self.names}
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
         X, y = self._check(X, y)
@@ -163,8 +181,11 @@ class ChainerAdapter(Adapter):
         if stats:
             means, variances = zip(*stats)
             self.running = updated_running_stats(spec, self.running, list(means), list(variances), X.shape[0])
+        if self.chainer_optimizer is not None:
+            self.chainer_optimizer.update()          # in place, from each Parameter's own gradient
+            return float(loss.array)
         arrays = {name: p.array for name, p in self.params.items()}
-        self.optimizer.apply(arrays, grads)          # the reference's optimizer, on the same arrays
+        self.optimizer.apply(arrays, grads)          # the reference's optimizer (new arrays; the gradients are read)
         for name, array in arrays.items():
             self.params[name].array = array
         return float(loss.array)
@@ -172,7 +193,7 @@ class ChainerAdapter(Adapter):
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
         X, y = self._check(X, y)
         loss, log_probs, _, grads = self._backward(X, y.astype(np.int32))
-        return Gradients(float(loss.array), np.exp(log_probs.array), grads)
+        return Gradients(float(loss.array), np.exp(log_probs.array), {name: g.copy() for name, g in grads.items()})
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X, _ = self._check(X, None, training=False)

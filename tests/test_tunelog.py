@@ -156,6 +156,21 @@ def test_each_framework_s_profile_accounts_for_its_step():
         assert profile["step_ms"] > 0 and profile["steps"] == 3
 
 
+@pytest.mark.parametrize("variant, extra", [(None, 0), ("dot22scalar", 1)])
+def test_pytensor_s_kept_step_runs_each_product_of_the_spec_once(variant, extra):
+    """Its profile counted 10 products of 1024^3 where the spec has 8: with PyTensor's
+    local_dot22_to_dot22scalar rewrite the negated dZ @ W.T of every layer but the first is a
+    second product. The kept form excludes it; the dot22scalar form shows the rewrite's extra ones."""
+    adapter_class = require_adapter("pytensor")
+    spec = spec_for("tiny", "float32")
+    adapter = adapter_class(spec, initial_parameters(spec), mode="c", variant=variant)
+    products = [str(node.op) for node in adapter._train.maker.fgraph.toposort()
+                if type(node.op).__name__ in ("Dot22", "Dot22Scalar", "Gemm", "Dot")]
+    layers = spec.n_layers
+    # forward (hidden layers and output), the output's two, each hidden layer's W and dA but the first's dA
+    assert len(products) == (layers + 1) + 2 + 2 * (layers - 1) + 1 + extra * layers, products
+
+
 def test_a_profile_renders_in_its_log():
     log = {"framework": "numpy", "dtype": "float32", "compare": {"large": {"peak": {"gflops": 340.0}}},
            "profile": {"size": "large", "profiler": "numpy, its products timed one by one", "steps": 10,
