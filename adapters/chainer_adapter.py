@@ -48,7 +48,7 @@ class ChainerAdapter(Adapter):
             "parameters' own gradients, instead of the reference's optimizer on copies; Adam stays the reference's "
             "(Chainer's adds epsilon before the bias correction)"),
     }}
-    description = "the spec's formulas in chainer.functions; optimizers as in-place NumPy updates"
+    description = "the spec's formulas in chainer.functions; optimizers as the reference's NumPy updates"
 
     @classmethod
     def profile_steps(cls, adapter: Adapter, batch, steps: int):

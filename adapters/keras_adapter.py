@@ -1,14 +1,15 @@
 """Keras 3 on each of its backends: ``keras-jax``, ``keras-tensorflow``, ``keras-torch``.
 
 The model is built from Keras' own layers (Dense, BatchNormalization, ReLU) and trained with a
-Keras optimizer through ``model.train_on_batch``. Keras picks its backend once per process, from
-KERAS_BACKEND, before it is first imported; so an adapter runs in this process only when this
-process was started for its backend, and otherwise in a worker process started with
-KERAS_BACKEND set (bnbench.worker).
+Keras optimizer. Keras picks its backend once per process, from KERAS_BACKEND, before it is first
+imported; so an adapter runs in this process only when this process was started for its backend,
+and otherwise in a worker process started with KERAS_BACKEND set (bnbench.worker).
 
-Modes: ``compiled`` is ``model.compile(jit_compile="auto")``, Keras' default: jax.jit on jax,
-tf.function on tensorflow (XLA is off on CPU-only machines), and plain eager torch on torch (Keras
-resolves "auto" to no torch.compile); ``eager`` is ``run_eagerly=True``.
+Modes: ``compiled`` is Keras' documented custom training step for the backend (stateless_call
+under jax.jit; a GradientTape step in tf.function(jit_compile=True); loss.backward() and
+optimizer.apply in eager torch), which the tuning logs found faster than ``model.train_on_batch``
+(kept as the ``train-on-batch`` alternative); ``eager`` is ``model.compile(run_eagerly=True)``
+and ``model.train_on_batch``.
 """
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ from bnbench.reference.spec import Spec, trainable_names
 
 from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable
 from .placement import Placement
-
-
 
 
 def _keras():
@@ -77,8 +76,8 @@ class KerasAdapter(Adapter):
     modes = ("compiled", "eager")
     best_mode = "compiled"
     devices = ("cpu",)
-    description = ("keras.layers.Dense(use_bias=False) + BatchNormalization + ReLU; Keras optimizers; "
-                   "model.train_on_batch")
+    description = ("keras.layers.Dense(use_bias=False) + BatchNormalization + ReLU; Keras optimizers; compiled: a "
+                   "custom training step per backend, eager: model.train_on_batch")
     status = "maintained by Google (the Keras team): PyPI's newest release, checked 2026-11-26: 3.15.1, July 2026"
 
     @classmethod

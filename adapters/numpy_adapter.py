@@ -71,7 +71,7 @@ class NumpyAdapter(Adapter):
         BLAS on every core), and the rest of the step is NumPy's ufuncs and reductions, on one core."""
         import time
 
-        stacked = getattr(adapter, "stacked", None)
+        stacked = adapter.stacked
         if stacked is None:
             raise Unavailable(f"the {cls.name} adapter times the products of its in-place step only "
                               f"(this form: {adapter.variant or adapter.mode})")

@@ -185,7 +185,7 @@ class SymbolicAdapter(Adapter):
 
         linker, optimizer = MODES[self.mode]
         mode = Mode(linker=linker, optimizer=optimizer)
-        if self.dot22scalar == (self.variant in ("dot22scalar", "no-dot22scalar")):
+        if not (self.dot22scalar or self.variant == "dot22scalar"):
             mode = mode.excluding(DOT22SCALAR)
         self._train = pytensor.function([X, y], loss, updates=updates, mode=mode)
         self._train_graph = ([X, y], loss, updates, mode)     # compiled again, profiled, by profile()
