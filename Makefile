@@ -87,7 +87,7 @@ test: system-packages $(STAMP) $(ENV_STAMPS)
 MACHINE ?= $(shell hostname)
 bench: system-packages $(STAMP) $(ENV_STAMPS)
 ifeq ($(GRID),quick)
-	@id=$$($(VENV)/bin/python -c 'from bnbench.machine import identify; print(identify()["id"])') && mkdir -p results/compare/$$id; \
+	@id=$$($(VENV)/bin/python -c 'from bnbench.timing.machine import identify; print(identify()["id"])') && mkdir -p results/compare/$$id; \
 	status=0; for size in $(COMPARE_SIZES); do \
 		echo "bnbench compare: every framework's best mode, $$size, float32, cpu, $(BUDGET) s of rounds (machine $$id)"; \
 		$(VENV)/bin/bnbench compare --size $$size --dtype float32 --device cpu --budget $(BUDGET) --threads $(THREADS) \
@@ -96,10 +96,10 @@ ifeq ($(GRID),quick)
 	$(VENV)/bin/bnbench report && echo "tables: results/README.md"; exit $$status
 else
 	@$(VENV)/bin/asv machine --yes --machine $(MACHINE) > /dev/null
-	@$(VENV)/bin/python -m bnbench.asvenvs runinfo --machine $(MACHINE) --grid $(GRID) --threads $(THREADS)
+	@$(VENV)/bin/python -m bnbench.verification.asvenvs runinfo --machine $(MACHINE) --grid $(GRID) --threads $(THREADS)
 	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $(MACHINE) --show-stderr -e \
 		-b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^!; asv_status=$$?; \
-	$(VENV)/bin/python -m bnbench.asvenvs verify --machine $(MACHINE) --grid $(GRID); verify_status=$$?; \
+	$(VENV)/bin/python -m bnbench.verification.asvenvs verify --machine $(MACHINE) --grid $(GRID); verify_status=$$?; \
 	$(VENV)/bin/bnbench conventions --out results > /dev/null && \
 	$(VENV)/bin/bnbench frameworks --probe --json > results/.frameworks.json && mv results/.frameworks.json results/frameworks.json && \
 	$(VENV)/bin/bnbench report && \
@@ -119,7 +119,7 @@ lecture: $(STAMP)
 # Every framework's tuning log (bnbench tunelog: each form against the kept one, tiny and large,
 # TUNELOG_BUDGET seconds of rounds per size; 2-4 minutes a framework on 2 cores), then the tables.
 TUNELOG_BUDGET ?= 30
-TUNELOG_FRAMEWORKS ?= $(shell $(VENV)/bin/python -c 'from bnbench.tunelog import loggable; print(" ".join(loggable()))' 2>/dev/null)
+TUNELOG_FRAMEWORKS ?= $(shell $(VENV)/bin/python -c 'from bnbench.comparisons.tunelog import loggable; print(" ".join(loggable()))' 2>/dev/null)
 tunelogs: system-packages $(STAMP) $(ENV_STAMPS)
 	@for name in $(TUNELOG_FRAMEWORKS); do \
 		echo "bnbench tunelog --framework $$name (budget $(TUNELOG_BUDGET) s per size)"; \

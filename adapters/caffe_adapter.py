@@ -14,7 +14,8 @@ import numpy as np
 from bnbench.reference.model import Optimizer
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, Gradients
+from .contract import Adapter, Gradients
+from .declaration import Alternative
 
 
 def _caffe():
@@ -32,7 +33,6 @@ class CaffeAdapter(Adapter):
     best_mode = "net"
     devices = ("cpu",)
     requires = ("caffe",)
-    without_batch_norm = True
     environment = "caffe"
     python = "3.9"
     setup_script = "scripts/setup-caffe-chroot.sh"      # root: a Debian 11 chroot with python3-caffe

@@ -10,7 +10,12 @@ import numpy as np
 from bnbench.reference.model import Optimizer, updated_running_stats
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, add_kernel_time
+from .contract import Adapter, ConventionProbe, Gradients
+from .declaration import Alternative
+from .profiling import add_kernel_time, kind_of, seconds_per_step
+
+# Chainer's matrix-product function nodes (the rest are its other functions).
+PRODUCT_KERNELS = frozenset({"linearfunction", "matmul"})
 
 
 def _chainer():
@@ -31,7 +36,6 @@ class ChainerAdapter(Adapter):
     requirements = ("numpy<2", "setuptools", "wheel")
     install_then = ("--no-build-isolation", "chainer==7.8.1")
     timed_by = "worker"
-    without_batch_norm = True
     # Its tuning log: the fused batch norm made the step 2.1x faster at tiny and 5% at large, the
     # type checks off 16% at tiny, F.relu instead of F.where 22% at large (its profile showed where).
     tuning = {"eager": "define-by-run: chainer.functions on chainer.Variable, Variable.backward(); batch norm as "
@@ -73,7 +77,7 @@ class ChainerAdapter(Adapter):
                 elapsed = time.perf_counter() - started
                 if self.running:
                     self.running[-1][1] += elapsed
-                add_kernel_time(self.kernels, label, elapsed - inner)
+                add_kernel_time(self.kernels, label, elapsed - inner, kind=kind_of(label, PRODUCT_KERNELS))
 
             def forward_preprocess(self, function, in_data):
                 self._start()
@@ -88,7 +92,7 @@ class ChainerAdapter(Adapter):
                 self._stop(function, f"{function.label} (backward)")
 
         with SelfTimeHook() as hook:
-            profiled = adapter._seconds_per_step(batch, steps)
+            profiled = seconds_per_step(adapter, batch, steps)
         return f"chainer {chainer.__version__} FunctionHook (self time)", profiled, hook.kernels
 
     @classmethod

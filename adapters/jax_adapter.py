@@ -14,10 +14,13 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from bnbench.reference.model import check_batch
-from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
+from bnbench.reference.spec import Spec, running_stat_names, trainable_names
 
-from .base import (PER_MODEL_FIELDS, Adapter, Alternative, ConventionProbe, Gradients, ManyModels, add_kernel_time,
-                   Unavailable, xla_products)
+from .contract import Adapter, ConventionProbe, Gradients, Unavailable
+from .declaration import Alternative
+from .functional import make_functions
+from .many import PER_MODEL_FIELDS, ManyModels
+from .profiling import add_kernel_time, seconds_per_step, xla_products
 
 
 def _jax():
@@ -109,11 +112,14 @@ class JaxAdapter(Adapter):
                                 linen.BatchNorm.momentum, "jax.example_libraries.optimizers.momentum", momentum_sgd)]
 
     trains_many = True
-    without_batch_norm = True
+    precisions = {"tf32": ("cuda",)}     # XLA's TensorFloat-32 matmuls, only where asked for
 
     @classmethod
-    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
-        return VmappedModels(specs, params)
+    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]], device: str = "cpu") -> ManyModels:
+        problem = cls.device_unavailable(device)
+        if problem:
+            raise Unavailable(f"many jax models on {device}: {problem}")
+        return VmappedModels(specs, params, device)
 
     @classmethod
     def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str):
@@ -140,7 +146,7 @@ class JaxAdapter(Adapter):
         products = xla_products(adapter.compiled_step_text(batch))
         with tempfile.TemporaryDirectory() as directory:
             with jax.profiler.trace(directory, create_perfetto_trace=True):
-                profiled = adapter._seconds_per_step(batch, steps)
+                profiled = seconds_per_step(adapter, batch, steps)
             traces = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True)
             with gzip.open(traces[0]) as handle:
                 trace = json.load(handle)
@@ -166,9 +172,10 @@ class JaxAdapter(Adapter):
     def _precision(self):
         if self.spec.dtype == "float64":
             return self.jax.enable_x64(True)
-        # float32 matmuls in float32: on NVIDIA GPUs XLA's default precision is TF32 (10-bit
-        # mantissa), which is not the spec's float32. A no-op on the CPU.
-        return self.jax.default_matmul_precision("float32")
+        # The float32 matmul precision, pinned: on NVIDIA GPUs XLA's default is TF32 (a 10-bit
+        # mantissa), which is not the spec's float32; TF32 only where it is asked for (the "tf32"
+        # precision, labelled as such). A no-op on the CPU.
+        return self.jax.default_matmul_precision("tensorfloat32" if self.precision == "tf32" else "float32")
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
         jax = _jax()
@@ -212,10 +219,24 @@ class JaxAdapter(Adapter):
         return self.train_step_prepared(self.to_device(X, y))
 
     def train_step_prepared(self, batch) -> float:
+        self.train_step_queued(batch)
+        return float(self._loss)   # waits for the device
+
+    def train_step_queued(self, batch) -> None:
         with self._precision():
-            self.trainable, self.running, self.opt_state, loss = self._train_step(
+            self.trainable, self.running, self.opt_state, self._loss = self._train_step(
                 self.trainable, self.running, self.opt_state, batch[0], batch[1])
-            return float(loss)   # waits for the device
+
+    def sync(self) -> None:
+        self.jax.block_until_ready((self.trainable, self.running, self.opt_state, getattr(self, "_loss", None)))
+
+    def device_memory(self, reset: bool = False) -> Optional[int]:
+        """On a GPU, XLA's allocator: its peak bytes in use (it keeps one peak for the worker's life:
+        ``reset`` reads what is in use now instead)."""
+        if self.device == "cpu":
+            return None
+        stats = self.jax_device.memory_stats() or {}
+        return stats.get("bytes_in_use" if reset else "peak_bytes_in_use")
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
         X, y = self.to_device(X, y)
@@ -240,25 +261,26 @@ class JaxAdapter(Adapter):
 
 class VmappedModels(ManyModels):
     """jax.vmap of the adapter's own train step over stacked parameters and per-model learning
-    rate, beta1, beta2 and batch-norm momentum, jitted; on the CPU, in float32 or float64."""
+    rate, beta1, beta2 and batch-norm momentum, jitted with the models' state donated (XLA updates
+    it in its own buffers); on the CPU or a GPU, in float32 or float64."""
 
     _programs: Dict[Tuple, Tuple] = {}
 
-    def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]]):
-        super().__init__(specs, params)
-        import jax.numpy as jnp
-
-        self.jax = _jax()
+    def __init__(self, specs: List[Spec], params: List[Mapping[str, np.ndarray]], device: str = "cpu"):
+        super().__init__(specs, params, device)
+        self.jax = jax = _jax()
         spec = self.spec
+        self.jax_device = jax.devices("gpu" if device == "cuda" else "cpu")[0]
         self.step, self.infer = self._compiled(spec)
         with self._precision():
-            stack = lambda name: jnp.asarray(np.stack([p[name] for p in self.params]))  # noqa: E731
+            put = lambda array: jax.device_put(np.asarray(array, dtype=spec.dtype), self.jax_device)  # noqa: E731
+            stack = lambda name: put(np.stack([p[name] for p in self.params]))  # noqa: E731
             self.trainable = {name: stack(name) for name in trainable_names(spec)}
             self.running = {name: stack(name) for name in running_stat_names(spec)}
-            zeros = lambda: {name: jnp.zeros_like(value) for name, value in self.trainable.items()}  # noqa: E731
+            zeros = lambda: {name: put(np.zeros(value.shape)) for name, value in self.trainable.items()}  # noqa: E731
             self.opt_state = {"v": zeros() if spec.optimizer != "sgd" else {}, "s": zeros() if spec.optimizer == "adam" else {},
-                              "t": jnp.zeros(len(specs), dtype=spec.dtype)}
-            self.hyper = {field: jnp.asarray(self.per_model(field)) for field in ("learning_rate", "beta1", "beta2", "bn_momentum")}
+                              "t": put(np.zeros(len(specs)))}
+            self.hyper = {field: put(self.per_model(field)) for field in ("learning_rate", "beta1", "beta2", "bn_momentum")}
 
     def _precision(self):
         return self.jax.enable_x64(True) if self.spec.dtype == "float64" else self.jax.default_matmul_precision("float32")
@@ -271,109 +293,38 @@ class VmappedModels(ManyModels):
         key = tuple(repr(value) for field, value in spec.to_dict().items() if field not in PER_MODEL_FIELDS)
         if key not in cls._programs:
             functions = _make_functions(spec)
-            cls._programs[key] = (jax.jit(jax.vmap(functions["train_step"], in_axes=(0, 0, 0, None, None, 0))),
+            cls._programs[key] = (jax.jit(jax.vmap(functions["train_step"], in_axes=(0, 0, 0, None, None, 0)),
+                                          donate_argnums=(0, 1, 2)),
                                   jax.jit(jax.vmap(functions["inference"], in_axes=(0, 0, None))))
         return cls._programs[key]
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         X, y = check_batch(self.spec, X, y)
         with self._precision():
+            X, y = self.jax.device_put(X, self.jax_device), self.jax.device_put(y.astype(np.int32), self.jax_device)
             self.trainable, self.running, self.opt_state, losses = self.step(
-                self.trainable, self.running, self.opt_state, X, y.astype(np.int32), self.hyper)
+                self.trainable, self.running, self.opt_state, X, y, self.hyper)
             return np.asarray(losses)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X, _ = check_batch(self.spec, X, training=False)
         with self._precision():
-            return np.asarray(self.infer(self.trainable, self.running, X))
+            return np.asarray(self.infer(self.trainable, self.running, self.jax.device_put(X, self.jax_device)))
 
 
-def _make_functions(spec):
+def _ops():
+    """jax.numpy as the functional core's namespace (bnbench.adapters.functional)."""
+    import types
+
     import jax
     import jax.numpy as jnp
 
-    L = spec.n_layers
-    eps = spec.bn_epsilon
-    momentum = spec.bn_momentum
-    l2 = spec.l2
-    weights = weight_names(spec)
+    return types.SimpleNamespace(
+        where=jnp.where, mean=jnp.mean, square=jnp.square, sqrt=jnp.sqrt, sum=jnp.sum, power=jnp.power,
+        take_along_axis=jnp.take_along_axis,
+        log_softmax=lambda logits: jax.nn.log_softmax(logits, axis=1), softmax=lambda logits: jax.nn.softmax(logits, axis=1),
+        value_and_grad=lambda loss_fn: jax.value_and_grad(loss_fn, has_aux=True))
 
-    def forward_train(trainable, X):
-        A = X
-        means, variances = [], []
-        for layer in range(1, L + 1):
-            Z = A @ trainable[f"W{layer}"]
-            if not spec.batch_norm:
-                Z = Z + trainable[f"b{layer}"]
-                A = jnp.where(Z > 0, Z, 0)
-                continue
-            mu = jnp.mean(Z, axis=0)
-            var = jnp.mean(jnp.square(Z - mu), axis=0)       # biased, for normalising
-            means.append(mu)
-            variances.append(var)
-            Zt = trainable[f"gamma{layer}"] * ((Z - mu) / jnp.sqrt(var + eps)) + trainable[f"beta{layer}"]
-            A = jnp.where(Zt > 0, Zt, 0)
-        logits = A @ trainable["W_out"] + trainable["b_out"]
-        return jax.nn.log_softmax(logits, axis=1), means, variances
 
-    def loss_fn(trainable, X, y):
-        log_probs, means, variances = forward_train(trainable, X)
-        m = X.shape[0]
-        loss = -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
-        if l2:
-            loss = loss + (l2 / (2 * m)) * sum(jnp.sum(jnp.square(trainable[name])) for name in weights)
-        return loss, (log_probs, means, variances)
-
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def loss_and_grads(trainable, running, X, y):
-        (loss, (log_probs, _, _)), grads = value_and_grad(trainable, X, y)
-        return loss, log_probs, grads
-
-    def train_step(trainable, running, opt_state, X, y, hyper=None):
-        """One step; ``hyper`` (learning_rate, beta1, beta2, bn_momentum as arrays) replaces the
-        spec's constants, so that many models can be trained at once under jax.vmap (tuning)."""
-        (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
-        m = X.shape[0]
-        bn_momentum = momentum if hyper is None else hyper["bn_momentum"]
-        new_running = {}
-        for layer in range(1, L + 1 if spec.batch_norm else 1):
-            var = variances[layer - 1]
-            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
-            new_running[f"running_mean{layer}"] = bn_momentum * running[f"running_mean{layer}"] + (1 - bn_momentum) * means[layer - 1]
-            new_running[f"running_var{layer}"] = bn_momentum * running[f"running_var{layer}"] + (1 - bn_momentum) * s2
-        t = opt_state["t"] + 1
-        if hyper is None:
-            lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
-        else:
-            lr, b1, b2 = hyper["learning_rate"], hyper["beta1"], hyper["beta2"]
-        new_params, new_v, new_s = {}, {}, {}
-        for name, g in grads.items():
-            theta = trainable[name]
-            if spec.optimizer == "sgd":
-                new_params[name] = theta - lr * g
-            elif spec.optimizer == "momentum":
-                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
-                new_params[name] = theta - lr * new_v[name]
-            else:
-                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
-                new_s[name] = b2 * opt_state["s"][name] + (1 - b2) * jnp.square(g)
-                v_hat = new_v[name] / (1 - b1 ** t)
-                s_hat = new_s[name] / (1 - b2 ** t)
-                new_params[name] = theta - lr * v_hat / (jnp.sqrt(s_hat) + spec.adam_epsilon)
-        return new_params, new_running, {"v": new_v, "s": new_s, "t": t}, loss
-
-    def inference(trainable, running, X):
-        A = X
-        for layer in range(1, L + 1):
-            Z = A @ trainable[f"W{layer}"]
-            if not spec.batch_norm:
-                Z = Z + trainable[f"b{layer}"]
-                A = jnp.where(Z > 0, Z, 0)
-                continue
-            N = (Z - running[f"running_mean{layer}"]) / jnp.sqrt(running[f"running_var{layer}"] + eps)
-            Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
-            A = jnp.where(Zt > 0, Zt, 0)
-        return jax.nn.softmax(A @ trainable["W_out"] + trainable["b_out"], axis=1)
-
-    return {"loss_and_grads": loss_and_grads, "train_step": train_step, "inference": inference}
+def _make_functions(spec):
+    return make_functions(spec, _ops())

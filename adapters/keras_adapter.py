@@ -3,7 +3,7 @@
 The model is built from Keras' own layers (Dense, BatchNormalization, ReLU) and trained with a
 Keras optimizer. Keras picks its backend once per process, from KERAS_BACKEND, before it is first
 imported; so an adapter runs in this process only when this process was started for its backend,
-and otherwise in a worker process started with KERAS_BACKEND set (bnbench.worker).
+and otherwise in a worker process started with KERAS_BACKEND set (bnbench.timing.worker).
 
 Modes: ``compiled`` is Keras' documented custom training step for the backend (stateless_call
 under jax.jit; a GradientTape step in tf.function(jit_compile=True); loss.backward() and
@@ -23,7 +23,7 @@ import numpy as np
 
 from bnbench.reference.spec import Spec, trainable_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable
+from .contract import Adapter, ConventionProbe, Gradients, Unavailable
 from .placement import Placement
 
 
@@ -45,32 +45,30 @@ def _process_backend() -> Optional[str]:
 
 
 @contextlib.contextmanager
-def _precision(dtype: str, backend: str):
+def floatx(dtype: str):
     """Keras computes in floatx wherever no dtype can be passed (the optimizer's learning-rate
     variable, the sum of the model's losses): every call of the adapter runs with floatx set to the
-    spec's dtype. JAX computes float64 only with x64 enabled: enabled for the call, as the jax
-    adapter does, so that the setting never leaks."""
+    spec's dtype."""
     keras = _keras()
     previous = keras.config.floatx()
     keras.config.set_floatx(dtype)
     try:
-        if backend == "jax" and dtype == "float64":
-            import jax
-
-            with jax.enable_x64(True):
-                yield
-        else:
-            yield
+        yield
     finally:
         keras.config.set_floatx(previous)
 
 
 class KerasAdapter(Adapter):
+    """What Keras does the same on every backend: the model from Keras' layers, its optimizer,
+    model.train_on_batch, inference and the variables. Each backend's subclass, one module each as
+    Keras keeps them (keras_jax_adapter, keras_tensorflow_adapter, keras_torch_adapter), writes its
+    custom training step (``_custom_step``), its autodiff (``_loss_and_gradients``), its limits
+    (``framework_cannot``) and its precision (``_precision``)."""
+
     # The compiled mode's kept form is Keras' documented custom training step (stateless_call on
     # jax, GradientTape in a tf.function on tensorflow, loss.backward() on torch), not
     # train_on_batch, whose own machinery cost 1.1x (torch) to 3x (jax) the step at tiny (the tuning logs).
     custom_modes: ClassVar[Tuple[str, ...]] = ("compiled",)
-    without_batch_norm = True
     backend: ClassVar[str]
     backend_module: ClassVar[str]
     modes = ("compiled", "eager")
@@ -90,17 +88,7 @@ class KerasAdapter(Adapter):
 
     @classmethod
     def framework_cannot(cls, spec: Spec, mode: str, device: str) -> Optional[str]:
-        if spec.dtype == "float64" and cls.backend == "torch":
-            return ("Keras' type promotion maps float64 to float32 on the torch backend "
-                    "(keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE): keras.layers.Dense(dtype='float64') "
-                    "returns float32 for a float64 input and kernel (3.7e-7 from the float64 product), and so do "
-                    "BatchNormalization and a loss's mean (measured 2026-11-26); the jax and tensorflow backends "
-                    "keep float64")
-        if (spec.dtype == "float64" and cls.backend == "tensorflow" and spec.optimizer == "momentum"
-                and float(np.float32(spec.beta1)) != spec.beta1):
-            return (f"Keras SGD casts its momentum through a float32 TensorFlow constant: beta1={spec.beta1!r} "
-                    f"becomes {float(np.float32(spec.beta1))!r}, about 1e-8 off in float64; use a beta1 exact in "
-                    f"float32 (0.875, 0.9375, ...) or float32")
+        """What Keras cannot express on any backend (a backend's subclass adds its own)."""
         if spec.running_var == "unbiased" and spec.batch_norm:
             return ("keras.layers.BatchNormalization always feeds the biased batch variance into its moving "
                     "variance (bnbench conventions measures it); running_var='unbiased' cannot be expressed")
@@ -144,13 +132,23 @@ class KerasAdapter(Adapter):
         return f"keras {_keras().__version__} on {library}", step
 
     @classmethod
+    def device_unavailable(cls, device: str) -> Optional[str]:
+        if device not in cls.devices:
+            return super().device_unavailable(device)
+        return cls._backend_adapter().device_unavailable(device)
+
+    @classmethod
     def batch_norm_casts_to_float32(cls, dtype: str) -> bool:
-        """Whether keras.layers.BatchNormalization computes a ``dtype`` input in float32 here
-        (torch is refused float64 before it gets this far)."""
-        return dtype == "float64" and cls.backend == "jax"
+        """Whether keras.layers.BatchNormalization computes a ``dtype`` input in float32 here (the
+        jax backend's subclass says so for float64; torch is refused float64 before it gets this far)."""
+        return False
+
+    def _precision(self):
+        """The context every call runs in: floatx set to the spec's dtype (the jax backend adds x64)."""
+        return floatx(self.spec.dtype)
 
     def profile(self, X: np.ndarray, y: np.ndarray, steps: int) -> Dict[str, object]:
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             return super().profile(X, y, steps)
 
     @classmethod
@@ -160,17 +158,12 @@ class KerasAdapter(Adapter):
 
     def compiled_step_text(self, batch) -> str:
         """The compiled step's program, for a backend profiler that names its kernels after it."""
-        with _precision(self.spec.dtype, self.backend):
-            if self._stateless is not None:
-                return self._stateless.lower(self._state, batch[0], batch[1]).compile().as_text()
-            if self._custom is not None and self.backend == "tensorflow" and self.variant != "no-xla":
-                return self._custom.experimental_get_compiler_ir(batch[0], batch[1])(stage="optimized_hlo")
         raise Unavailable(f"{self.name} ({self.mode}{'+' + self.variant if self.variant else ''}) has no compiled "
                           f"step to profile")
 
     # ------------------------------------------------------------------ build
     def _build(self, params: Dict[str, np.ndarray]) -> None:
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             self._build_model(params)
 
     def _build_model(self, params: Dict[str, np.ndarray]) -> None:
@@ -242,24 +235,35 @@ class KerasAdapter(Adapter):
         else:
             optimizer = keras.optimizers.SGD(learning_rate=spec.learning_rate * (1 - spec.beta1), momentum=spec.beta1)
         self.loss_object = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
-        settings = dict(run_eagerly=True) if self.mode == "eager" else dict(jit_compile="auto")
-        if self.variant == "jit-compile" and self.backend == "torch":
-            settings = dict(jit_compile=True)
+        settings = self._compile_settings()
         self.model.compile(optimizer=optimizer, loss=self.loss_object, **settings)
         self.inference.compile(**settings)
-        # keras-torch's jit-compile is Keras' own step under torch.compile
-        train_on_batch = self.variant == "train-on-batch" or (self.variant == "jit-compile" and self.backend == "torch")
-        custom = self.mode in self.custom_modes and not train_on_batch
-        self._stateless = self._stateless_step(optimizer) if custom and self.backend == "jax" else None
-        self._custom = self._custom_step(optimizer) if custom and self.backend != "jax" else None
+        custom = self.mode in self.custom_modes and not self._uses_train_on_batch()
+        self._custom = self._custom_step(optimizer) if custom else None
+
+    def _compile_settings(self) -> Dict[str, object]:
+        """model.compile's execution settings for the mode (a backend may add its own)."""
+        return dict(run_eagerly=True) if self.mode == "eager" else dict(jit_compile="auto")
+
+    def _uses_train_on_batch(self) -> bool:
+        """Whether the form trains through model.train_on_batch (Keras' own step)."""
+        return self.variant == "train-on-batch"
 
     def _custom_step(self, optimizer):
-        """Keras' documented custom training step on the tensorflow and torch backends: the model
-        called in training mode, the backend's own autodiff, optimizer.apply (tf.function on
-        tensorflow; eager torch, as train_on_batch runs it there)."""
+        """The backend's custom training step: a function of a prepared batch (X, y) that runs one
+        step and returns its loss on the device."""
+        raise NotImplementedError(f"{type(self).__name__} writes no custom training step")
+
+    def _loss_and_gradients(self, loss_of, trainable):
+        """(loss, logits, gradients) of ``loss_of(trainable)`` by the backend's own autodiff."""
+        raise NotImplementedError(f"{type(self).__name__} writes no autodiff")
+
+    def _write_back(self) -> None:
+        """Bring Keras' variables up to date where a step keeps the values outside them (jax)."""
+
+    def _loss_of_model(self):
+        """The model's training loss of a batch, the L2 term included (model.losses)."""
         model, loss_object = self.model, self.loss_object
-        trainable = model.trainable_variables
-        optimizer.build(trainable)
 
         def loss_of(X, y):
             logits = model(X, training=True)
@@ -268,73 +272,13 @@ class KerasAdapter(Adapter):
                 loss = loss + extra
             return loss
 
-        if self.backend == "tensorflow":
-            import tensorflow as tf
-
-            @tf.function(jit_compile=self.variant != "no-xla")
-            def step(X, y):
-                with tf.GradientTape() as tape:
-                    loss = loss_of(X, y)
-                optimizer.apply(tape.gradient(loss, trainable), trainable)
-                return loss
-
-            return step
-        import torch
-
-        def torch_step(X, y):
-            model.zero_grad()
-            loss = loss_of(X, y)
-            loss.backward()
-            with torch.no_grad():
-                optimizer.apply([variable.value.grad for variable in trainable], trainable)
-            return loss
-
-        return torch_step
-
-    def _stateless_step(self, optimizer):
-        """Keras' documented custom JAX training step: model.stateless_call differentiated by
-        jax.value_and_grad, optimizer.stateless_apply, all under one jax.jit; the variables'
-        values live in the adapter between steps and go back into Keras when read."""
-        import jax
-
-        model, loss_object = self.model, self.loss_object
-        optimizer.build(model.trainable_variables)
-
-        def loss_of(trainable, non_trainable, X, y):
-            logits, non_trainable, losses = model.stateless_call(trainable, non_trainable, X, training=True,
-                                                                 return_losses=True)
-            loss = loss_object(y, logits)
-            for extra in losses:
-                loss = loss + extra
-            return loss, non_trainable
-
-        def step(state, X, y):
-            trainable, non_trainable, optimizer_variables = state
-            (loss, non_trainable), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable, non_trainable, X, y)
-            trainable, optimizer_variables = optimizer.stateless_apply(optimizer_variables, grads, trainable)
-            return loss, (trainable, non_trainable, optimizer_variables)
-
-        self._state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-                       [v.value for v in optimizer.variables])
-        self._state_stale = False      # True: the adapter's values are newer than Keras' variables
-        return jax.jit(step)
-
-    def _write_back(self) -> None:
-        if self._stateless is not None and self._state_stale:
-            trainable, non_trainable, optimizer_variables = self._state
-            for variable, value in zip(self.model.trainable_variables, trainable):
-                variable.assign(value)
-            for variable, value in zip(self.model.non_trainable_variables, non_trainable):
-                variable.assign(value)
-            for variable, value in zip(self.model.optimizer.variables, optimizer_variables):
-                variable.assign(value)
-            self._state_stale = False
+        return loss_of
 
     # ------------------------------------------------------------------ contract
     def to_device(self, X: np.ndarray, y: Optional[np.ndarray] = None):
         X, y = self._check(X, y, training=y is not None)
         ops = self.keras.ops
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             return ops.convert_to_tensor(X), (None if y is None else ops.convert_to_tensor(y))
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:
@@ -342,73 +286,56 @@ class KerasAdapter(Adapter):
         return self.train_step_prepared((X, y))
 
     def train_step_prepared(self, batch) -> float:
-        with _precision(self.spec.dtype, self.backend):
-            if self._stateless is not None:
-                loss, self._state = self._stateless(self._state, batch[0], batch[1])
-                self._state_stale = True
-                return float(loss)
-            if self._custom is not None:
-                return float(self.keras.ops.convert_to_numpy(self._custom(batch[0], batch[1])))
-            return float(self.model.train_on_batch(batch[0], batch[1]))   # a Python float: the step is done
+        with self._precision():
+            if self._custom is None:
+                return float(self.model.train_on_batch(batch[0], batch[1]))   # a Python float: the step is done
+            return float(self.keras.ops.convert_to_numpy(self._custom(batch[0], batch[1])))
+
+    def train_step_queued(self, batch) -> None:
+        if self._custom is None:
+            self.train_step_prepared(batch)
+            return
+        with self._precision():
+            self._custom(batch[0], batch[1])
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
         """Keras has no public gradient call: the model's stateless_call (Keras' documented way to
         write a custom training step) differentiated by the backend's own autodiff."""
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             self._write_back()
-            return self._gradients(*self._check(X, y))
+            X, y = self._check(X, y)
+            ops = self.keras.ops
+            X_tensor, y_tensor = ops.convert_to_tensor(X), ops.convert_to_tensor(y)
+            non_trainable = [v.value for v in self.model.non_trainable_variables]
 
-    def _gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
-        keras = self.keras
-        ops = keras.ops
-        X_tensor, y_tensor = ops.convert_to_tensor(X), ops.convert_to_tensor(y)
-        non_trainable = [v.value for v in self.model.non_trainable_variables]
+            def loss_of(trainable):
+                logits, _, losses = self.model.stateless_call(trainable, non_trainable, X_tensor, training=True,
+                                                              return_losses=True)
+                loss = self.loss_object(y_tensor, logits)
+                for extra in losses:
+                    loss = loss + extra
+                return loss, logits
 
-        def loss_of(trainable):
-            logits, _, losses = self.model.stateless_call(trainable, non_trainable, X_tensor, training=True,
-                                                          return_losses=True)
-            loss = self.loss_object(y_tensor, logits)
-            for extra in losses:
-                loss = loss + extra
-            return loss, logits
-
-        trainable = [v.value for v in self.model.trainable_variables]
-        if self.backend == "jax":
-            import jax
-
-            (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
-        elif self.backend == "tensorflow":
-            import tensorflow as tf
-
-            trainable = [tf.convert_to_tensor(v) for v in trainable]
-            with tf.GradientTape() as tape:
-                tape.watch(trainable)
-                loss, logits = loss_of(trainable)
-            grads = tape.gradient(loss, trainable)
-        else:
-            trainable = [v.detach().clone().requires_grad_(True) for v in trainable]
-            loss, logits = loss_of(trainable)
-            loss.backward()
-            grads = [v.grad for v in trainable]
-        probs = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
-        grads_by_name = {name: ops.convert_to_numpy(g) for name, g in zip(self.trainable_order, grads)}
-        return Gradients(float(ops.convert_to_numpy(loss)), probs,
-                         {name: grads_by_name[name] for name in trainable_names(self.spec)})
+            loss, logits, grads = self._loss_and_gradients(loss_of, [v.value for v in self.model.trainable_variables])
+            probs = ops.convert_to_numpy(ops.softmax(logits, axis=-1))
+            grads_by_name = {name: ops.convert_to_numpy(g) for name, g in zip(self.trainable_order, grads)}
+            return Gradients(float(ops.convert_to_numpy(loss)), probs,
+                             {name: grads_by_name[name] for name in trainable_names(self.spec)})
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         X, _ = self._check(X, None, training=False)
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             self._write_back()
             return np.asarray(self.inference.predict_on_batch(X))
 
     def predict_prepared(self, batch) -> None:
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             self._write_back()
             self.inference.predict_on_batch(batch[0])     # returns NumPy: the work is done
 
     def state(self) -> Dict[str, np.ndarray]:
         ops = self.keras.ops
-        with _precision(self.spec.dtype, self.backend):
+        with self._precision():
             self._write_back()
             return self._ordered_state({name: np.array(ops.convert_to_numpy(v.value)) for name, v in self.variable_of.items()})
 
@@ -479,61 +406,3 @@ def _batch_norm_in_input_dtype(keras):
                                            scale=self.gamma, epsilon=self.epsilon)
 
     return BatchNormalizationInInputDtype
-
-
-class KerasJaxAdapter(KerasAdapter):
-    name = "keras-jax"
-    backend = "jax"
-    backend_module = "jax"
-    requires = ("keras", "jax")
-    requirements = ("keras>=3", "jax")      # keras imports jax whatever its backend
-    asv_variables = (("KERAS_BACKEND", "jax"),)
-    # Its tuning log: glibc's huge pages made the step 8% faster at large and 3% at tiny (2026-11-26).
-    allocator = "hugepages"
-    tuning = {"compiled": "Keras' custom JAX training step: model.stateless_call under jax.value_and_grad and "
-                          "optimizer.stateless_apply, one jax.jit; the variables' values kept outside Keras between "
-                          "steps, written back when read",
-              "eager": "model.compile(run_eagerly=True): jax ops one by one"}
-    alternatives = {"compiled": {"train-on-batch": Alternative(
-        "model.compile(jit_compile='auto') and model.train_on_batch: Keras' own train step under jax.jit")}}
-
-
-
-class KerasTensorflowAdapter(KerasAdapter):
-    name = "keras-tensorflow"
-    backend = "tensorflow"
-    backend_module = "tensorflow"
-    requires = ("keras", "tensorflow")
-    requirements = ("keras>=3", "jax", "tensorflow-cpu")
-    asv_variables = (("KERAS_BACKEND", "tensorflow"),)
-    # Its tuning log: the custom step is 1.6x faster than train_on_batch at tiny; under XLA it is
-    # 14% faster at large and 7% slower at tiny than without; glibc's huge pages 5% faster at tiny.
-    allocator = "hugepages"
-    tuning = {"compiled": "Keras' custom TensorFlow training step: the model under tf.GradientTape and "
-                          "optimizer.apply, in one tf.function(jit_compile=True) (XLA)",
-              "eager": "model.compile(run_eagerly=True): TensorFlow eager"}
-    alternatives = {"compiled": {
-        "no-xla": Alternative("the custom step under tf.function without XLA (what Keras' jit_compile='auto' "
-                              "chooses on a CPU-only machine)"),
-        "train-on-batch": Alternative("model.compile(jit_compile='auto') and model.train_on_batch: Keras' own train "
-                                      "step under tf.function (Keras turns XLA off on a CPU-only machine)"),
-    }}
-
-
-class KerasTorchAdapter(KerasAdapter):
-    name = "keras-torch"
-    backend = "torch"
-    backend_module = "torch"
-    requires = ("keras", "torch")
-    requirements = ("keras>=3", "jax", "torch==2.13.0")
-    asv_variables = (("KERAS_BACKEND", "torch"),)
-    # Its tuning log: glibc's huge pages made the step 5% faster at tiny, level at large (2026-11-26).
-    allocator = "hugepages"
-    tuning = {"compiled": "Keras' custom PyTorch training step: the model called, loss.backward(), optimizer.apply "
-                          "on the variables' gradients (eager torch, as Keras resolves jit_compile='auto' on torch)",
-              "eager": "model.compile(run_eagerly=True): eager torch"}
-    alternatives = {"compiled": {
-        "jit-compile": Alternative("model.compile(jit_compile=True): Keras runs the train step under torch.compile"),
-        "train-on-batch": Alternative("model.compile(jit_compile='auto') and model.train_on_batch: Keras' own train "
-                                      "step (eager torch: Keras resolves 'auto' to no torch.compile)"),
-    }}

@@ -5,13 +5,14 @@ bias, a batch-norm layer written as a Lasagne layer (0.1 has none), Nonlinearity
 update rules are the spec's, shared with the Theano and PyTensor adapters."""
 from __future__ import annotations
 
-import os
-
-from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, SymbolicAdapter
-from .theano_adapter import NO_BLAS, theano_flags, theano_worker_variables
+from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives
+from .theano_adapter import NO_BLAS, TheanoAdapter
 
 
-class LasagneAdapter(SymbolicAdapter):
+class LasagneAdapter(TheanoAdapter):
+    """Theano's adapter (its library, its flags, the graph's update rules) with the network built
+    from Lasagne's layers: only the forward pass is Lasagne's."""
+
     name = "lasagne"
     status = "unmaintained: PyPI's newest release, checked 2026-11-26 is 0.1, August 2015, on Theano, itself retired"
     requires = ("lasagne", "theano")
@@ -30,17 +31,6 @@ class LasagneAdapter(SymbolicAdapter):
     # Its tuning log: glibc's huge pages made the step 8% faster at large, level at tiny.
     allocator = "hugepages"
     description = "lasagne.layers DenseLayer(b=None) + a spec batch-norm Lasagne layer + NonlinearityLayer"
-
-    worker_variables = staticmethod(theano_worker_variables)
-
-    @classmethod
-    def _library(cls):
-        os.environ.setdefault("THEANO_FLAGS", theano_flags())
-        import theano
-        import theano.tensor as T
-        from theano.compile.mode import Mode
-
-        return theano, T, Mode, T.nnet.logsoftmax, T.nnet.softmax
 
     def _forward(self, T, X, training: bool, c):
         import lasagne

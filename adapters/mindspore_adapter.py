@@ -17,7 +17,7 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .contract import Adapter, ConventionProbe, Gradients
 
 
 def _ms():
@@ -35,7 +35,6 @@ class MindsporeAdapter(Adapter):
     best_mode = "graph"
     devices = ("cpu",)
     requires = ("mindspore",)
-    without_batch_norm = True
     environment = "mindspore"
     requirements = ("mindspore==2.10.0", "numpy<2")
     tuning = {

@@ -12,9 +12,10 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
+from bnbench.reference.spec import running_stat_names, trainable_names
 
-from .base import Adapter, ConventionProbe, Gradients
+from .contract import Adapter, ConventionProbe, Gradients
+from .functional import make_functions
 
 
 def _mx():
@@ -30,7 +31,6 @@ class MlxAdapter(Adapter):
     best_mode = "compiled"
     devices = ("cpu",)
     requires = ("mlx",)
-    without_batch_norm = True
     # mlx's Linux CPU backend is a wheel of its own, mlx-cpu (what the extra mlx[cpu] pulls in),
     # named here because asv drops extras; the Metal GPU exists only on macOS.
     requirements = ("mlx==0.32.4", "mlx-cpu==0.32.4")
@@ -141,7 +141,7 @@ class MlxAdapter(Adapter):
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
         X, y = self.to_device(X, y)
-        loss, log_probs, grads = self._loss_and_grads(self.trainable, X, y)
+        loss, log_probs, grads = self._loss_and_grads(self.trainable, self.running, X, y)
         self.mx.eval(loss, log_probs, grads)
         return Gradients(loss.item(), np.exp(np.array(log_probs)), {name: np.array(g) for name, g in grads.items()})
 
@@ -159,7 +159,12 @@ class MlxAdapter(Adapter):
 
 
 def _make_functions(spec):
+    """mlx.core as the functional core's namespace (bnbench.adapters.functional). MLX 0.32's CPU
+    mx.exp is a float32-accurate approximation even in float64 (docs/FRAMEWORKS.md), so in
+    float64 the softmax's exponential is e ** x through mx.power, which is exact; float32 keeps
+    mx.exp through mx.logsumexp and mx.softmax."""
     import math
+    import types
 
     import mlx.core as mx
 
@@ -178,88 +183,11 @@ def _make_functions(spec):
         def softmax(logits):
             return mx.softmax(logits, axis=1)
 
-    L = spec.n_layers
-    eps = spec.bn_epsilon
-    momentum = spec.bn_momentum
-    l2 = spec.l2
-    weights = weight_names(spec)
+    def value_and_grad(loss_fn):
+        # mx.value_and_grad differentiates the first output; the rest ride along as auxiliaries
+        return lambda trainable, X, y: mx.value_and_grad(lambda params: loss_fn(params, X, y))(trainable)
 
-    def forward_train(trainable, X):
-        A = X
-        means, variances = [], []
-        for layer in range(1, L + 1):
-            Z = A @ trainable[f"W{layer}"]
-            if not spec.batch_norm:                          # an ordinary layer: the ReLU takes Z + b
-                Z = Z + trainable[f"b{layer}"]
-                A = mx.where(Z > 0, Z, 0)
-                continue
-            mu = mx.mean(Z, axis=0)
-            var = mx.mean(mx.square(Z - mu), axis=0)       # biased, for normalising
-            means.append(mu)
-            variances.append(var)
-            Zt = trainable[f"gamma{layer}"] * ((Z - mu) / mx.sqrt(var + eps)) + trainable[f"beta{layer}"]
-            A = mx.where(Zt > 0, Zt, 0)
-        logits = A @ trainable["W_out"] + trainable["b_out"]
-        return log_softmax(logits), means, variances
-
-    def loss_fn(trainable, X, y):
-        log_probs, means, variances = forward_train(trainable, X)
-        m = X.shape[0]
-        loss = -mx.mean(mx.take_along_axis(log_probs, y[:, None], axis=1))
-        if l2:
-            loss = loss + (l2 / (2 * m)) * sum(mx.sum(mx.square(trainable[name])) for name in weights)
-        return loss, (log_probs, means, variances)
-
-    def value_and_grad(trainable, X, y):
-        # mx.value_and_grad differentiates the first output; the rest ride along as auxiliaries.
-        def scalar_first(trainable):
-            loss, aux = loss_fn(trainable, X, y)
-            return loss, aux
-
-        return mx.value_and_grad(scalar_first)(trainable)
-
-    def loss_and_grads(trainable, X, y):
-        (loss, (log_probs, _, _)), grads = value_and_grad(trainable, X, y)
-        return loss, log_probs, grads
-
-    def train_step(trainable, running, opt_state, X, y):
-        (loss, (_, means, variances)), grads = value_and_grad(trainable, X, y)
-        m = X.shape[0]
-        new_running = {}
-        for layer in range(1, L + 1 if spec.batch_norm else 1):
-            var = variances[layer - 1]
-            s2 = var if spec.running_var == "biased" else var * (m / (m - 1))
-            new_running[f"running_mean{layer}"] = momentum * running[f"running_mean{layer}"] + (1 - momentum) * means[layer - 1]
-            new_running[f"running_var{layer}"] = momentum * running[f"running_var{layer}"] + (1 - momentum) * s2
-        t = opt_state["t"] + 1
-        lr, b1, b2 = spec.learning_rate, spec.beta1, spec.beta2
-        new_params, new_v, new_s = {}, {}, {}
-        for name, g in grads.items():
-            theta = trainable[name]
-            if spec.optimizer == "sgd":
-                new_params[name] = theta - lr * g
-            elif spec.optimizer == "momentum":
-                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
-                new_params[name] = theta - lr * new_v[name]
-            else:
-                new_v[name] = b1 * opt_state["v"][name] + (1 - b1) * g
-                new_s[name] = b2 * opt_state["s"][name] + (1 - b2) * mx.square(g)
-                v_hat = new_v[name] / (1 - mx.power(b1, t))
-                s_hat = new_s[name] / (1 - mx.power(b2, t))
-                new_params[name] = theta - lr * v_hat / (mx.sqrt(s_hat) + spec.adam_epsilon)
-        return new_params, new_running, {"v": new_v, "s": new_s, "t": t}, loss
-
-    def inference(trainable, running, X):
-        A = X
-        for layer in range(1, L + 1):
-            Z = A @ trainable[f"W{layer}"]
-            if not spec.batch_norm:
-                Z = Z + trainable[f"b{layer}"]
-                A = mx.where(Z > 0, Z, 0)
-                continue
-            N = (Z - running[f"running_mean{layer}"]) / mx.sqrt(running[f"running_var{layer}"] + eps)
-            Zt = trainable[f"gamma{layer}"] * N + trainable[f"beta{layer}"]
-            A = mx.where(Zt > 0, Zt, 0)
-        return softmax(A @ trainable["W_out"] + trainable["b_out"])
-
-    return {"loss_and_grads": loss_and_grads, "train_step": train_step, "inference": inference}
+    ops = types.SimpleNamespace(where=mx.where, mean=mx.mean, square=mx.square, sqrt=mx.sqrt, sum=mx.sum, power=mx.power,
+                                take_along_axis=mx.take_along_axis, log_softmax=log_softmax, softmax=softmax,
+                                value_and_grad=value_and_grad)
+    return make_functions(spec, ops)

@@ -1,6 +1,6 @@
 """MXNet 1.9.1 (gluon): modes ``imperative`` (gluon + autograd) and ``hybrid`` (``hybridize()``:
 the network runs as one cached symbolic graph). It lives in its own environment (numpy<1.24,
-docs/FRAMEWORKS.md); from any other environment it runs in a worker process (bnbench.worker)."""
+docs/FRAMEWORKS.md); from any other environment it runs in a worker process (bnbench.timing.worker)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,8 @@ import numpy as np
 
 from bnbench.reference.spec import Spec, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, Unsupported
+from .contract import Adapter, ConventionProbe, Gradients, Unsupported
+from .declaration import Alternative
 
 
 def _mx():
@@ -26,7 +27,6 @@ class MxnetAdapter(Adapter):
     best_mode = "hybrid"
     devices = ("cpu", "cuda")
     requires = ("mxnet",)
-    without_batch_norm = True
     environment = "mxnet"
     requirements = ("mxnet==1.9.1", "numpy<1.24")
     asv_variables = (("OMP_NUM_THREADS", "2"),)
@@ -90,7 +90,7 @@ class MxnetAdapter(Adapter):
             return super().matmul_step(a, b, device)
         mx = _mx()
         # gluon Dense is the FullyConnected operator (oneDNN), which stores its weight transposed;
-        # mx.nd.dot is another kernel, five times slower (35 against 183 GFLOP/s at 2048^3, 2 cores)
+        # mx.nd.dot is another kernel, five times slower (35 against 183 GFLOP/s on the CPU peak's product, 2 cores)
         ma, weight = mx.nd.array(a, dtype=a.dtype), mx.nd.array(np.ascontiguousarray(b.T), dtype=b.dtype)
         out = mx.nd.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
 

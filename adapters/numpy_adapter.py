@@ -11,10 +11,13 @@ from typing import Dict, List, Mapping
 
 import numpy as np
 
-from bnbench.reference.model import check_batch, forward, Optimizer, ReferenceModel, updated_running_stats
-from bnbench.reference.spec import initial_parameters, running_stat_names, Spec, trainable_names, weight_names
+from bnbench.reference.model import Optimizer, ReferenceModel, check_batch, forward, updated_running_stats
+from bnbench.reference.spec import Spec, initial_parameters, running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, ManyModels, Unavailable, Unsupported
+from .contract import Adapter, ConventionProbe, Gradients, Unavailable, Unsupported
+from .declaration import Alternative
+from .many import ManyModels
+from .profiling import seconds_per_step
 
 
 class NumpyAdapter(Adapter):
@@ -42,10 +45,11 @@ class NumpyAdapter(Adapter):
     description = "the reference: SPEC.md transcribed, backward derived by hand"
     peak_devices = ("cpu",)      # the CPU peak is NumPy's BLAS, the suite's own baseline
     trains_many = True
-    without_batch_norm = True    # the reference implements the whole spec
 
     @classmethod
-    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]]) -> ManyModels:
+    def many_models(cls, specs: List[Spec], params: List[Mapping[str, np.ndarray]], device: str = "cpu") -> ManyModels:
+        if device != "cpu":
+            raise Unavailable(f"numpy has no device {device!r}: its many models train on the CPU")
         return StackedModels(specs, params)
 
     @classmethod
@@ -86,12 +90,12 @@ class NumpyAdapter(Adapter):
 
         stacked.matmul = timed_matmul
         try:
-            profiled = adapter._seconds_per_step(batch, steps)
+            profiled = seconds_per_step(adapter, batch, steps)
         finally:
             stacked.matmul = np.matmul
-        kernels = {"np.matmul": (products[0], products[1]),
+        kernels = {"np.matmul": (products[0], products[1], "product"),
                    "the rest: NumPy's ufuncs and reductions (one core, not timed one by one)":
-                       (steps, profiled * steps - products[1])}
+                       (steps, profiled * steps - products[1], "other")}
         return f"numpy {np.__version__}, its products timed one by one", profiled, kernels
 
     def train_step(self, X: np.ndarray, y: np.ndarray) -> float:

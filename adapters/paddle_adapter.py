@@ -10,7 +10,12 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, add_kernel_time, Unsupported
+from .contract import Adapter, ConventionProbe, Gradients, Unsupported
+from .declaration import Alternative
+from .profiling import add_kernel_time, kind_of, seconds_per_step
+
+# Paddle's matrix-product kernels, as its profiler names them (the rest are its other kernels).
+PRODUCT_KERNELS = frozenset({"matmul", "matmul_grad"})
 from .placement import Placement
 
 
@@ -41,7 +46,7 @@ def _cpu_vendor() -> str:
 def _select_mkl_kernels() -> None:
     """Paddle's CPU matmul is an old MKL (mklml) that takes a generic slow path on AMD processors;
     MKL_DEBUG_CPU_TYPE=5 selects its AVX2 kernels. Measured on this project's AMD EPYC machines,
-    float32 2048^3 at 2 threads: 37 -> 129-149 GFLOP/s (NumPy's OpenBLAS: 151). MKL reads it at its
+    the float32 CPU peak's product at 2 threads: 37 -> 129-149 GFLOP/s (NumPy's OpenBLAS: 151). MKL reads it at its
     first call, so it works until Paddle has run an op. Newer MKLs ignore it (PyTorch's 2024.2: no
     change); Intel processors keep their own (AVX-512) path. A tuning flag, published as such."""
     if _cpu_vendor() == "AuthenticAMD":
@@ -58,7 +63,6 @@ class PaddleAdapter(Adapter):
     best_mode = "eager"
     devices = ("cpu", "cuda")
     requires = ("paddle",)
-    without_batch_norm = True
     packages = ("paddlepaddle",)
     requirements = ("paddlepaddle",)
     tuning = {
@@ -109,13 +113,14 @@ class PaddleAdapter(Adapter):
         paddle = _paddle()
         recorder = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU])
         recorder.start()
-        profiled = adapter._seconds_per_step(batch, steps)
+        profiled = seconds_per_step(adapter, batch, steps)
         recorder.stop()
         kernels: Dict[str, tuple] = {}
         for nodes in wrap_tree(recorder.profiler_result.get_data())[1].values():
             for node in nodes:
                 if node.type == profiler.TracerEventType.DygraphKernelLaunch:
-                    add_kernel_time(kernels, node.name.replace(" kernel launch", ""), node.self_cpu_time / 1e9)
+                    name = node.name.replace(" kernel launch", "")
+                    add_kernel_time(kernels, name, node.self_cpu_time / 1e9, kind=kind_of(name, PRODUCT_KERNELS))
         return f"paddle {paddle.__version__} paddle.profiler (kernel launches, self time)", profiled, kernels
 
     @classmethod

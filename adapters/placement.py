@@ -1,6 +1,6 @@
 """Where an adapter runs when it cannot run in the suite's own process: data of the adapter
 contract (an interpreter, environment variables, how to make the environment), declared by the
-adapters and acted on by the tools (bnbench.worker starts the process). Imports no framework and
+adapters and acted on by the tools (bnbench.timing.worker starts the process). Imports no framework and
 nothing above the adapters."""
 from __future__ import annotations
 

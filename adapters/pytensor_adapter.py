@@ -13,7 +13,12 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, Gradients, add_kernel_time
+from .contract import Adapter, Gradients
+from .declaration import Alternative
+from .profiling import add_kernel_time, kind_of
+
+# The ops of PyTensor's and Theano's graphs that are matrix products (BLAS and its wrappers).
+PRODUCT_KERNELS = frozenset({"gemm", "gemv", "cgemv", "dot", "dot22", "dot22scalar"})
 
 MODES = {
     # linker and graph rewrites of each mode; the "c" mode is PyTensor's FAST_RUN with the C VM
@@ -77,7 +82,6 @@ def symbolic_alternatives(openmp: bool, no_blas: Tuple[str, str]) -> Dict[str, D
 class SymbolicAdapter(Adapter):
     """The graph builder shared by PyTensor and Theano; ``_library`` gives the module's pieces."""
 
-    without_batch_norm = True
     modes = ("c", "python")
     best_mode = "c"
     devices = ("cpu",)
@@ -216,7 +220,7 @@ class SymbolicAdapter(Adapter):
             node = key[-1] if isinstance(key, tuple) else key      # PyTensor keys by (graph, node)
             name = str(node.op)
             name = name if len(name) <= 60 else name[:57] + "..."
-            add_kernel_time(kernels, name, seconds - before_time.get(key, 0.0),
+            add_kernel_time(kernels, name, seconds - before_time.get(key, 0.0), kind=kind_of(name, PRODUCT_KERNELS),
                             calls=stats.apply_callcount[key] - before_calls.get(key, 0))
         return f"{library.__name__} {library.__version__} ProfileStats", profiled, kernels
 

@@ -1,7 +1,7 @@
 """Which adapters exist, found without importing any framework.
 
 Adapter modules import their framework lazily, so importing an adapter class is cheap; only
-``import_error()`` (and bnbench.frameworks.describe(probe=True)) actually import a framework.
+``import_error()`` (and bnbench.timing.frameworks.describe(probe=True)) actually import a framework.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import os
 import pkgutil
 from typing import Dict, List, Type
 
-from .base import Adapter
+from .contract import Adapter
+
 
 def _discover() -> Dict[str, str]:
     """name -> "module:Class" of every adapter class in this package, found by importing its
@@ -32,7 +33,7 @@ def _discover() -> Dict[str, str]:
     return {adapter.name: target for adapter, target in order}
 
 
-_NOT_ADAPTERS = ("base", "registry", "placement")
+_NOT_ADAPTERS = ("registry",)   # every other module is looked into: a class that declares a name is an adapter
 # name -> "module:Class", in the order of tables and listings
 ADAPTERS: Dict[str, str] = _discover()
 

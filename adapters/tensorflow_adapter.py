@@ -8,7 +8,8 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, ConventionProbe, Gradients, add_kernel_time, Unavailable, xla_products
+from .contract import Adapter, ConventionProbe, Gradients, Unavailable
+from .profiling import add_kernel_time, seconds_per_step, xla_products
 
 
 def _tf():
@@ -29,7 +30,6 @@ class TensorflowAdapter(Adapter):
     requires = ("tensorflow",)
     packages = ("tensorflow-cpu", "tensorflow")
     requirements = ("tensorflow-cpu",)
-    without_batch_norm = True
     tuning = {
         "eager": "op by op, tf.GradientTape",
         "graph": "tf.function of the whole step (forward, GradientTape, running statistics, update)",
@@ -233,7 +233,7 @@ class TensorflowAdapter(Adapter):
         products = xla_products(adapter.compiled_step_text(batch))
         with tempfile.TemporaryDirectory() as directory:
             tf.profiler.experimental.start(directory)
-            profiled = adapter._seconds_per_step(batch, steps)
+            profiled = seconds_per_step(adapter, batch, steps)
             tf.profiler.experimental.stop()
             space = xplane_pb2.XSpace()
             with open(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:

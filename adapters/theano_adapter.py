@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from .pytensor_adapter import BLAS_PACKAGE, symbolic_alternatives, system_blas, SymbolicAdapter
+from .pytensor_adapter import BLAS_PACKAGE, SymbolicAdapter, symbolic_alternatives, system_blas
 
 # Theano's own BLAS detection fails on this machine (numpy.distutils has no blas_opt_info): the
 # flags are always given, the system's OpenBLAS where it is installed (system_blas).

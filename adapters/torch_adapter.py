@@ -7,7 +7,12 @@ import numpy as np
 
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
-from .base import Adapter, Alternative, ConventionProbe, Gradients, Unavailable, Unsupported
+from .contract import Adapter, ConventionProbe, Gradients, Unavailable, Unsupported
+from .profiling import kind_of, seconds_per_step
+
+# torch's matrix-product ops, as torch.profiler names them (the rest are its other kernels).
+PRODUCT_KERNELS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"})
+from .declaration import Alternative
 
 
 def _torch():
@@ -35,7 +40,11 @@ class TorchAdapter(Adapter):
                                        "inductor fuses it into one kernel"),
         "max-autotune": Alternative("torch.compile(mode='max-autotune-no-cudagraphs'): inductor benchmarks its own "
                                     "GEMM templates against the BLAS call for each matmul"),
+        "cudagraphs": Alternative("torch.compile(mode='reduce-overhead') of forward+loss, backward and the momentum "
+                                  "update: on a GPU each compiled region replays as one CUDA graph (one launch where "
+                                  "there were dozens); on the CPU inductor has no graphs to capture"),
     }}
+    precisions = {"tf32": ("cuda",)}     # TF32 matmuls (torch.backends.cuda.matmul.allow_tf32), only where asked for
     description = "F.batch_norm with the spec's momentum and variance convention mapped explicitly"
 
     @classmethod
@@ -48,24 +57,23 @@ class TorchAdapter(Adapter):
             return None
         return super().device_unavailable(device)
 
-    without_batch_norm = True
     peak_devices = ("cuda",)     # NumPy has no GPU: a GPU's peak is torch's matmul
 
     @classmethod
     def profile_steps(cls, adapter: Adapter, batch, steps: int):
         """torch.profiler over the steps (CPU activity; CUDA kernels too on a GPU): the self time
         of every op, a compiled region's generated kernels under its own name."""
-        from torch.profiler import profile, ProfilerActivity
+        from torch.profiler import ProfilerActivity, profile
 
         torch = _torch()
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if adapter.device == "cuda" else [])
         with profile(activities=activities) as profiler:
-            profiled = adapter._seconds_per_step(batch, steps)
+            profiled = seconds_per_step(adapter, batch, steps)
         kernels = {}
         for event in profiler.key_averages():
             seconds = (event.self_cpu_time_total + getattr(event, "self_device_time_total", 0)) / 1e6
             if seconds > 0:
-                kernels[event.key] = (event.count, seconds)
+                kernels[event.key] = (event.count, seconds, kind_of(event.key, PRODUCT_KERNELS))
         return f"torch {torch.__version__} torch.profiler (self time)", profiled, kernels
 
     @classmethod
@@ -123,14 +131,19 @@ class TorchAdapter(Adapter):
                                 torch.nn.BatchNorm1d(1).momentum, "torch.optim.SGD(momentum)", momentum_sgd)]
 
     def _build(self, params: Dict[str, np.ndarray]) -> None:
-        if self.variant == "compiled-update" and self.spec.optimizer != "momentum":
-            raise Unsupported(f"the compiled-update alternative is written for optimizer='momentum' only, "
+        if self.variant in ("compiled-update", "cudagraphs") and self.spec.optimizer != "momentum":
+            raise Unsupported(f"the {self.variant} alternative is written for optimizer='momentum' only, "
                               f"not {self.spec.optimizer!r}")
         torch = _torch()
         spec = self.spec
         self.torch = torch
         self.torch_device = torch.device(self.device)
         self.torch_dtype = {"float32": torch.float32, "float64": torch.float64}[spec.dtype]
+        if self.device == "cuda":
+            # The float32 matmul precision, pinned either way (frameworks' defaults differ, and
+            # torch's own has changed between releases): TF32 only for the "tf32" precision.
+            torch.backends.cuda.matmul.allow_tf32 = self.precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = self.precision == "tf32"
 
         # ---- the spec mapped onto torch, in one place -------------------------------------
         # torch's BatchNorm momentum is the weight of the NEW value; the spec's, of the OLD one.
@@ -171,12 +184,15 @@ class TorchAdapter(Adapter):
             compile_options = dict(backend="inductor", fullgraph=True, dynamic=False)
             if self.variant == "max-autotune":
                 compile_options["mode"] = "max-autotune-no-cudagraphs"
+            elif self.variant == "cudagraphs":
+                compile_options["mode"] = "reduce-overhead"
             forward_loss = torch.compile(forward_loss, **compile_options)
             inference = torch.compile(inference, **compile_options)
         self._compiled_update = None
-        if self.variant == "compiled-update":
+        if self.variant in ("compiled-update", "cudagraphs"):
             self._compiled_update = torch.compile(_make_momentum_update(spec.learning_rate, spec.beta1),
-                                                  backend="inductor", fullgraph=True, dynamic=False)
+                                                  backend="inductor", fullgraph=True, dynamic=False,
+                                                  **({"mode": "reduce-overhead"} if self.variant == "cudagraphs" else {}))
         self._forward_loss = forward_loss
         self._inference = inference
 
@@ -197,11 +213,27 @@ class TorchAdapter(Adapter):
         return self.train_step_prepared(self.to_device(X, y))
 
     def train_step_prepared(self, batch) -> float:
+        self.train_step_queued(batch)
+        return self._loss.item()   # .item() waits for the device: the step is complete when it returns
+
+    def train_step_queued(self, batch) -> None:
         X, y = batch
         loss, _ = self._forward_loss(self.params, self.running, X, y, True)
         grads = self.torch.autograd.grad(loss, self.params)
         self._apply_update(grads)
-        return loss.item()   # .item() waits for the device: the step is complete when it returns
+        self._loss = loss.detach()
+
+    def device_memory(self, reset: bool = False) -> Optional[int]:
+        """On a GPU, torch's caching allocator: the peak bytes allocated since the last reset."""
+        if self.torch_device.type != "cuda":
+            return None
+        cuda = self.torch.cuda
+        if reset:
+            cuda.synchronize()
+            cuda.reset_peak_memory_stats()
+            return cuda.memory_allocated()
+        cuda.synchronize()
+        return cuda.max_memory_allocated()
 
     def gradients(self, X: np.ndarray, y: np.ndarray) -> Gradients:
         X, y = self.to_device(X, y)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import ClassVar, Dict, Optional
 
-from .base import Adapter
+from .contract import Adapter
 
 
 class UnavailableAdapter(Adapter):

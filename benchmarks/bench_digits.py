@@ -1,12 +1,22 @@
 """The real digits set: one epoch's time, and test accuracy after a fixed training budget."""
 import numpy as np
 
-from bnbench.frameworks import get
 from bnbench.reference import initial_parameters
 from bnbench.reference.data import load_digits, minibatches
+from bnbench.timing.frameworks import get
 
-from .common import (ACCURACY_EPOCHS, DEVICES, DIGITS_BATCH, DTYPES, IMPLS, digits_spec, prepare_digits, require_supported,
-                     skip_reason, threads)
+from .common import (
+    ACCURACY_EPOCHS,
+    DEVICES,
+    DIGITS_BATCH,
+    DTYPES,
+    IMPLS,
+    digits_spec,
+    prepare_digits,
+    require_supported,
+    skip_reason,
+    threads,
+)
 
 
 class DigitsEpoch:
@@ -21,9 +31,10 @@ class DigitsEpoch:
 
     def time_epoch_digits(self, impl, device, dtype):
         """One epoch over the digits training split, batch 64 (17 steps), data on the device."""
-        step = self.prepared.adapter.train_step_prepared
-        for batch in self.prepared.batches:
-            step(batch)
+        adapter, batches, _ = self.prepared
+        for batch in batches:
+            adapter.train_step_prepared(batch)
+        adapter.sync()
 
 
 class DigitsAccuracy:

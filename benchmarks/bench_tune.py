@@ -14,11 +14,13 @@ the warm-up.
 import time
 
 from bnbench.adapters import names
-from bnbench.frameworks import get
-
-from .common import ENV_FRAMEWORKS, grid, threads
-from bnbench import tune
 from bnbench.reference.data import load_digits
+from bnbench.timing.frameworks import get
+from bnbench.tuning import settings as tune_settings
+from bnbench.tuning import slots, trial
+from bnbench.tuning import space as tune_space
+
+from .common import grid, in_this_environment, threads
 
 N_MODELS = 32
 EPOCHS = 10
@@ -30,11 +32,11 @@ def trial_set():
 
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = {field: tune.DEFAULT_SPACE[field] for field in ("learning_rate", "beta1", "bn_momentum")}
-    settings = tune.Settings(framework="numpy", trials=N_MODELS, strategy="random", style="panda", study="bench",
-                             storage=None, seed=SEED, space=space)
+    space = {field: tune_space.DEFAULT_SPACE[field] for field in ("learning_rate", "beta1", "bn_momentum")}
+    settings = tune_settings.Settings(framework="numpy", trials=N_MODELS, strategy="random", style="panda", study="bench",
+                                      storage=None, seed=SEED, space=space)
     study = optuna.create_study(direction="maximize")
-    return [tune.spec_for(dict(tune._ask(study, settings, i)[1], hidden_units=64, n_layers=2), seed=SEED)
+    return [tune_space.spec_for(dict(slots.ask(study, settings, i)[1], hidden_units=64, n_layers=2), seed=SEED)
             for i in range(N_MODELS)]
 
 
@@ -47,13 +49,10 @@ class TuneThroughput:
     rounds = 1
 
     def setup(self, framework, style):
-        import os
-
-        group = os.environ.get("BNBENCH_ENV")
-        if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
-            raise NotImplementedError(f"{framework} is benchmarked in its own environment, not in {group!r}")
-
-        caviar = tune.caviar_frameworks()
+        problem = in_this_environment(framework)
+        if problem:
+            raise NotImplementedError(problem)
+        caviar = trial.caviar_frameworks()
         if grid() == "quick" and framework not in caviar:
             raise NotImplementedError(f"quick grid: search throughput of the frameworks that train many models at once "
                                       f"({', '.join(caviar)}) only")
@@ -90,7 +89,7 @@ def search(framework: str, style: str, specs, data, epochs: int) -> float:
     start = time.perf_counter()
     if style == "panda":
         for spec in specs:
-            tune.train_panda(framework, spec, data, epochs, SEED)
+            trial.train_panda(framework, spec, data, epochs, SEED)
     else:
-        tune.train_caviar(framework, specs, data, epochs, SEED)
+        trial.train_caviar(framework, specs, data, epochs, SEED)
     return time.perf_counter() - start

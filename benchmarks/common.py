@@ -1,36 +1,41 @@
-"""Shared set-up of the asv suite: parameters, seeded cached data, verified adapters.
+"""Shared set-up of the asv suite: its parameters and the participants it times, which it gets
+from the suite's one timing path (bnbench.timing.participant: build, verify against the
+reference on the very spec and batch timed, warm up, time). A combination that cannot run or
+fails its check is a skip with the reason (NotImplementedError), so no unverified timing is ever
+recorded.
+
+A framework of this process's environment is timed by asv's own timer on the participant's
+synchronised step (``TrainStep.time_train_step``); one that runs in a worker process (its own
+environment, or a Keras backend other than this process's) is timed by the same bursts as
+``bnbench compare``, inside its worker, and recorded as ``WorkerStep.track_worker_step_seconds``.
 
 Nothing here imports a framework at module level (asv discovers the suite in one environment).
-Every timed adapter is first checked against the NumPy reference on the very spec and batch it
-is timed on, in the same process and environment; a combination that fails is skipped
-(NotImplementedError), so no unverified timing is ever recorded.
 
 Environment variables (set by `make bench`, read at benchmark time):
-  BNBENCH_ENV      the framework group this asv environment exists for (asv.conf.json)
+  BNBENCH_ENV      the framework group of an asv-built environment (asv.conf.json); unset in the
+                   environments `make test` builds (``asv run -E existing:...``), where every
+                   framework runs, in this process or in its worker
   BNBENCH_GRID     "quick" (default, what a bare `asv run` times): each framework's best mode, tiny +
-                   medium, float32, every device;
-                   "full": everything (`make bench GRID=full`)
+                   medium, float32, every device; "full": everything (`make bench GRID=full`)
   BNBENCH_THREADS  compute threads for every framework (default 2)
   BNBENCH_SIZES, BNBENCH_DTYPES, BNBENCH_MODES  comma lists narrowing the grid (e.g. "medium,large";
                    BNBENCH_MODES=best: each framework's best mode)
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from bnbench.adapters import local_class, names
-from bnbench.frameworks import get
-from bnbench.flops import step_flops
+from bnbench.adapters import AdapterError, local_class, names
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
-from bnbench.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches  # noqa: F401 (the suite's sizes)
-from bnbench.trace import check_equivalence
+from bnbench.timing import participant as participants
+from bnbench.timing.flops import step_flops
+from bnbench.timing.frameworks import get
+from bnbench.timing.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches, unavailable_on
 
 QUICK_SIZES = ("tiny", "medium")
 IMPLS: List[str] = [f"{name}:{mode}" for name in names() for mode in get(name).modes]
@@ -39,6 +44,9 @@ DTYPES = ["float32", "float64"]
 DIGITS_HIDDEN = (64, 64)
 DIGITS_BATCH = 64
 ACCURACY_EPOCHS = 8
+# the bursts of a worker-timed step: as many seconds as a compare round gives one participant, a few times
+WORKER_BURSTS = 5
+WORKER_BURST_SECONDS = 0.3
 
 # From the frameworks' declarations (as asv.conf.json is): each framework timed by asv has an
 # environment group of its own (BNBENCH_ENV); the others cannot be built by asv (Chainer's sdist
@@ -69,6 +77,14 @@ def _narrowed(variable: str) -> Optional[List[str]]:
     return [item.strip() for item in value.split(",") if item.strip()] or None
 
 
+def in_this_environment(framework: str) -> Optional[str]:
+    """Why ``framework`` is not benchmarked in this asv environment (None: it is)."""
+    group = os.environ.get("BNBENCH_ENV")
+    if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
+        return f"{framework} is benchmarked in its own environment, not in {group!r}"
+    return None
+
+
 def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Optional[str]:
     """Why this combination is not run here (cheap checks first; imports the framework last)."""
     framework, mode = impl.split(":")
@@ -79,9 +95,9 @@ def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Opti
         return f"BNBENCH_SIZES={','.join(sizes)}: size {size} not requested"
     if dtypes is not None and dtype not in dtypes:
         return f"BNBENCH_DTYPES={','.join(dtypes)}: {dtype} not requested"
-    group = os.environ.get("BNBENCH_ENV")
-    if group is not None and framework not in ENV_FRAMEWORKS.get(group, {group}):
-        return f"{framework} is benchmarked in its own environment, not in {group!r}"
+    problem = in_this_environment(framework)
+    if problem:
+        return problem
     adapter = get(framework)
     if grid() == "quick":
         if mode != adapter.best_mode:
@@ -90,14 +106,15 @@ def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Opti
             return "quick grid: float32 only"
         if size is not None and size not in QUICK_SIZES:
             return f"quick grid: sizes {', '.join(QUICK_SIZES)} only"
+    if size is not None:
+        problem = unavailable_on(size, device)
+        if problem:
+            return problem
     if device == "cuda":
         problem = no_nvidia_driver()
         if problem:
             return problem
-    problem = adapter.import_error() or adapter.device_unavailable(device)
-    if problem:
-        return problem
-    return None
+    return adapter.import_error() or adapter.device_unavailable(device)
 
 
 def no_nvidia_driver() -> Optional[str]:
@@ -111,21 +128,6 @@ def no_nvidia_driver() -> Optional[str]:
     return "no NVIDIA GPU on this machine (no NVIDIA driver: neither /proc/driver/nvidia nor /dev/nvidiactl exists)"
 
 
-@dataclasses.dataclass
-class Prepared:
-    adapter: object
-    spec: Spec
-    batch: tuple
-    inference_batch: tuple
-    first_step_seconds: float
-    threads: int
-    m: int
-
-
-_CACHE: Dict[Tuple, Prepared] = {}
-_MATMUL_OPERANDS: Dict[Tuple, tuple] = {}
-
-
 def require_supported(adapter_class, spec: Spec, mode: str, device: str) -> None:
     """A spec the framework cannot express is a skip with its reason (never a different model)."""
     reason = adapter_class.unsupported(spec, mode, device)
@@ -133,111 +135,87 @@ def require_supported(adapter_class, spec: Spec, mode: str, device: str) -> None
         raise NotImplementedError(f"unsupported by {adapter_class.name} ({mode}): {reason}")
 
 
-def runnable(impl: str, device: str, dtype: str, size: Optional[str], spec: Spec):
-    """The adapter class and mode of ``impl`` with threads pinned, or NotImplementedError (a skip)."""
+def pinned_threads(impl: str, device: str, dtype: str, size: str) -> int:
+    """The skips of a combination, and its framework's threads pinned (BNBENCH_THREADS): what it
+    reports it uses. Builds nothing."""
+    framework, mode = impl.split(":")
+    require_supported(local_class(framework), spec_for(size, dtype), mode, device)
     reason = skip_reason(impl, device, dtype, size)
     if reason:
         raise NotImplementedError(reason)
-    framework, mode = impl.split(":")
-    adapter_class = get(framework)
-    require_supported(adapter_class, spec, mode, device)
-    return adapter_class, mode, adapter_class.set_threads(threads())
+    return get(framework).set_threads(threads())
 
 
-def _verify(adapter_class, spec, params, X, y, mode, device) -> None:
-    report = check_equivalence(adapter_class(spec, params, mode=mode, device=device), spec, params, X, y)
-    if not report.ok:
-        raise NotImplementedError("not verified against the reference, not timed: " + report.message(limit=2))
+_PARTICIPANTS: Dict[Tuple, participants.Participant] = {}
+_PEAKS: Dict[Tuple, participants.Participant] = {}
 
 
-def prepare(impl: str, device: str, dtype: str, size: str) -> Prepared:
-    """Build (once per process), time the first step, verify, warm up. Raises NotImplementedError to skip."""
+def prepare(impl: str, device: str, dtype: str, size: str) -> participants.Participant:
+    """The participant of one combination, started once per process through the suite's timing
+    path (bnbench.timing.participant): in this process where the framework runs here, else in its
+    worker. NotImplementedError (a skip) with the reason when it cannot run or is not verified."""
     key = (impl, device, dtype, size)
-    if key in _CACHE:
-        return _CACHE[key]
-    spec = spec_for(size, dtype)
-    adapter_class, mode, used_threads = runnable(impl, device, dtype, size, spec)
-    m = SIZES[size]["m"]
-    params = initial_parameters(spec)
-    X, y = timing_batches(spec, m)
-
-    adapter = adapter_class(spec, params, mode=mode, device=device)
-    batch = adapter.to_device(X[0], y[0])
-    inference_batch = adapter.to_device(X[1])
-    start = time.perf_counter()
-    adapter.train_step_prepared(batch)       # includes compilation / tracing: reported on its own
-    first = time.perf_counter() - start
-    _verify(adapter_class, spec, params, X, y, mode, device)
-    for _ in range(3):                       # steady state from here
-        adapter.train_step_prepared(batch)
-    adapter.predict_prepared(inference_batch)
-    adapter.predict_prepared(inference_batch)
-    _CACHE[key] = Prepared(adapter, spec, batch, inference_batch, first, used_threads, m)
-    return _CACHE[key]
+    if key not in _PARTICIPANTS:
+        framework, mode = impl.split(":")
+        spec = spec_for(size, dtype)
+        require_supported(local_class(framework), spec, mode, device)     # spec logic: before any worker starts
+        reason = skip_reason(impl, device, dtype, size)
+        if reason:
+            raise NotImplementedError(reason)
+        X, y = timing_batches(spec, SIZES[size]["m"])
+        _PARTICIPANTS[key] = participants.start(
+            framework, mode, impl, spec=spec, params=initial_parameters(spec), X=X, y=y, device=device, threads=threads(),
+            flops=step_flops(spec, SIZES[size]["m"]), in_process=local_class(framework).placement() is None)
+    participant = _PARTICIPANTS[key]
+    if not participant.timed:
+        raise NotImplementedError(participant.problem)
+    return participant
 
 
-def median_step_seconds(prepared: Prepared, min_seconds: float = 1.0, min_steps: int = 10) -> float:
-    """Median of individually timed steps (for the derived track_* values)."""
-    times = []
-    total = 0.0
-    while len(times) < min_steps or total < min_seconds:
-        start = time.perf_counter()
-        prepared.adapter.train_step_prepared(prepared.batch)
-        elapsed = time.perf_counter() - start
-        times.append(elapsed)
-        total += elapsed
-        if len(times) >= 1000:
-            break
-    return float(np.median(times))
+def prepare_in_process(impl: str, device: str, dtype: str, size: str) -> participants.Participant:
+    """A participant asv's own timer can time: one of this process (a worker's is timed by its bursts)."""
+    participant = prepare(impl, device, dtype, size)
+    if participant.prepared is None:
+        raise NotImplementedError(f"{impl} runs in a worker process here: its steps are timed inside it "
+                                  f"(WorkerStep.track_worker_step_seconds), not by asv's timer across the pipe")
+    return participant
 
 
-def matmul_gflops(dtype: str, repeats: int = 2, n: int = 2048) -> float:
-    """The machine's matmul peak for ``dtype``, measured now in this process: the best of
-    ``repeats`` n^3 NumPy matmuls (its BLAS, the same pinned threads)."""
-    if (dtype, n) not in _MATMUL_OPERANDS:
-        rng = np.random.default_rng(0)
-        a = rng.standard_normal((n, n)).astype(dtype)
-        b = rng.standard_normal((n, n)).astype(dtype)
-        a @ b
-        _MATMUL_OPERANDS[(dtype, n)] = a, b
-    a, b = _MATMUL_OPERANDS[(dtype, n)]
-    return 2 * n ** 3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
+def median_step_seconds(participant: participants.Participant, seconds: float = 1.0) -> float:
+    """Median of individually timed steps over one burst of ``seconds`` (at least 10 steps)."""
+    return float(np.median(participant.burst(seconds, min_steps=10)["steps"]))
+
+
+def peak(device: str, dtype: str) -> participants.Participant:
+    """The matmul peak (bnbench.timing.peak), in this process, once."""
+    if (device, dtype) not in _PEAKS:
+        _PEAKS[(device, dtype)] = participants.start_in_process_peak(device, dtype)
+    return _PEAKS[(device, dtype)]
 
 
 PEAK_ROUNDS = 7
 
 
-def fraction_of_peak(prepared: Prepared) -> float:
-    """GFLOP/s of a step over the machine's matmul peak, measured in pairs: a few steps, then the
-    matmul, PEAK_ROUNDS times; the median of the ratios. These machines alternate fast and slow
-    phases of seconds, so a step median and a peak measured one after the other can fall in
-    different phases: one process (PyTorch compiled, medium) read 0.94 that way, where four paired
-    repeats in one process gave 0.56-0.64 (and unpaired ones 0.50-0.74)."""
-    flops = step_flops(prepared.spec, prepared.m)
+def fraction_of_peak(participant: participants.Participant, device: str, dtype: str) -> float:
+    """GFLOP/s of a step over the matmul peak's, paired as ``bnbench compare`` pairs them: a burst of
+    steps, then a burst of the peak's products, PEAK_ROUNDS times; the median of the ratios. These
+    machines alternate fast and slow phases of seconds, so a step median and a peak measured one
+    after the other can fall in different phases."""
+    matmul = peak(device, dtype)
     ratios = []
     for _ in range(PEAK_ROUNDS):
-        seconds = median_step_seconds(prepared, min_seconds=0.25, min_steps=3)
-        ratios.append(flops / seconds / 1e9 / matmul_gflops(prepared.spec.dtype))
+        step = float(np.median(participant.burst(0.25)["steps"]))
+        product = float(np.median(matmul.burst(0.25)["steps"]))
+        ratios.append((participant.flops / step) / (matmul.flops / product))
     return float(np.median(ratios))
 
 
-def _timed(function) -> float:
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
+def peak_gflops(device: str, dtype: str) -> float:
+    matmul = peak(device, dtype)
+    return matmul.flops / float(np.median(matmul.burst(0.5)["steps"])) / 1e9
 
 
-@dataclasses.dataclass
-class PreparedDigits:
-    adapter: object
-    batches: list
-    test: tuple
-    spec: Spec
-
-
-_DIGITS: Dict[Tuple, PreparedDigits] = {}
-
-
+# --------------------------------------------------------------------------- digits
 def digits_spec(dtype: str) -> Spec:
     # Momentum rather than Adam: Adam's step g / (sqrt(g^2) + 1e-8) turns the float32 rounding of
     # near-zero gradients (nearly blank pixels) into whole +-learning_rate steps, so float32
@@ -245,18 +223,33 @@ def digits_spec(dtype: str) -> Spec:
     return Spec(n_features=64, hidden=DIGITS_HIDDEN, n_classes=10, dtype=dtype, optimizer="momentum", learning_rate=0.1)
 
 
-def prepare_digits(impl: str, device: str, dtype: str) -> PreparedDigits:
+_DIGITS: Dict[Tuple, Tuple] = {}
+
+
+def prepare_digits(impl: str, device: str, dtype: str):
+    """(adapter, prepared batches of one epoch, test split): the adapter built and verified on
+    digits batches by the suite's timing path, in this process."""
     key = (impl, device, dtype)
-    if key in _DIGITS:
-        return _DIGITS[key]
-    spec = digits_spec(dtype)
-    adapter_class, mode, _ = runnable(impl, device, dtype, None, spec)
-    data = load_digits(dtype)
-    params = initial_parameters(spec)
-    X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)
-    _verify(adapter_class, spec, params, X, y, mode, device)
-    adapter = adapter_class(spec, params, mode=mode, device=device)
-    batches = [adapter.to_device(Xb, yb) for Xb, yb in minibatches(data.train, DIGITS_BATCH, seed=0)]
-    adapter.train_step_prepared(batches[0])
-    _DIGITS[key] = PreparedDigits(adapter, batches, (data.test.X, data.test.y), spec)
+    if key not in _DIGITS:
+        reason = skip_reason(impl, device, dtype, None)
+        if reason:
+            raise NotImplementedError(reason)
+        framework, mode = impl.split(":")
+        adapter_class = local_class(framework)
+        if adapter_class.placement() is not None:
+            raise NotImplementedError(f"{impl} runs in a worker process here: an epoch is timed in its own environment")
+        spec = digits_spec(dtype)
+        require_supported(adapter_class, spec, mode, device)
+        adapter_class.set_threads(threads())
+        data = load_digits(dtype)
+        X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)
+        try:
+            adapter, _ = participants.build_verified(adapter_class, spec, initial_parameters(spec), X, y, mode=mode,
+                                                     device=device)
+        except AdapterError as error:
+            raise NotImplementedError(str(error).splitlines()[0]) from None
+        batches = [adapter.to_device(Xb, yb) for Xb, yb in minibatches(data.train, DIGITS_BATCH, seed=0)]
+        adapter.train_step_prepared(batches[0])
+        _DIGITS[key] = (adapter, batches, (data.test.X, data.test.y))
     return _DIGITS[key]
+

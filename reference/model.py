@@ -130,7 +130,7 @@ def gradients(spec: Spec, params: Mapping[str, np.ndarray], X: np.ndarray, y: np
               relu_grad: ReluDerivative = relu_derivative) -> GradientResult:
     """Loss, training-mode probabilities and the gradient of every trainable parameter (by hand).
 
-    ``relu_grad`` is the spec's ReLU derivative; the equivalence check (bnbench.trace) passes one
+    ``relu_grad`` is the spec's ReLU derivative; the equivalence check (bnbench.equivalence.trace) passes one
     that takes the other side for inputs within rounding of 0, to measure what that changes."""
     result = forward(spec, params, X, training=True)
     m = X.shape[0]

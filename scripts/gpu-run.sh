@@ -8,7 +8,7 @@
 #   2. runs `bnbench verify --device cuda` for every mode of each in float32 and float64 (side by
 #      side, each its own process);
 #   3. runs `bnbench compare --device cuda` at tiny, medium and large, float32, against the
-#      framework whose matmul is the card's peak (bnbench.peak); that peak in the same dtype is
+#      framework whose matmul is the card's peak (bnbench.timing.peak); that peak in the same dtype is
 #      one more participant;
 #   4. writes the results as the CPU runs do, under the machine's id (which names the GPU):
 #      OUT/verify/<machine>.json and OUT/compare/<machine>/<device>-<size>-<dtype>.json;
@@ -33,8 +33,7 @@ started=$(date +%s)
 # 1. bnbench importable without installing: the package's folders laid out as they are imported.
 site=$(mktemp -d)
 trap 'rm -rf "$site"' EXIT
-mkdir -p "$site/bnbench"
-cp bnbench/*.py "$site/bnbench/"
+cp -r bnbench "$site/bnbench"
 cp -r reference "$site/bnbench/reference"
 cp -r adapters "$site/bnbench/adapters"
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
@@ -56,7 +55,7 @@ EOF
 ) || exit 2
 items=$(echo $items)
 [ -n "$items" ] || { echo "gpu-run: no framework that declares cuda imports here" >&2; exit 2; }
-baseline=$("$python" -c 'from bnbench.peak import peak_framework; print(peak_framework("cuda").name)') || exit 2
+baseline=$("$python" -c 'from bnbench.timing.peak import peak_framework; print(peak_framework("cuda").name)') || exit 2
 names=$(for item in $items; do echo "${item%%:*}"; done | sort -u | paste -sd'|')
 echo "gpu-run: frameworks $items; baseline $baseline"
 echo "gpu-run: machine $machine, device $device, python $("$python" -c 'import sys; print(sys.version.split()[0])')"
@@ -78,7 +77,7 @@ for log in "$logs"/verify-*.log; do
 done
 "$python" - "$out/verify/$machine/$device.json" "$logs"/verify-*.json <<'EOF' || status=1
 import json, sys
-from bnbench import verify
+from bnbench.verification import verify
 from bnbench.reference.io import atomic_write_json
 target, parts = sys.argv[1], sys.argv[2:]
 merged = None
@@ -103,7 +102,7 @@ done
 # 4. one summary table.
 "$python" - "$out" "$machine" "$device" <<'EOF'
 import glob, json, os, sys
-from bnbench.paired import format_seconds
+from bnbench.timing.rounds import format_seconds
 out, machine, device = sys.argv[1:4]
 with open(os.path.join(out, "verify", machine, device + ".json")) as handle:
     checked = {(r["framework"], r["mode"], r["dtype"]): r["status"] for r in json.load(handle)["rows"] if r["device"] == device}

@@ -40,7 +40,7 @@ else
     step "python3-caffe already installed"
 fi
 # Caffe's matmuls go to whatever provides libblas.so.3: Debian's reference BLAS (4 GFLOP/s at
-# 2048^3 on 2 cores) unless OpenBLAS is installed, which Debian's alternatives then choose.
+# the CPU peak's product on 2 cores) unless OpenBLAS is installed, which Debian's alternatives then choose.
 if [ ! -e "$ROOT_DIR/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ]; then
     step "apt-get install libopenblas0-pthread inside the chroot (Caffe's BLAS)"
     chroot "$ROOT_DIR" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-pthread \

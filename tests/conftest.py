@@ -13,7 +13,7 @@ from typing import List, Tuple
 import pytest
 
 from bnbench.adapters import ADAPTERS
-from bnbench.frameworks import get
+from bnbench.timing.frameworks import get
 
 DTYPES = ("float64", "float32")
 

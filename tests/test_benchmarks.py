@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bnbench.adapters import names
-from bnbench.frameworks import get
+from bnbench.timing.frameworks import get
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,10 +37,21 @@ def test_every_adapter_mode_is_benchmarked_in_an_environment():
     assert all(entry["req"]["torch"] == "2.13.0" for entry in torch_envs), "torch stays pinned (its CPU wheel is local)"
 
 
+def framework_modules():
+    """Every module a framework's declaration requires (derived: a new framework is guarded too), but
+    NumPy, the reference's own language."""
+    from bnbench.adapters.registry import local_class
+
+    return sorted({module for name in names() for module in local_class(name).requires} - {"numpy"})
+
+
 def test_importing_the_suite_imports_no_framework():
-    code = ("import sys; sys.path.insert(0, %r); import bnbench.cli, bnbench.adapters, benchmarks.bench_train, "
-            "benchmarks.bench_digits; bad = [m for m in ('torch', 'tensorflow', 'jax', 'mxnet', 'keras') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)") % ROOT
+    modules = framework_modules()
+    assert {"torch", "tensorflow", "jax", "mxnet", "keras"} <= set(modules)
+    code = ("import sys; sys.path.insert(0, %r); import bnbench.cli, bnbench.adapters, bnbench.comparisons.scale, "
+            "bnbench.publishing.report, bnbench.tuning.study, bnbench.lecture, benchmarks.bench_train, "
+            "benchmarks.bench_digits, benchmarks.bench_worker, benchmarks.bench_tune; "
+            "bad = [m for m in %r if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)") % (ROOT, modules)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -50,7 +61,7 @@ def test_asv_environments_are_found_for_verification():
     with the benchmark-time variables it needs (KERAS_BACKEND for the Keras ones)."""
     pytest.importorskip("asv")
     from benchmarks.common import ENV_FRAMEWORKS
-    from bnbench.asvenvs import environments
+    from bnbench.verification.asvenvs import environments
 
     found = {env.group: env for env in environments(os.path.join(ROOT, "asv.conf.json"))}
     assert set(found) == set(ENV_FRAMEWORKS)
@@ -82,7 +93,7 @@ def test_a_spec_the_framework_cannot_express_is_a_skip_with_its_reason(monkeypat
     monkeypatch.setenv("BNBENCH_GRID", "full")
     # pycaffe's blobs are float32: its float64 rows are skips with the reason.
     with pytest.raises(NotImplementedError, match=r"unsupported by caffe \(net\): pycaffe's blobs are float32 only"):
-        bench_worker.measured("caffe", "float64", "tiny")
+        bench_worker.measured("caffe:net", "float64", "tiny")
     # Keras 3 on torch computes float64 in float32: its float64 rows are skips, before any worker starts.
     with pytest.raises(NotImplementedError, match=r"unsupported by keras-torch \(compiled\): Keras' type promotion maps float64"):
         common.prepare("keras-torch:compiled", "cpu", "float64", "tiny")

@@ -74,7 +74,7 @@ def test_output_folder_must_exist(tmp_path, capsys):
 def test_a_baseline_that_cannot_run_is_an_error(tmp_path, capsys):
     """On a machine without a GPU, torch on cuda is unavailable: the run says so, in one line."""
     require_adapter("torch")
-    from bnbench.frameworks import get
+    from bnbench.timing.frameworks import get
 
     if get("torch").device_unavailable("cuda") is None:
         pytest.skip("a GPU is visible here")
@@ -108,7 +108,7 @@ def two_machines_one_hostname(tmp_path):
 
 
 def test_report_keeps_machines_with_one_hostname_apart(two_machines_one_hostname):
-    from bnbench import report
+    from bnbench.publishing import report
 
     results = two_machines_one_hostname
     summary = report.build(str(results))
@@ -141,9 +141,9 @@ def test_a_framework_s_own_matmul_is_timed_beside_its_steps():
     """Tuning logs time each framework's own matmul in its kept form's worker, in the same rounds:
     its fraction of the peak, and each step's share of it."""
     require_adapter("numpy")
-    from bnbench import paired
+    from bnbench.timing import rounds
 
-    result = paired.run(paired.Settings(items=[("numpy", "eager"), ("numpy", "eager+reference")], size="tiny",
+    result = rounds.run(rounds.Settings(items=[("numpy", "eager"), ("numpy", "eager+reference")], size="tiny",
                                         baseline=("numpy", "eager"), budget=3, ceilings=True, progress=False))
     (ceiling,) = result["ceilings"]
     assert ceiling["framework"] == "numpy" and ceiling["library"].startswith("numpy") and "problem" not in ceiling

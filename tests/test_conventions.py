@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bnbench import conventions
+from bnbench.equivalence import conventions
 from bnbench.cli import main
 
 from .conftest import require_adapter, selected_frameworks

@@ -1,17 +1,17 @@
 """Every selected adapter x mode x device x dtype against the NumPy reference.
 
-Tolerances: bnbench.compare.TOLERANCES (norm-wise relative error per tensor; justified there).
+Tolerances: bnbench.equivalence.tolerances.TOLERANCES (norm-wise relative error per tensor; justified there).
 """
 import numpy as np
 import pytest
 
 from bnbench.adapters.numpy_adapter import NumpyAdapter
-from bnbench.compare import EquivalenceError
+from bnbench.equivalence.tolerances import EquivalenceError
 from bnbench.reference import ReferenceModel, Spec, initial_parameters
 from bnbench.reference import model as reference
 from bnbench.reference.battery import LABELS, case, problem
 from bnbench.reference.data import batch_stack, synthetic
-from bnbench.trace import check_equivalence
+from bnbench.equivalence.trace import check_equivalence
 
 from .conftest import DTYPES, adapter_cases, require_adapter, selected_frameworks
 
@@ -140,7 +140,7 @@ def test_departing_layer_is_named():
 
 
 
-# ---------------------------------------------------------------- ReLU kinks (bnbench.compare)
+# ---------------------------------------------------------------- ReLU kinks (bnbench.equivalence.tolerances)
 def kinked_problem(m=512):
     """A float32 problem with one ReLU input of layer 2 (example 0, unit 0, first batch) placed
     within float32 rounding of 0, through beta2: a correct float32 run may put it on either side."""

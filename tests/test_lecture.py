@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bnbench import lecture
+from bnbench.lecture import frameworks as frameworks_study
 from bnbench.cli import main
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.model import forward, gradients
@@ -87,5 +88,5 @@ def test_api_calls_are_counted_through_imports_and_aliases():
         "def _t():\n    import torch\n    return torch\n"
         "class A:\n    def f(self):\n        t = _t()\n        self.torch = torch\n"
         "        t.zeros(1); self.torch.ones(2); F.relu(x); nn.Linear(2, 3); F.relu(y); numpy.zeros(3)\n")
-    count, names = lecture._api_calls(source, ["torch"])
+    count, names = frameworks_study.api_calls(source, ["torch"])
     assert names == ["torch.nn.Linear", "torch.nn.functional.relu", "torch.ones", "torch.zeros"] and count == 4

@@ -3,7 +3,7 @@ reference ends training it alone, in float64, for every optimizer and running-va
 import numpy as np
 import pytest
 
-from bnbench.adapters.base import Unsupported
+from bnbench.adapters.contract import Unsupported
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.model import ReferenceModel
 
@@ -52,7 +52,7 @@ def test_models_of_different_shapes_are_refused(framework):
 
 def test_a_framework_without_it_says_so():
     adapter_class = require_adapter("numpy")
-    from bnbench.frameworks import get
+    from bnbench.timing.frameworks import get
 
     others = [name for name in ("pytensor", "torch") if not get(name).trains_many]
     assert others, "every framework trains many models: pick another for this test"

@@ -45,7 +45,7 @@ def test_gradients_match_finite_differences(hidden, m, l2):
 @pytest.mark.parametrize("running_var", ["biased", "unbiased"])
 def test_reference_matches_independent_implementation(optimizer, running_var):
     spec, params, X, y = _problem((6, 4), 8, l2=0.1, optimizer=optimizer, running_var=running_var, learning_rate=0.05)
-    from bnbench.trace import run
+    from bnbench.equivalence.trace import run
 
     actual = run(ReferenceModel(spec, params), X, y)
     expected = independent.trace(independent.full_spec(**spec.to_dict()), params, X, y)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bnbench import stats
+from bnbench.timing import stats
 
 
 def synthetic_rounds(rng, rounds, true_ratio, phase_sd=0.3, noise_sd=0.02):
@@ -70,3 +70,69 @@ def test_convergence_rule():
     assert not stats.converged([stats.Interval(1.0, 0.999, 1.001, 5)])          # too few rounds yet
     assert stats.Interval(1.2, 1.1, 1.3, 20).verdict() == "resolved"
     assert stats.Interval(1.2, 0.98, 1.3, 20).verdict() == "not resolved"
+
+
+# --------------------------------------------------------------------------- the floor and the rotation
+def test_a_row_is_resolved_only_beyond_the_floor_s_spread():
+    floor = stats.Interval(1.004, 0.992, 1.015, 30)
+    spread = stats.floor_spread(floor)
+    assert spread == pytest.approx(0.015)
+    assert not stats.resolved_beyond(stats.Interval(1.012, 1.005, 1.02, 30), spread)   # excludes 1, inside the floor
+    assert stats.resolved_beyond(stats.Interval(1.05, 1.02, 1.08, 30), spread)
+    assert stats.resolved_beyond(stats.Interval(0.95, 0.93, 0.98, 30), spread)
+    assert not stats.resolved_beyond(stats.Interval(0.99, 0.984, 0.995, 30), spread)
+    assert stats.floor_spread(None) == 0.0                 # no control: resolved when 1 is excluded
+    assert stats.resolved_beyond(stats.Interval(1.012, 1.005, 1.02, 30), 0.0)
+
+
+def test_the_budget_that_would_converge_an_interval():
+    wide = stats.Interval(1.0, 0.95, 1.05, 12)             # +-5% after 60 s: four times the rounds for +-2.5%
+    assert stats.budget_to_converge(wide, 60.0) == pytest.approx(240.0)
+    assert stats.budget_to_converge(stats.Interval(1.0, 0.99, 1.01, 12), 60.0) == pytest.approx(60.0)
+    assert stats.budget_to_converge(stats.Interval(float("nan"), float("nan"), float("nan"), 0), 60.0) is None
+    assert stats.budget_to_converge(stats.Interval(1.0, 0.5, 3.0, 4), 6.0) is None        # 4 rounds tell too little
+
+
+def _rounds_on_cores(rng, rounds, slow_core_bias, rotate, noise_sd=0.01, phase_sd=0.3):
+    """Burst medians of a participant and its A/A twin, identical but for the core each sits on in
+    every round (core 1 runs ``slow_core_bias`` slower), placed by the rounds' own rule."""
+    from bnbench.timing.rounds import core_sets
+
+    twin, baseline = [], []
+    for r in range(rounds):
+        sets = core_sets(r if rotate else 0, 2, [0, 1], 1)
+        phase = np.exp(rng.normal(0.0, phase_sd))
+        speed = [1.0 + slow_core_bias * (cores[0] == 1) for cores in sets]
+        baseline.append(1e-3 * phase * speed[0] * np.exp(rng.normal(0.0, noise_sd)))
+        twin.append(1e-3 * phase * speed[1] * np.exp(rng.normal(0.0, noise_sd)))
+    return np.array(twin), np.array(baseline)
+
+
+def test_a_slow_core_is_cancelled_by_rotating_the_workers():
+    """A 2% bias that stays with one core: without rotation the twin on that core looks 2% slower
+    than its baseline, resolved; rotated round by round over the cores, the bias averages out and
+    the A/A pair is not resolved, nor resolved beyond its floor."""
+    rng = np.random.default_rng(5)
+    fixed = stats.paired_ratio(*_rounds_on_cores(rng, 40, 0.02, rotate=False))
+    assert fixed.resolved and fixed.estimate == pytest.approx(1.02, abs=0.006)
+    resolved = 0
+    for trial in range(40):
+        twin, baseline = _rounds_on_cores(rng, 40, 0.02, rotate=True)
+        ratio = stats.paired_ratio(twin, baseline, seed=trial)
+        control, _ = _rounds_on_cores(rng, 40, 0.02, rotate=True)
+        floor = stats.paired_ratio(control, baseline, seed=trial)
+        resolved += stats.resolved_beyond(ratio, stats.floor_spread(floor))
+    assert resolved == 0
+
+
+def test_core_sets_rotate_every_worker_over_every_slot():
+    from bnbench.timing.rounds import core_sets
+
+    assert core_sets(0, 3, [0, 1], 2) is None                      # threads cover the cores: nothing pinned
+    seen = {worker: set() for worker in range(3)}
+    for r in range(4):
+        sets = core_sets(r, 3, [0, 1, 2, 3], 2)
+        assert all(len(cores) == 2 for cores in sets)
+        for worker, cores in enumerate(sets):
+            seen[worker].add(tuple(cores))
+    assert all(slots == {(0, 1), (2, 3)} for slots in seen.values())

@@ -14,7 +14,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from bnbench import tune  # noqa: E402
+from bnbench.tuning import slots, space, storage, study, trial  # noqa: E402
+from bnbench.tuning.settings import Settings  # noqa: E402
 from bnbench.cli import main  # noqa: E402
 
 from .conftest import require_adapter  # noqa: E402
@@ -24,7 +25,7 @@ def settings(tmp_path, **changes):
     fields = dict(framework="numpy", trials=6, strategy="random", style="panda", study="s", storage=None, seed=3,
                   epochs=1, results=str(tmp_path), progress=False)
     fields.update(changes)
-    return tune.Settings(**fields)
+    return Settings(**fields)
 
 
 @pytest.mark.parametrize("space, message", [
@@ -39,15 +40,15 @@ def settings(tmp_path, **changes):
     ({}, "non-empty"),
 ])
 def test_bad_search_spaces_are_rejected_by_name(space, message):
-    with pytest.raises(tune.TuneError) as info:
-        tune.load_space(space)
+    with pytest.raises(space.TuneError) as info:
+        space.load_space(space)
     assert message in str(info.value)
 
 
 def test_draws_are_uniform_on_the_right_scale(tmp_path):
     study = optuna.create_study(direction="maximize")
     s = settings(tmp_path, trials=2000)
-    values = [tune._ask(study, s, i)[1] for i in range(2000)]
+    values = [slots.ask(study, s, i)[1] for i in range(2000)]
     r = np.log10([v["learning_rate"] for v in values])
     assert r.min() >= -4 and r.max() <= 0
     assert np.histogram(r, bins=4, range=(-4, 0))[0].min() > 400            # ~500 in each decade
@@ -58,25 +59,25 @@ def test_draws_are_uniform_on_the_right_scale(tmp_path):
 
 
 def test_draws_are_reproducible_from_the_seed(tmp_path):
-    first = [tune._ask(optuna.create_study(direction="maximize"), settings(tmp_path), 0)[1] for _ in range(2)]
+    first = [slots.ask(optuna.create_study(direction="maximize"), settings(tmp_path), 0)[1] for _ in range(2)]
     assert first[0] == first[1]
-    other = tune._ask(optuna.create_study(direction="maximize"), settings(tmp_path, seed=4), 0)[1]
+    other = slots.ask(optuna.create_study(direction="maximize"), settings(tmp_path, seed=4), 0)[1]
     assert other != first[0]
 
 
 def test_narrowing_stays_inside_and_keeps_the_best():
-    lr = tune.DEFAULT_SPACE["learning_rate"]
+    lr = space.DEFAULT_SPACE["learning_rate"]
     narrow = lr.narrowed([0.01, 0.03, 0.02])
     assert lr.low <= narrow.low < 0.01 and 0.03 < narrow.high <= lr.high and narrow.high / narrow.low < 100
-    beta = tune.DEFAULT_SPACE["beta1"].narrowed([0.99, 0.995])
+    beta = space.DEFAULT_SPACE["beta1"].narrowed([0.99, 0.995])
     assert 0.9 <= beta.low < 0.99 and 0.995 < beta.high <= 0.999
-    units = tune.DEFAULT_SPACE["hidden_units"].narrowed([128, 128, 192])
+    units = space.DEFAULT_SPACE["hidden_units"].narrowed([128, 128, 192])
     assert units.low <= 128 and units.high >= 192 and (units.high - units.low) % 64 == 0
 
 
 def test_coarse_to_fine_rounds_narrow_the_learning_rate(tmp_path):
     s = settings(tmp_path, trials=9, strategy="coarse-to-fine", rounds=3)
-    summary = tune.run(s)
+    summary = study.run(s)
     assert summary["n_trials_complete"] == 9 and [r["trials"] for r in summary["rounds"]] == [3, 3, 3]
     spans = [math.log10(r["space"]["learning_rate"]["high"] / r["space"]["learning_rate"]["low"]) for r in summary["rounds"]]
     assert spans[0] == pytest.approx(4) and spans[1] < 4 and spans[2] < 4
@@ -133,10 +134,10 @@ def test_a_worker_killed_before_its_first_heartbeat_does_not_stall_the_study(tmp
     invisible to Optuna's heartbeat check; the next worker fails it after the grace period, queues
     it again and finishes the study."""
     s = settings(tmp_path, trials=3, heartbeat=1)
-    study = tune.open_study(s)
+    study = storage.open_study(s)
     orphan = study.ask()                        # asked, never beaten, never drawn: then the worker died
     started = time.perf_counter()
-    summary = tune.run(s)
+    summary = study.run(s)
     assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
     trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
     assert [t.state for t in trials if t.number == orphan.number] == [optuna.trial.TrialState.FAIL]
@@ -149,12 +150,12 @@ def test_a_worker_killed_half_way_through_its_draw_is_retried_with_the_rest_draw
     """Each value is its own storage write, so a worker can die holding some of them (CI caught it:
     the retried trial then lacked hidden_units). The retry keeps what was drawn and draws the rest."""
     s = settings(tmp_path, trials=3, heartbeat=1)
-    study = tune.open_study(s)
+    study = storage.open_study(s)
     orphan = study.ask()
     study._storage.record_heartbeat(orphan._trial_id)
     dimension = s.space["learning_rate"]
     drawn = dimension.suggest(orphan, dimension.optuna_name("learning_rate"))    # then the worker died
-    summary = tune.run(s)
+    summary = study.run(s)
     assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
     trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
@@ -169,30 +170,30 @@ def test_a_slot_whose_attempt_failed_stays_held_until_its_retry_is_queued(tmp_pa
     the same round, and round 0 of a 40-trial, 2-round search ended with 21 trials (CI, 4 workers
     on PostgreSQL). Here each step is played in that order, in one process."""
     s = settings(tmp_path, trials=4, strategy="coarse-to-fine", rounds=2, heartbeat=1)
-    study = tune.open_study(s)
-    first, second = tune._claim(study, s)[0], tune._claim(study, s)[0]
+    study = storage.open_study(s)
+    first, second = slots.claim(study, s)[0], slots.claim(study, s)[0]
     study.tell(first, 0.5)
     # the heartbeat check fails `second` (its worker died) ...
     study._storage.set_trial_state_values(second._trial_id, state=optuna.trial.TrialState.FAIL)
-    assert tune._claim(study, s) is None            # ... its slot is not free: its retry is due
+    assert slots.claim(study, s) is None            # ... its slot is not free: its retry is due
     callback = study._storage.get_heartbeat_stale_trial_callback()
     callback(study, study._storage.get_trial(second._trial_id))      # ... and queues it again
-    retry, params = tune._claim(study, s)
+    retry, params = slots.claim(study, s)
     assert retry.number != second.number and params == {f: d.from_optuna(second.params[d.optuna_name(f)])
                                                          for f, d in s.space.items()}
-    assert study._storage.get_trial(retry._trial_id).user_attrs[tune.ROUND_ATTR] == 0
-    assert tune._claim(study, s) is None            # round 1 waits for the retry
+    assert study._storage.get_trial(retry._trial_id).user_attrs[slots.ROUND_ATTR] == 0
+    assert slots.claim(study, s) is None            # round 1 waits for the retry
     study.tell(retry, 0.6)
-    later = [tune._claim(study, s)[0] for _ in range(2)]
-    assert [study._storage.get_trial(t._trial_id).user_attrs[tune.ROUND_ATTR] for t in later] == [1, 1]
-    assert tune._claim(study, s) is None            # every slot held
+    later = [slots.claim(study, s)[0] for _ in range(2)]
+    assert [study._storage.get_trial(t._trial_id).user_attrs[slots.ROUND_ATTR] for t in later] == [1, 1]
+    assert slots.claim(study, s) is None            # every slot held
     assert set(study.user_attrs["space_round_1"]) == set(s.space)
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
-    tune.run(settings(tmp_path, trials=1))
-    with pytest.raises(tune.TuneError, match="other settings"):
-        tune.run(settings(tmp_path, trials=2, epochs=2))
+    study.run(settings(tmp_path, trials=1))
+    with pytest.raises(space.TuneError, match="other settings"):
+        study.run(settings(tmp_path, trials=2, epochs=2))
 
 
 @pytest.mark.parametrize("framework", ["numpy", "jax"])
@@ -200,21 +201,21 @@ def test_caviar_equals_training_one_by_one(framework):
     """Three models of one shape trained together (stacked NumPy, jax.vmap) end where each ends
     alone (the framework's adapter, same batches): final losses and validation curves."""
     require_adapter(framework)
-    from bnbench.frameworks import get
+    from bnbench.timing.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import load_digits, minibatches
 
     data = load_digits("float32")
-    specs = [tune.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
+    specs = [space.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
              for lr, b1, bm in ((0.3, 0.9, 0.9), (0.01, 0.99, 0.95), (0.001, 0.95, 0.999))]
-    curves, losses = tune.train_caviar(framework, specs, data, epochs=2, seed=5)
+    curves, losses = trial.train_caviar(framework, specs, data, epochs=2, seed=5)
     for spec, curve, loss in zip(specs, curves, losses):
         adapter = get(framework)(spec, initial_parameters(spec), mode=get(framework).best_mode)
         for epoch in range(2):
-            for X, y in minibatches(data.train, tune.BATCH_SIZE, seed=5, epoch=epoch):
+            for X, y in minibatches(data.train, trial.BATCH_SIZE, seed=5, epoch=epoch):
                 alone = adapter.train_step(X, y)
         assert loss == pytest.approx(alone, rel=1e-4)
-        assert curve[-1] == pytest.approx(tune.accuracy(adapter.predict_proba(data.validation.X), data.validation.y), abs=1.5 / 288)
+        assert curve[-1] == pytest.approx(trial.accuracy(adapter.predict_proba(data.validation.X), data.validation.y), abs=1.5 / 288)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -13,7 +13,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from bnbench import tune  # noqa: E402
+from bnbench.tuning import space  # noqa: E402
+from bnbench.tuning.settings import Settings  # noqa: E402
 
 from .postgres import PostgresUnavailable, postgres_server  # noqa: E402
 
@@ -99,7 +100,7 @@ def test_four_workers_share_a_postgresql_study_and_survive_one_killed_mid_trial(
     # coarse to fine across workers: round 1 was narrowed from all 20 finished trials of round 0
     rounds = [sum(t.user_attrs["round"] == r for t in finished) for r in (0, 1)]
     assert rounds == [TRIALS // 2, TRIALS // 2]
-    settings = tune.Settings(framework="numpy", trials=TRIALS, strategy="coarse-to-fine", style="panda", study="x",
+    settings = Settings(framework="numpy", trials=TRIALS, strategy="coarse-to-fine", style="panda", study="x",
                              storage=None, seed=2, rounds=2)
     stored = study.user_attrs["space_round_1"]
     round0 = sorted((t for t in finished if t.user_attrs["round"] == 0 and t.state == State.COMPLETE),
@@ -108,7 +109,7 @@ def test_four_workers_share_a_postgresql_study_and_survive_one_killed_mid_trial(
     for field, dimension in settings.space.items():
         expected = dimension.narrowed([dimension.from_optuna(t.params[dimension.optuna_name(field)]) for t in best])
         assert stored[field] == expected.to_dict()
-        narrowed = tune.Dimension.from_dict(field, stored[field])
+        narrowed = space.Dimension.from_dict(field, stored[field])
         for t in finished:
             if t.user_attrs["round"] == 1 and "failed_trial" not in t.system_attrs:
                 value = dimension.from_optuna(t.params[dimension.optuna_name(field)])

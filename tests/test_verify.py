@@ -19,8 +19,8 @@ def test_verify_numpy_passes_and_writes_json(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:5] == ["framework", "mode", "device", "dtype", "status"]
     data = json.loads(path.read_text())
-    assert data["machine"] == "testbox" and data["tolerances"] == {"float64": 1e-10, "float32": 1e-4}
-    assert data["relu_kinks"] == {"band": 4.0, "margin": 2.0, "max_tolerance": 1e-2}
+    assert data["machine"] == "testbox" and data["tolerances"] == {"float64": 1e-10, "float32": 1e-4, "tf32": 2e-3}
+    assert data["relu_kinks"] == {"band": 4.0, "margin": 2.0, "max_tolerance": 1e-2, "max_tolerances": {"tf32": 0.1}}
     rows = {(r["mode"], r["device"], r["dtype"]): r for r in data["rows"]}
     assert set(rows) == {("eager", "cpu", "float64"), ("eager", "cpu", "float32")}
     for row in rows.values():

@@ -1,4 +1,4 @@
-"""The out-of-process adapter mechanism (bnbench.worker): what runs in a worker must give the
+"""The out-of-process adapter mechanism (bnbench.timing.worker): what runs in a worker must give the
 same answers as in-process, and every failure must come back as the suite's own error."""
 import sys
 
@@ -10,8 +10,9 @@ from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, synthetic
 from bnbench.reference.model import BatchError
 from bnbench.reference.spec import SpecError
-from bnbench.trace import check_equivalence, run
-from bnbench.worker import Placement, WorkerError, _read_message, _write_message, remote_class, worker_for
+from bnbench.equivalence.trace import check_equivalence, run
+from bnbench.timing.protocol import read_message, write_message
+from bnbench.timing.worker import Placement, WorkerError, remote_class, worker_for
 
 HERE = Placement(python=sys.executable, where="a test worker (this interpreter)")
 
@@ -25,13 +26,13 @@ def problem(dtype="float64"):
 def test_wire_format_round_trip(tmp_path):
     arrays = {"X": np.arange(6.0).reshape(2, 3), "y": np.array([1, 2], dtype=np.int64), "name/with/slash": np.float32([1.5])}
     with open(tmp_path / "message", "wb") as stream:
-        _write_message(stream, {"op": "x", "n": 3}, arrays)
-        _write_message(stream, {"op": "empty"})
+        write_message(stream, {"op": "x", "n": 3}, arrays)
+        write_message(stream, {"op": "empty"})
     with open(tmp_path / "message", "rb") as stream:
-        header, back = _read_message(stream)
+        header, back = read_message(stream)
         assert header == {"op": "x", "n": 3}
         assert set(back) == set(arrays) and all(np.array_equal(back[k], arrays[k]) and back[k].dtype == arrays[k].dtype for k in arrays)
-        assert _read_message(stream) == ({"op": "empty"}, {})
+        assert read_message(stream) == ({"op": "empty"}, {})
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -57,9 +58,23 @@ def test_remote_errors_come_back_as_the_suites_errors():
         worker.call("build", params, framework="numpy", mode="eager", device="cpu", spec=dict(spec.to_dict(), n_classes=1))
     with pytest.raises(WorkerError, match="unknown worker operation"):
         worker.call("no-such-operation", handle=1)
-    assert Remote.time_steps is not None
-    times = adapter.time_steps(X[0], y[0], warmup=1, steps=3)
-    assert len(times["steps"]) == 3 and all(t > 0 for t in times["steps"]) and times["first_step"] > 0
+    warm = adapter.prepare_timing(X[0], y[0], warmup=1)          # the timing path: steps timed in the worker
+    assert warm["first_step"] > 0 and warm["warmup_seconds"] > 0
+    burst = adapter.burst(0.0, min_steps=3, max_steps=3)
+    assert len(burst["steps"]) == 3 and all(t > 0 for t in burst["steps"])
+    queued = adapter.burst(0.0, min_steps=4, max_steps=4, how="queued")
+    assert queued["count"] == 4 and queued["queued"] > 0
+    with pytest.raises(WorkerError, match="burst how='sideways'"):
+        adapter.burst(0.0, how="sideways")
+
+
+def test_a_proxy_shares_its_framework_s_declaration_object():
+    """Every declared fact reaches the worker proxy through the one declaration object, none
+    copied by hand: a field added to the declaration is on the proxy with no line written for it."""
+    Remote = remote_class(NumpyAdapter, HERE)
+    assert Remote.declaration is NumpyAdapter.declaration
+    for field in type(NumpyAdapter.declaration).fields():
+        assert getattr(Remote, field) == getattr(NumpyAdapter, field), field
 
 
 def test_missing_environment_is_a_reason_not_a_crash(tmp_path):

@@ -1,0 +1,164 @@
+"""``bnbench compare``: every framework measured together, in interleaved paired rounds
+(bnbench.timing.rounds), as the command names them and prints them.
+
+Participants are ``NAME``, ``NAME:MODE`` or ``NAME:MODE+ALTERNATIVE`` (an alternative form of a
+mode, as the tuning logs time them); an item named twice is two participants, an A/A pair. Every
+run also times the baseline's control, whose ratio is the run's noise floor.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from bnbench.adapters.registry import local_class, names
+from bnbench.timing.participant import split_form
+from bnbench.timing.rounds import DEFAULT_BUDGET, CompareError, Settings, run  # noqa: F401 (the command's entry points)
+from bnbench.timing.units import format_seconds
+
+
+def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:
+    """'numpy,NAME:MODE' -> [('numpy', None), ('NAME', 'MODE')] (no mode: the best mode); a mode
+    may name an alternative form, 'NAME:MODE+ALTERNATIVE'."""
+    if text is None:
+        return []
+    items = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        name, _, mode = item.partition(":")
+        if not name or (":" in item and not mode) or mode.startswith("+") or mode.endswith("+"):
+            raise CompareError(f"{flag} item {item!r} is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE")
+        items.append((name, mode or None))
+    if not items:
+        raise CompareError(f"{flag} {text!r} names no framework")
+    return items
+
+
+def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag: str) -> List[Tuple[str, str]]:
+    """(name, mode) pairs with modes resolved and checked against each adapter's declaration."""
+
+    known = names()
+    out = []
+    for name, mode in items:
+        if name not in known:
+            raise CompareError(f"{flag}: unknown framework {name!r}; known: {', '.join(known)}")
+        adapter = local_class(name)
+        if not adapter.modes:
+            raise CompareError(f"{flag}: {name} cannot run here: {adapter.missing_requirement()}")
+        mode, variant = split_form(mode or adapter.best_mode or adapter.modes[0])
+        if mode not in adapter.modes:
+            raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
+        alternatives = adapter.alternatives_of(mode)
+        if variant and variant not in alternatives:
+            raise CompareError(f"{flag}: {name} ({mode}) has no alternative {variant!r}; "
+                               f"alternatives: {', '.join(alternatives)}")
+        if device not in adapter.devices:
+            raise CompareError(f"{flag}: {name} has no device {device!r}; devices: {', '.join(adapter.devices)}")
+        out.append((name, f"{mode}+{variant}" if variant else mode))
+    return out
+
+
+def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
+    """Every framework that is installed here (checked without importing it) and has ``device``,
+    in its best mode; and the others with the reason."""
+
+    chosen, left_out = [], []
+    for name in names():
+        adapter = local_class(name)
+        if not adapter.modes:
+            left_out.append({"framework": name, "reason": adapter.missing_requirement() or "no modes"})
+        elif device not in adapter.devices:
+            left_out.append({"framework": name, "reason": f"no {device} device (devices: {', '.join(adapter.devices)})"})
+        else:
+            chosen.append((name, adapter.best_mode or adapter.modes[0]))
+    return chosen, left_out
+
+
+def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", dtype: str = "float32",
+            device: str = "cpu", budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0,
+            progress: bool = True) -> Settings:
+    """The run the command's flags ask for: the participants (default: every framework installed
+    here in its best mode), the baseline among them (it always takes part), the settings."""
+    if budget <= 0:
+        raise CompareError(f"--budget {budget!r} must be a positive number of seconds")
+    if frameworks is None:
+        items, left_out = default_items(device)
+    else:
+        items, left_out = resolve_items(parse_items(frameworks), device, "--frameworks"), []
+    chosen = resolve_items(parse_items(baseline, "--baseline"), device, "--baseline")
+    if len(chosen) != 1:
+        raise CompareError(f"--baseline {baseline!r} must name one framework")
+    if chosen[0] not in items:
+        items = [chosen[0]] + items
+    return Settings(items=items, size=size, dtype=dtype, device=device, baseline=chosen[0], budget=budget,
+                    threads=threads, seed=seed, left_out=left_out, progress=progress)
+
+
+def summary(result: Dict[str, Any], path: str) -> str:
+    """The line under the printed table: rounds, how the run stopped, its settings, where it went."""
+    peak = result["peak"]
+    how = (f"every interval within +-{100 * result['target_half_width']:.1f}%" if result["stopped"] == "converged"
+           else "the budget ended first")
+    gflops = "-" if not peak or "gflops" not in peak else f"{peak['gflops']:.4g} GFLOP/s"
+    return (f"{result['rounds']} rounds in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
+            f"{result['dtype']}, {result['device']}, {result['threads']} thread(s); peak {gflops}; "
+            f"machine {result['machine_id']}; wrote {path}")
+
+
+def failed(result: Dict[str, Any]) -> bool:
+    """A participant failed its check against the reference, or crashed (not one that cannot run here)."""
+    return any((row.get("not_timed") or "").startswith(("not verified", "failed:")) for row in result["rows"])
+
+
+def table(result: Dict[str, Any]) -> str:
+    """The comparison as a plain-text table (what the command prints), its floor and its
+    unconverged rows under it."""
+    device = result.get("device") != "cpu"
+    header = (["framework", "mode", f"ratio to {result['baseline']} [95% CI]", "vs baseline", "vs next faster",
+               "median step"] + (["latency"] if device else []) + ["of peak", "first step", "verified"])
+    lines = []
+    for row in result["rows"]:
+        if row.get("median_step_s") is None:
+            lines.append([row["framework"], row["mode"]] + ["-"] * (len(header) - 3)
+                         + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed', '')}"[:90]])
+            continue
+        versus = row.get("versus_next_faster")
+        wide = "" if row.get("converged", True) else " *"
+        lines.append([
+            row["label"].split(":")[0], row["label"].split(":", 1)[1],
+            f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{wide}",
+            "baseline" if row["resolved"] is None else ("resolved" if row["resolved"] else "not resolved"),
+            "-" if versus is None else f"{versus['ratio']:.3f} ({'resolved' if versus['resolved'] else 'not resolved'})",
+            format_seconds(row["median_step_s"])]
+            + ([format_seconds(row.get("latency_s"))] if device else [])
+            + ["-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
+               format_seconds(row["first_step_s"]), "yes"])
+    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
+    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines] + footer(result))
+
+
+def footer(result: Dict[str, Any]) -> List[str]:
+    """The lines under a comparison's table: its noise floor, and the rows whose interval is still
+    wider than the target, with the budget that would have converged them."""
+    lines = [floor_line(result)]
+    wide = result.get("unconverged") or []
+    if wide:
+        target = 100 * result.get("target_half_width", 0.025)
+        lines.append(f"* interval wider than +-{target:.1f}% when the rounds ended: " + "; ".join(
+            f"{entry['label']} +-{100 * entry['half_width']:.1f}%"
+            + (f" (about {entry['budget_to_converge']:.0f} s of rounds would converge it)"
+               if entry.get("budget_to_converge") else "") for entry in wide))
+    return [line for line in lines if line]
+
+
+def floor_line(result: Dict[str, Any]) -> str:
+    """The run's noise floor in words: the baseline against its own control."""
+    floor = result.get("floor")
+    if not floor:
+        return "no control timed: rows are resolved when their interval excludes 1"
+    if floor.get("ratio") is None:
+        return f"floor: the control {floor['label']} was not timed ({floor.get('problem')})"
+    return (f"floor: {floor['label']} / {result['baseline']} = {floor['ratio']:.3f} [{floor['ci_low']:.3f}, "
+            f"{floor['ci_high']:.3f}]; a row is resolved when its interval lies wholly outside "
+            f"1 +- {floor['spread']:.3f}")

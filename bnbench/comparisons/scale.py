@@ -1,0 +1,234 @@
+"""``bnbench scale``: how each framework's step time grows with the work, along a log-spaced sweep
+of the batch (m from 8 to 2048 at width 512) or of every layer's width (32 to 2048 at m = 256).
+
+At every point the participants are timed in paired rounds (bnbench.timing.rounds: each verified
+against the reference on that point's spec and batches before it is timed, the baseline's control
+giving the point's noise floor, the matmul peak in the same rounds), and each one's memory is read
+after its rounds. Over the sweep, each framework gets two numbers (bnbench.comparisons.fit): a
+fixed cost per step t0 and a sustained rate R, with intervals, the fit's worst error and the
+points where it breaks; each pair of frameworks, the points where the faster one changes.
+
+Written to results/scale/<machine>/<device>-<axis>-<dtype>.json (fixed keys: SCHEMA below).
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from bnbench.adapters.registry import local_class, names
+from bnbench.comparisons import fit as fitting
+from bnbench.comparisons.compare import parse_items, resolve_items
+from bnbench.reference.io import atomic_write_json
+from bnbench.reference.spec import Spec
+from bnbench.timing import machine, rounds, stats
+from bnbench.timing.flops import step_flops
+from bnbench.timing.units import format_seconds
+
+SCHEMA = 1
+# axis -> (the swept quantity, its log-spaced values: powers of two, the fixed ones)
+AXES = {
+    "batch": {"swept": "m", "values": [2 ** k for k in range(3, 12)], "width": 512},
+    "width": {"swept": "width", "values": [2 ** k for k in range(5, 12)], "m": 256},
+}
+DEFAULT_POINTS = {"batch": 5, "width": 4}     # every other power of two: 8, 32, ..., 2048; 32, 128, 512, 2048
+DEFAULT_BUDGET = 20.0
+BASELINES = {"cpu": "numpy", "cuda": "torch"}
+
+
+class ScaleError(ValueError):
+    """Bad axis, participants or settings; the message names the flag and value."""
+
+
+def point_values(axis: str, points: Optional[int] = None) -> List[int]:
+    """``points`` values of the axis, log-spaced over its powers of two, both ends included."""
+    values = AXES[axis]["values"]
+    count = points or DEFAULT_POINTS[axis]
+    if count < 2 or count > len(values):
+        raise ScaleError(f"--points {count}: the {axis} axis has 2 to {len(values)} points ({values[0]} to {values[-1]})")
+    picks = np.unique(np.round(np.linspace(0, len(values) - 1, count)).astype(int))
+    return [values[i] for i in picks]
+
+
+def point_spec(axis: str, value: int, dtype: str) -> Tuple[Spec, int]:
+    """The spec and batch size of one point: the timed model of bnbench.timing.workload, two
+    hidden layers, momentum, at this width and batch."""
+    width = value if axis == "width" else AXES["batch"]["width"]
+    m = value if axis == "batch" else AXES["width"]["m"]
+    spec = Spec(n_features=width, hidden=(width, width), n_classes=10, dtype="float32" if dtype == "tf32" else dtype,
+                learning_rate=0.01, optimizer="momentum")
+    return spec, m
+
+
+def analytic_memory(spec: Spec, m: int) -> Dict[str, int]:
+    """What a step needs at least, in bytes of the spec's dtype: the parameters and running
+    statistics, the optimizer's state, the gradients, and the activations the backward pass keeps
+    (each hidden layer's input, its normalised values and its ReLU's input; the output layer's
+    input and the probabilities). ``minimum``: all of it; ``working``: what a step allocates beyond
+    the state resident between steps (its activations and gradients), the part the CPU's resident
+    reading during a burst sees."""
+    size = np.dtype(spec.np_dtype).itemsize
+    widths = spec.widths
+    trainable = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1)) + 2 * sum(spec.hidden) + spec.n_classes
+    running = 2 * sum(spec.hidden)
+    optimizer = {"sgd": 0, "momentum": 1, "adam": 2}[spec.optimizer] * trainable
+    activations = sum(m * widths[i] + 2 * m * widths[i + 1] for i in range(len(spec.hidden)))
+    activations += m * widths[-2] + m * spec.n_classes
+    return {"minimum": size * (trainable + running + optimizer + trainable + activations),
+            "working": size * (activations + trainable)}
+
+
+def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
+    """The best mode of every framework available in the main environment (its own or a worker of
+    this interpreter, as the Keras backends), and the others with the reason."""
+    chosen, left_out = [], []
+    for name in names():
+        adapter = local_class(name)
+        if not adapter.modes or adapter.environment is not None:
+            left_out.append({"framework": name, "reason": "not in the main environment" if adapter.modes else
+                             (adapter.missing_requirement() or "no modes")})
+        elif device not in adapter.devices:
+            left_out.append({"framework": name, "reason": f"no {device} device"})
+        elif adapter.missing_requirement():
+            left_out.append({"framework": name, "reason": adapter.missing_requirement()})
+        else:
+            chosen.append((name, adapter.declaration.kept_mode()))
+    return chosen, left_out
+
+
+def request(axis: str, frameworks: Optional[str], *, device: str = "cpu", dtype: str = "float32",
+            budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0, points: Optional[int] = None,
+            progress: bool = True) -> Dict[str, Any]:
+    if axis not in AXES:
+        raise ScaleError(f"--axis {axis!r} is not one of {', '.join(AXES)}")
+    if budget <= 0:
+        raise ScaleError(f"--budget {budget!r} must be a positive number of seconds")
+    if frameworks is None:
+        items, left_out = default_items(device)
+    else:
+        items, left_out = resolve_items(parse_items(frameworks), device, "--frameworks"), []
+    baseline = resolve_items(parse_items(BASELINES.get(device, "numpy"), "--baseline"), device, "--baseline")[0]
+    if baseline not in items:
+        items = [baseline] + items
+    return {"axis": axis, "items": items, "left_out": left_out, "baseline": baseline, "device": device, "dtype": dtype,
+            "budget": budget, "threads": threads, "seed": seed, "values": point_values(axis, points), "progress": progress}
+
+
+def run(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """Every point's paired rounds, then the fits, the crossovers and the memory against the model's."""
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    axis, dtype, device = settings["axis"], settings["dtype"], settings["device"]
+    points, runs = [], []
+    for value in settings["values"]:
+        spec, m = point_spec(axis, value, dtype)
+        if settings["progress"]:
+            print(f"bnbench scale: {axis} {value} ({step_flops(spec, m) / 1e9:.3g} GFLOP a step)", flush=True)
+        result = rounds.run(rounds.Settings(
+            items=settings["items"], size=f"{axis}-{value}", dtype=dtype, device=device, baseline=settings["baseline"],
+            budget=settings["budget"], threads=settings["threads"], seed=settings["seed"], progress=settings["progress"],
+            memory=True, spec=spec, m=m, keep_workers=True))
+        runs.append(result)
+        points.append(_point(value, spec, m, result))
+    rounds.close_workers()
+    fits = _fits(points, runs, settings["seed"])
+    peak = float(np.median([run["peak"]["gflops"] for run in runs if run.get("peak") and "gflops" in run["peak"]] or [np.nan]))
+    for entry in fits:
+        entry["fraction_of_peak"] = entry["rate_flops"] / (peak * 1e9) if np.isfinite(peak) else None
+    info = machine.identify()
+    return {"schema": SCHEMA, "tool": "bnbench scale", "machine": info, "machine_id": info["id"], "created": started,
+            "device": device, "axis": axis, "dtype": dtype, "swept": AXES[axis]["swept"],
+            "fixed": {key: value for key, value in AXES[axis].items() if key not in ("swept", "values")},
+            "baseline": f"{settings['baseline'][0]}:{settings['baseline'][1]}", "budget_per_point": settings["budget"],
+            "threads": settings["threads"], "peak_gflops": peak, "points": points, "fits": fits,
+            "crossovers": _crossovers(points, runs, fits, settings["seed"]), "left_out": settings["left_out"],
+            "fit_model": "median step time = t0 + FLOPs / R, weighted by relative error; intervals: a bootstrap over "
+                         "each point's rounds",
+            "break_threshold": fitting.BREAK}
+
+
+def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, Any]:
+    memory = analytic_memory(spec, m)
+    rows = []
+    for row in result["rows"]:
+        entry = {key: row.get(key) for key in ("framework", "mode", "label", "median_step_s", "step_ci_low", "step_ci_high",
+                                               "ratio", "ci_low", "ci_high",
+                                               "resolved", "latency_s", "memory_bytes", "memory_kind", "verified",
+                                               "fraction_of_peak", "not_timed")}
+        if row.get("memory_bytes") is not None:
+            reference = memory["minimum"] if row.get("memory_kind") == "device" else memory["working"]
+            entry["memory_ratio"] = row["memory_bytes"] / reference
+        rows.append(entry)
+    return {"size": value, "m": m, "spec": spec.to_dict(), "flops": float(step_flops(spec, m)), "rows": rows,
+            "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],
+            "seconds": result["seconds"], "round_medians": result["round_medians"]}
+
+
+def _fits(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
+    labels = [row["label"] for row in points[0]["rows"] if row.get("median_step_s") is not None]
+    out = []
+    for label in labels:
+        series = [point["round_medians"].get(label) for point in points]
+        if any(values is None for values in series):
+            continue
+        result = fitting.fit([point["flops"] for point in points], series, seed=seed)
+        framework, mode = label.split(":", 1)
+        out.append({"framework": framework, "mode": mode, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
+                    "t0_high": result.t0_high, "rate_flops": result.rate, "rate_low": result.rate_low,
+                    "rate_high": result.rate_high, "worst_fit_error": result.worst_error,
+                    "fit_errors": result.errors, "breaks": [points[i]["size"] for i in result.breaks]})
+    return out
+
+
+def _crossovers(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], fits: List[Dict[str, Any]], seed: int):
+    labels = [entry["label"] for entry in fits]
+    sizes = [point["size"] for point in points]
+    ratios = {}
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            ratios[f"{a}/{b}"] = [stats.paired_ratio(point["round_medians"][a], point["round_medians"][b], seed=seed)
+                                  for point in points]
+    models = {entry["label"]: fitting.Fit(entry["t0_s"], entry["t0_low"], entry["t0_high"], entry["rate_flops"],
+                                          entry["rate_low"], entry["rate_high"], entry["fit_errors"], [])
+              for entry in fits}
+    spreads = [(point.get("floor") or {}).get("spread") or 0.0 for point in points]
+    return fitting.crossovers(sizes, ratios, models, spreads)
+
+
+def failed(sweep: Dict[str, Any]) -> bool:
+    return any((row.get("not_timed") or "").startswith(("not verified", "failed:")) for point in sweep["points"]
+               for row in point["rows"])
+
+
+def path_for(results: str, sweep: Dict[str, Any]) -> str:
+    return os.path.join(results, "scale", sweep["machine_id"], f"{sweep['device']}-{sweep['axis']}-{sweep['dtype']}.json")
+
+
+def write(sweep: Dict[str, Any], results: str = "results") -> str:
+    path = path_for(results, sweep)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json(path, sweep)
+    return path
+
+
+def table(sweep: Dict[str, Any]) -> str:
+    """The fits and crossovers as the command prints them."""
+    lines = [f"{sweep['axis']} sweep ({sweep['swept']} = {', '.join(str(p['size']) for p in sweep['points'])}), "
+             f"{sweep['device']}, {sweep['dtype']}; t0 + FLOPs / R:", ""]
+    header = ["framework", "t0 [95% CI]", "R GFLOP/s [95% CI]", "of peak", "worst fit error", "breaks at"]
+    rows = [[entry["label"], f"{format_seconds(entry['t0_s'])} [{format_seconds(entry['t0_low'])}, {format_seconds(entry['t0_high'])}]",
+             f"{entry['rate_flops'] / 1e9:.3g} [{entry['rate_low'] / 1e9:.3g}, {entry['rate_high'] / 1e9:.3g}]",
+             "-" if entry.get("fraction_of_peak") is None else f"{entry['fraction_of_peak']:.2f}",
+             f"{entry['worst_fit_error']:.1%}", ", ".join(map(str, entry["breaks"])) or "-"] for entry in sweep["fits"]]
+    widths = [max(len(str(line[i])) for line in [header] + rows) for i in range(len(header))]
+    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
+    lines += [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows] + [""]
+    for crossing in sweep["crossovers"]:
+        before, after = crossing["before"], crossing["after"]
+        lines.append(f"{crossing['faster_before']} then {crossing['faster_after']} between {crossing['between'][0]} and "
+                     f"{crossing['between'][1]}: {crossing['pair']} {before['ratio']:.3f} [{before['ci_low']:.3f}, "
+                     f"{before['ci_high']:.3f}] then {after['ratio']:.3f} [{after['ci_low']:.3f}, {after['ci_high']:.3f}]; "
+                     f"{crossing['reason']}")
+    return "\n".join(lines)
+

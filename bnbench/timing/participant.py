@@ -1,0 +1,217 @@
+"""One participant of a timing run, built, verified, warmed and timed: the one timing path that
+``bnbench compare``, the tuning logs, the sweeps and the asv benchmarks all take.
+
+1. Its adapter class: the framework's own where it runs in this process, or a worker proxy in its
+   environment (``placement_for``: a worker of its own, started with the variables its form
+   needs).
+2. The timed instance is built first, so that its first step pays for compilation (reported
+   apart), then warmed up (``steps.prepare``, where the framework lives).
+3. A second instance is checked against the NumPy reference on the very spec and batches the
+   first is timed on; one that fails is never timed and says why.
+4. Bursts (``steps.burst``): per-step synchronised latency, or steps queued and synchronised once
+   per burst on a device with asynchronous dispatch (``queued_device``).
+
+The matmul peak and a framework's own matmul are participants too (``start_peak``): bare timed
+steps in a worker, paired with the others the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bnbench.adapters.contract import AdapterError
+from bnbench.adapters.registry import local_class
+from bnbench.equivalence.trace import check_equivalence
+from bnbench.timing import steps
+from bnbench.timing.peak import MatmulPeak, peak_framework
+from bnbench.timing.worker import Placement, WorkerError, remote_class, worker_for
+
+WARMUP_STEPS = 3
+# A burst is at least this many steps, whose median it keeps: the first step of a burst may pay
+# for the caches and the thread pools the other participants' bursts left cold (measured: at the
+# large size, where a step takes about 0.1 s, one- and two-step bursts put NumPy's step at 100 ms
+# where it takes 70 ms run back to back).
+MIN_BURST_STEPS = 3
+PEAK = "peak"
+
+
+def queued_device(device: str) -> bool:
+    """Whether steps on ``device`` are dispatched asynchronously, so that a burst queues them and
+    synchronises once (on the CPU a step is done when it returns: latency and throughput are one
+    measurement)."""
+    return device != "cpu"
+
+
+@dataclasses.dataclass
+class Participant:
+    framework: str
+    mode: str
+    label: str                       # framework:mode[+alternative], with #2, #3 for repeats (the A/A check)
+    variant: Optional[str] = None    # an alternative form of the mode (None: the kept form)
+    adapter: Any = None              # the timed adapter: a worker proxy, or the adapter itself (in_process)
+    prepared: Any = None             # in this process: the steps.Prepared of the timed adapter
+    worker: Any = None               # a bare timed step in a worker (the peak, an own matmul)
+    handle: Optional[int] = None
+    version: Optional[str] = None
+    verified: bool = False
+    first_step_s: Optional[float] = None
+    warmup_s: Optional[float] = None
+    flops: float = 0.0               # per step
+    flags: str = ""
+    problem: Optional[str] = None    # why it was not timed
+    medians: List[float] = dataclasses.field(default_factory=list)    # seconds per step, per round
+    latencies: List[float] = dataclasses.field(default_factory=list)  # synchronised step, per round (devices)
+    steps: List[int] = dataclasses.field(default_factory=list)        # steps per burst
+    memory: List[Optional[int]] = dataclasses.field(default_factory=list)
+    memory_kind: Optional[str] = None
+
+    @property
+    def timed(self) -> bool:
+        return self.problem is None
+
+    def step(self) -> None:
+        """One synchronised training step (what asv's timer times, in this process)."""
+        if self.prepared is None:
+            raise AdapterError(f"{self.label} is not prepared in this process (in_process=False)")
+        self.prepared.step()
+
+    def burst(self, seconds: float, *, how: str = "per_step", min_steps: int = MIN_BURST_STEPS,
+              memory: bool = False) -> Dict[str, Any]:
+        if self.prepared is not None:
+            return steps.burst(self.prepared, seconds, min_steps=min_steps, how=how, memory=memory)
+        if self.adapter is not None:
+            return self.adapter.burst(seconds, min_steps=min_steps, how=how, memory=memory)
+        reply, _ = self.worker.call("burst", handle=self.handle, seconds=seconds, min_steps=min_steps, max_steps=10000,
+                                    how=how, memory=memory)
+        reply.pop("ok", None)
+        return reply
+
+
+def split_form(form: str) -> Tuple[str, Optional[str]]:
+    """'MODE+ALTERNATIVE' -> (MODE, ALTERNATIVE); 'MODE' -> (MODE, None)."""
+    mode, _, variant = form.partition("+")
+    return mode, variant or None
+
+
+def form_flags(adapter, form: str) -> str:
+    """What a form publishes: its mode's tuning flags, or what its alternative changes."""
+    mode, variant = split_form(form)
+    return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning_of(mode)
+
+
+def placement_for(framework: str, form: str, index) -> Placement:
+    """A worker placement of its own for participant ``index``: the framework's environment
+    (or this interpreter), with the variables its alternative form starts with, and one that
+    keeps the worker apart from every other one."""
+    adapter = local_class(framework)
+    placement = adapter.placement()
+    if placement is None:
+        placement = Placement(python=sys.executable, env=tuple(adapter.process_variables()),
+                              where="a worker of this environment")
+    mode, variant = split_form(form)
+    extra = adapter.alternatives_of(mode)[variant].variables if variant else ()
+    return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),))
+
+
+def labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    """framework:form for each pair, with #2, #3, ... for a pair named again (the A/A check)."""
+    seen: Dict[str, int] = {}
+    out = []
+    for name, form in pairs:
+        base = f"{name}:{form}"
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return out
+
+
+def adapter_class_for(framework: str, form: str, index, *, in_process: bool = False):
+    """The class a participant is built from: the framework's own in this process, or a worker proxy."""
+    local = local_class(framework)
+    return local if in_process else remote_class(local, placement_for(framework, form, index))
+
+
+def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, mode: str,
+                   device: str, variant: Optional[str] = None, precision: Optional[str] = None, prepare=None):
+    """Build the instance to be used (``prepare(adapter)`` runs on it first: its first step, so that
+    compilation is paid and timed there), then check a second instance against the reference on
+    the very spec and batches X, y; (the first instance, what ``prepare`` returned). AdapterError
+    with the reason when it fails: an unverified adapter is never used."""
+    adapter = adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision)
+    prepared = prepare(adapter) if prepare is not None else None
+    report = check_equivalence(adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision),
+                               spec, params, X, y, precision=precision)
+    if not report.ok:
+        raise AdapterError("not verified against the reference, not timed: " + report.message(limit=2))
+    return adapter, prepared
+
+
+def start(framework: str, form: str, label: str, *, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray,
+          device: str, threads: int, flops: float, adapter_class=None, index=0, in_process: bool = False,
+          warmup: int = WARMUP_STEPS, precision: Optional[str] = None) -> Participant:
+    """Build, warm and verify one participant (module docstring); its ``problem`` says why not."""
+    local = local_class(framework)
+    mode, variant = split_form(form)
+    participant = Participant(framework, mode, label, variant=variant, flags=form_flags(local, form), flops=float(flops))
+    try:
+        reason = local.unsupported(spec, mode, device)
+        if reason:
+            raise AdapterError(f"unsupported: {reason}")
+        adapter_class = adapter_class or adapter_class_for(framework, form, index, in_process=in_process)
+        problem = (adapter_class.import_error() or adapter_class.device_unavailable(device)
+                   or adapter_class.precision_unavailable(precision, device))
+        if problem:
+            raise AdapterError(problem)
+        participant.version = adapter_class.version()
+        adapter_class.set_threads(threads)
+        if in_process:
+            warm = lambda adapter: steps.prepare(adapter, X[0], y[0], warmup)  # noqa: E731
+        else:
+            warm = lambda adapter: timed_warm_up(adapter, X[0], y[0], warmup)  # noqa: E731
+        participant.adapter, prepared = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
+                                                       variant=variant, precision=precision, prepare=warm)
+        if in_process:
+            participant.prepared, participant.first_step_s, participant.warmup_s = prepared
+        else:
+            participant.first_step_s, participant.warmup_s = prepared
+        participant.verified = True
+    except (AdapterError, WorkerError) as error:
+        participant.adapter = participant.prepared = None
+        participant.problem = (str(error).splitlines() or [""])[0]
+    except Exception as error:      # a framework that crashes is a row that says so, not a crashed run
+        participant.adapter = participant.prepared = None
+        participant.problem = f"failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+    return participant
+
+
+def timed_warm_up(adapter, X: np.ndarray, y: np.ndarray, warmup: int) -> Tuple[float, float]:
+    """A worker proxy's batch put on its device in the worker, its first step and warm-up timed there."""
+    warm = adapter.prepare_timing(X, y, warmup=warmup)
+    return warm["first_step"], warm["warmup_seconds"]
+
+
+def start_peak(device: str, dtype: str, threads: int, *, worker=None, framework: str = "", label: str = PEAK) -> Participant:
+    """The matmul peak (``framework`` empty: the peak framework's, in a worker of its own) or a
+    framework's own matmul in ``worker`` (its kept form's): a bare timed participant."""
+    mode = "own-matmul" if framework else "matmul"
+    try:
+        if worker is None:
+            worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),),
+                                          where="the peak's worker"))
+            worker.call("set_threads", framework=peak_framework(device).name, n_threads=threads)
+        reply, _ = worker.call("build_peak", device=device, dtype=dtype, framework=framework)
+        return Participant(framework or PEAK, mode, label, worker=worker, handle=reply["handle"], version=reply["library"],
+                           verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}")
+    except (WorkerError, AdapterError, ValueError) as error:    # no peak: the rows say so, the run goes on
+        return Participant(framework or PEAK, mode, label, problem=(str(error).splitlines() or [""])[0])
+
+
+def start_in_process_peak(device: str, dtype: str) -> Participant:
+    """The matmul peak in this process (the asv benchmarks, which time in their own process)."""
+    peak = MatmulPeak(device, dtype)
+    participant = Participant(PEAK, "matmul", PEAK, verified=True, flops=peak.flops, version=peak.library,
+                              flags=f"{peak.n}^3 matmul, {peak.library}")
+    participant.prepared = steps.Bare(peak.step)
+    return participant

@@ -1,0 +1,122 @@
+"""Paired statistics of ``bnbench compare``: ratios per round, bootstrap intervals, resolution.
+
+Every participant of a comparison runs one short burst per round, and all of a round's bursts
+fall within about a second of each other, so they sample the same phase of the machine (these
+machines alternate fast and slow phases of a few seconds). A ratio is therefore taken within a
+round, never across rounds: ``round_ratios[k] = medians_a[k] / medians_b[k]``. The published
+ratio is the median over rounds; its 95% interval is a percentile bootstrap over rounds (rounds
+are the independent units; the steps of one burst are not). A difference is *resolved* when
+that interval excludes 1, and lies wholly outside the run's noise floor (``floor_spread``): what
+one participant measures against itself, in an A/A pair timed in the same rounds.
+
+Pure NumPy: nothing here knows about frameworks or processes, so the statistics are tested on
+synthetic timings with a known answer (tests/test_stats.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+# Rounds continue until every interval lies within this fraction of its ratio (or the budget ends).
+TARGET_HALF_WIDTH = 0.025
+# Fewer rounds than this give a bootstrap interval too rough to project the budget that would narrow it.
+MIN_ROUNDS_TO_PROJECT = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A median over rounds with its bootstrap interval."""
+
+    estimate: float
+    low: float
+    high: float
+    rounds: int
+
+    @property
+    def resolved(self) -> bool:
+        """True when the interval of a ratio excludes 1 (the difference is real at 95%)."""
+        return self.rounds > 0 and (self.low > 1.0 or self.high < 1.0)
+
+    @property
+    def relative_half_width(self) -> float:
+        """The larger distance from the estimate to an end of the interval, as a fraction of it."""
+        if not self.rounds or not np.isfinite(self.estimate) or self.estimate == 0:
+            return float("inf")
+        return max(self.high - self.estimate, self.estimate - self.low) / abs(self.estimate)
+
+    def verdict(self) -> str:
+        return "resolved" if self.resolved else "not resolved"
+
+
+def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Interval:
+    """The median of ``values`` and its percentile-bootstrap interval (resampling the values).
+
+    Seeded, so the same timings give the same interval. NaN values (a round a participant missed)
+    are dropped."""
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    estimate = float(np.median(data))
+    if data.size == 1:
+        return Interval(estimate, estimate, estimate, 1)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, data.size, size=(resamples, data.size))
+    medians = np.median(data[picks], axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(medians, [tail, 1.0 - tail])
+    return Interval(estimate, float(low), float(high), int(data.size))
+
+
+def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> np.ndarray:
+    """Per-round ratios of two participants' burst medians (NaN where either missed the round)."""
+    a = np.asarray(numerator, dtype=np.float64)
+    b = np.asarray(denominator, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"round counts differ: {a.shape[0]} against {b.shape[0]}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((b > 0) & np.isfinite(a) & np.isfinite(b), a / b, np.nan)
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], *, seed: int = 0) -> Interval:
+    """Median over rounds of numerator/denominator, with its bootstrap interval."""
+    return bootstrap_median(round_ratios(numerator, denominator), seed=seed)
+
+
+def converged(intervals: Sequence[Interval], target: float = TARGET_HALF_WIDTH, min_rounds: int = 10) -> bool:
+    """Every interval within ``target`` of its estimate, after at least ``min_rounds`` rounds."""
+    return all(i.rounds >= min_rounds and i.relative_half_width <= target for i in intervals)
+
+
+def burst_median(step_seconds: Sequence[float]) -> Optional[float]:
+    data = [s for s in step_seconds if s is not None and np.isfinite(s)]
+    return float(np.median(data)) if data else None
+
+
+def floor_spread(floor: Optional[Interval]) -> float:
+    """How far from 1 the run's A/A control reaches: the larger distance from 1 to an end of its
+    interval (0 without a control). A ratio within that of 1 is no difference the run can tell
+    from the framework against itself."""
+    if floor is None or not floor.rounds or not np.isfinite(floor.low) or not np.isfinite(floor.high):
+        return 0.0
+    return float(max(0.0, 1.0 - floor.low, floor.high - 1.0))
+
+
+def resolved_beyond(interval: Interval, spread: float) -> bool:
+    """A ratio's interval lies wholly outside [1 - spread, 1 + spread] (the floor's spread around 1)."""
+    return interval.rounds > 0 and (interval.low > 1.0 + spread or interval.high < 1.0 - spread)
+
+
+def budget_to_converge(interval: Interval, seconds: float, target: float = TARGET_HALF_WIDTH) -> Optional[float]:
+    """The rounds' seconds that would have brought ``interval`` within ``target`` of its estimate,
+    had it taken ``seconds`` to reach its width: an interval narrows as one over the square root
+    of the rounds, so the rounds (and the seconds) needed grow as the square of width / target."""
+    width = interval.relative_half_width
+    if not np.isfinite(width) or interval.rounds < MIN_ROUNDS_TO_PROJECT or seconds <= 0:
+        return None       # too few rounds to say how wide their interval is
+    return float(seconds * max(1.0, (width / target) ** 2))

@@ -1,0 +1,14 @@
+"""How the suite writes a duration for people: the one format of every table and message."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def format_seconds(seconds: Optional[float]) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"

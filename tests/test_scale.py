@@ -1,0 +1,119 @@
+"""`bnbench scale`: the fit of a fixed cost and a rate on synthetic timings with a known answer,
+crossovers on synthetic curves, the memory reading on a known allocation, and one small sweep
+through the real timing path."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from bnbench.comparisons import fit as fitting
+from bnbench.comparisons import scale
+from bnbench.timing import stats, steps
+
+FLOPS = np.array([2e6, 8e6, 3.2e7, 1.28e8, 5.12e8, 2.05e9])
+
+
+def synthetic(rng, t0, rate, rounds=20, noise_sd=0.03, phase_sd=0.0):
+    """Each point's rounds: t0 + F / R, times a round's noise (a few percent)."""
+    return [list((t0 + flops / rate) * np.exp(rng.normal(0.0, noise_sd, rounds) + rng.normal(0.0, phase_sd)))
+            for flops in FLOPS]
+
+
+def test_the_fit_recovers_a_known_fixed_cost_and_rate_within_its_intervals():
+    rng = np.random.default_rng(7)
+    covered = 0
+    for trial in range(20):
+        result = fitting.fit(FLOPS, synthetic(rng, 200e-6, 50e9), seed=trial, resamples=300)
+        assert result.t0_low <= result.t0 <= result.t0_high and result.rate_low <= result.rate <= result.rate_high
+        covered += result.t0_low <= 200e-6 <= result.t0_high and result.rate_low <= 50e9 <= result.rate_high
+        assert result.worst_error < 0.15 and result.breaks == []
+        assert result.t0 == pytest.approx(200e-6, rel=0.1) and result.rate == pytest.approx(50e9, rel=0.05)
+    assert covered >= 16          # both intervals cover the truth in most runs (95% each, nominal)
+
+
+def test_a_point_off_the_model_is_named():
+    rng = np.random.default_rng(8)
+    rounds = synthetic(rng, 100e-6, 80e9)
+    rounds[2] = [value * 1.6 for value in rounds[2]]      # a switch of kernels at one point
+    result = fitting.fit(FLOPS, rounds, seed=0, resamples=200)
+    assert 2 in result.breaks and result.worst_error > fitting.BREAK
+
+
+def test_a_crossover_is_found_with_the_intervals_on_both_sides_and_its_reason():
+    """A framework with a low fixed cost and a low rate against one with a high fixed cost and a
+    high rate: the first is faster on small work, the second on large; the curves cross where
+    t0_a + F / R_a = t0_b + F / R_b."""
+    rng = np.random.default_rng(9)
+    a = synthetic(rng, 50e-6, 20e9, noise_sd=0.01)
+    b = synthetic(rng, 2e-3, 100e9, noise_sd=0.01)
+    fits = {"a": fitting.fit(FLOPS, a, resamples=200), "b": fitting.fit(FLOPS, b, resamples=200)}
+    ratios = {"a/b": [stats.paired_ratio(x, y) for x, y in zip(a, b)]}
+    sizes = [8, 16, 32, 64, 128, 256]
+    crossing = 1 / (1 / 20e9 - 1 / 100e9) * (2e-3 - 50e-6)      # F where the two lines meet: 4.9e7
+    (found,) = fitting.crossovers(sizes, ratios, fits)
+    assert found["faster_before"] == "a" and found["faster_after"] == "b"
+    i = sizes.index(found["between"][0])
+    assert FLOPS[i] < crossing < FLOPS[i + 1]
+    assert found["before"]["ci_high"] < 1 < found["after"]["ci_low"] and found["before"]["resolved"]
+    assert "a has the lower fixed cost" in found["reason"] and "b the higher rate" in found["reason"]
+    assert fitting.crossovers(sizes, {"a/a": [stats.paired_ratio(x, x) for x in a]}, fits) == []
+
+
+class _Allocates:
+    """A timed step that needs ``size`` bytes of working memory, touched, then freed."""
+
+    def __init__(self, size):
+        self.size = size
+        self.estimate = None
+
+    def step(self):
+        block = np.ones(self.size // 8)          # every page written: resident
+        block[::512] += 1.0
+        del block
+
+    queue = step
+
+    def sync(self):
+        pass
+
+    def device_memory(self, reset=False):
+        return None
+
+
+def test_the_memory_reading_sees_a_known_allocation():
+    if not steps.reset_high_water_mark():
+        pytest.skip("no /proc/self/clear_refs here")
+    size = 100 * 2 ** 20
+    reply = steps.burst(_Allocates(size), 0.0, min_steps=2, max_steps=2, memory=True)
+    assert reply["memory_kind"] == "resident"
+    assert reply["memory_bytes"] == pytest.approx(size, rel=0.10)
+
+
+def test_analytic_memory_counts_the_state_and_what_the_backward_keeps():
+    spec, m = scale.point_spec("batch", 8, "float32")
+    memory = scale.analytic_memory(spec, m)
+    parameters = 512 * 512 * 2 + 512 * 10 + 2 * 2 * 512 + 10
+    assert memory["minimum"] > 4 * 3 * parameters          # parameters, momentum and gradients at least, float32
+    assert memory["working"] < memory["minimum"]
+    assert scale.point_values("batch") == [8, 32, 128, 512, 2048] and scale.point_values("width") == [32, 128, 512, 2048]
+    with pytest.raises(scale.ScaleError, match="--points 1"):
+        scale.point_values("width", 1)
+
+
+def test_a_small_sweep_is_timed_verified_fitted_and_written(tmp_path):
+    sweep = scale.run(scale.request("width", "numpy", points=2, budget=1.5, progress=False))
+    path = scale.write(sweep, str(tmp_path))
+    data = json.loads(open(path).read())
+    assert os.path.basename(path) == "cpu-width-float32.json"
+    assert {"machine", "device", "axis", "dtype", "points", "fits", "crossovers"} <= set(data)
+    assert [point["size"] for point in data["points"]] == [32, 2048]
+    for point in data["points"]:
+        assert point["flops"] > 0
+        for row in point["rows"]:
+            assert {"framework", "mode", "median_step_s", "ratio", "ci_low", "ci_high", "memory_bytes", "verified"} <= set(row)
+            assert row["verified"] is True and row["median_step_s"] > 0
+    (only,) = data["fits"]
+    assert {"framework", "mode", "t0_s", "t0_low", "t0_high", "rate_flops", "rate_low", "rate_high", "fraction_of_peak",
+            "worst_fit_error"} <= set(only)
+    assert only["rate_flops"] > 0
