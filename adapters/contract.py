@@ -119,6 +119,7 @@ class Adapter(abc.ABC):
     trains_many: ClassVar[bool] = False
     peak_devices: ClassVar[Tuple[str, ...]] = ()
     precisions: ClassVar[Dict[str, Tuple[str, ...]]] = {}
+    gpu_requirements: ClassVar[Tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs) -> None:
         """The class's declaration, gathered once from its class attributes; a class given a

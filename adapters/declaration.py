@@ -56,6 +56,9 @@ class Declaration:
     peak_devices: Tuple[str, ...] = ()
     # precisions beyond the dtype's own it offers on a device: {"tf32": ("cuda",)}
     precisions: Mapping[str, Tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # pip requirements of its CUDA build beyond what the lent GPU machine has (bnbench.catalogue.wheelhouse
+    # carries them there as wheels): () where the machine has the framework itself
+    gpu_requirements: Tuple[str, ...] = ()
 
     @classmethod
     def fields(cls) -> Tuple[str, ...]:

@@ -18,6 +18,7 @@ class KerasJaxAdapter(KerasAdapter):
     devices = ("cpu", "cuda")
     requires = ("keras", "jax")
     requirements = ("keras>=3", "jax")      # keras imports jax whatever its backend
+    gpu_requirements = ("keras>=3",)        # the lent GPU machine has jax with its CUDA plugin
     asv_variables = (("KERAS_BACKEND", "jax"),)
     # Its tuning log: glibc's huge pages made the step 8% faster at large and 3% at tiny (2026-11-26).
     allocator = "hugepages"

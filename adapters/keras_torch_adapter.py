@@ -18,6 +18,7 @@ class KerasTorchAdapter(KerasAdapter):
     devices = ("cpu", "cuda")
     requires = ("keras", "torch")
     requirements = ("keras>=3", "jax", "torch==2.13.0")
+    gpu_requirements = ("keras>=3",)        # the lent GPU machine has torch (a CUDA build) and jax
     asv_variables = (("KERAS_BACKEND", "torch"),)
     # Its tuning log: glibc's huge pages made the step 5% faster at tiny, level at large (2026-11-26).
     allocator = "hugepages"

@@ -29,6 +29,7 @@ class MxnetAdapter(Adapter):
     requires = ("mxnet",)
     environment = "mxnet"
     requirements = ("mxnet==1.9.1", "numpy<1.24")
+    gpu_requirements = ("mxnet-cu117==1.9.1", "numpy<1.24")   # its newest CUDA build
     asv_variables = (("OMP_NUM_THREADS", "2"),)
     tested_in_environment = True       # its numpy 1.23 is not the main environment's
     # MXNet's own fused momentum kernels keep mom = momentum mom - lr g and add mom to the weight:

@@ -65,6 +65,7 @@ class PaddleAdapter(Adapter):
     requires = ("paddle",)
     packages = ("paddlepaddle",)
     requirements = ("paddlepaddle",)
+    gpu_requirements = ("paddlepaddle-gpu",)
     tuning = {
         "eager": "dynamic graph, op by op, paddle.grad; F.batch_norm (fused kernel); MKL_DEBUG_CPU_TYPE=5 on AMD; "
                  "FLAGS_new_executor_serial_run=1",

@@ -30,6 +30,7 @@ class TensorflowAdapter(Adapter):
     requires = ("tensorflow",)
     packages = ("tensorflow-cpu", "tensorflow")
     requirements = ("tensorflow-cpu",)
+    gpu_requirements = ("tensorflow[and-cuda]",)    # its CUDA build and the CUDA libraries it pins
     tuning = {
         "eager": "op by op, tf.GradientTape",
         "graph": "tf.function of the whole step (forward, GradientTape, running statistics, update)",

@@ -156,7 +156,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _output_file(args.json)
     try:
         settings = compare.request(args.frameworks, args.baseline, size=args.size, dtype=args.dtype, device=args.device,
-                                   budget=args.budget, threads=args.threads, seed=args.seed, progress=not args.quiet)
+                                   budget=args.budget, threads=args.threads, seed=args.seed, progress=not args.quiet,
+                                   queued=True if args.queued else None)
         result = compare.run(settings)
     except compare.CompareError as error:
         raise CliError(str(error)) from None
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--size", choices=SIZE_ORDER, default="medium", help="spec size (default medium; xlarge on cuda only)")
     com.add_argument("--baseline", default="numpy", metavar="NAME[:MODE]", help="the row every ratio divides by (default numpy)")
     com.add_argument("--json", required=True, metavar="OUT.json", help="where to write the result")
+    com.add_argument("--queued", action="store_true",
+                     help="queue every burst's steps and synchronise once, with the latency beside, on the CPU too "
+                          "(the GPU run's dry run; on a GPU it is always so)")
     _timing_flags(com, budget=DEFAULT_BUDGET, threads_help="compute threads of every participant (default 2)")
     com.set_defaults(handler=cmd_compare)
 

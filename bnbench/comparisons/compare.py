@@ -76,7 +76,7 @@ def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, st
 
 def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", dtype: str = "float32",
             device: str = "cpu", budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0,
-            progress: bool = True) -> Settings:
+            progress: bool = True, queued: Optional[bool] = None) -> Settings:
     """The run the command's flags ask for: the participants (default: every framework installed
     here in its best mode), the baseline among them (it always takes part), the settings."""
     if budget <= 0:
@@ -91,7 +91,7 @@ def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", d
     if chosen[0] not in items:
         items = [chosen[0]] + items
     return Settings(items=items, size=size, dtype=dtype, device=device, baseline=chosen[0], budget=budget,
-                    threads=threads, seed=seed, left_out=left_out, progress=progress)
+                    threads=threads, seed=seed, left_out=left_out, progress=progress, queued=queued)
 
 
 def summary(result: Dict[str, Any], path: str) -> str:
@@ -113,7 +113,7 @@ def failed(result: Dict[str, Any]) -> bool:
 def table(result: Dict[str, Any]) -> str:
     """The comparison as a plain-text table (what the command prints), its floor and its
     unconverged rows under it."""
-    device = result.get("device") != "cpu"
+    device = result.get("device") != "cpu" or result.get("timing", "").startswith("steps queued")
     header = (["framework", "mode", f"ratio to {result['baseline']} [95% CI]", "vs baseline", "vs next faster",
                "median step"] + (["latency"] if device else []) + ["of peak", "first step", "verified"])
     lines = []
@@ -162,3 +162,27 @@ def floor_line(result: Dict[str, Any]) -> str:
     return (f"floor: {floor['label']} / {result['baseline']} = {floor['ratio']:.3f} [{floor['ci_low']:.3f}, "
             f"{floor['ci_high']:.3f}]; a row is resolved when its interval lies wholly outside "
             f"1 +- {floor['spread']:.3f}")
+
+
+def main(paths: List[str]) -> int:
+    """``python -m bnbench.comparisons.compare RESULT.json ...`` (the end of ``make bench``): each
+    run's rows whose interval was still wider than the target, with the budget that would converge them."""
+    import json
+
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                result = json.load(handle)
+        except (OSError, ValueError) as error:
+            print(f"{path}: not readable ({error})")
+            continue
+        wide = result.get("unconverged") or []
+        print(f"{result['size']}: " + ("every interval within the target" if not wide else "; ".join(footer(result)[1:]))
+              + f" ({floor_line(result)})")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -82,6 +82,13 @@ class Settings:
     spec: Any = None              # a spec and batch size of its own (the sweeps); default: the size's
     m: Optional[int] = None
     keep_workers: bool = False    # leave the workers running for the next run (a sweep imports each framework once)
+    # bursts queued and synchronised once, with the latency beside them: by the device (None), or
+    # forced (the GPU run's dry run takes that path on the CPU)
+    queued: Optional[bool] = None
+
+    @property
+    def queues(self) -> bool:
+        return queued_device(self.device) if self.queued is None else self.queued
 
     @property
     def baseline_label(self) -> str:
@@ -175,7 +182,7 @@ def _start_ceilings(participants: List[Participant], settings: Settings) -> List
 def _measure(participant: Participant, settings: Settings) -> None:
     """One round of ``participant``: its burst (queued on a device), and its latency burst on a
     device with asynchronous dispatch (on the CPU the two are one measurement)."""
-    queued = queued_device(settings.device) and participant.adapter is not None
+    queued = settings.queues and participant.adapter is not None
     reply = participant.burst(settings.burst_seconds, how="queued" if queued else "per_step")
     if queued:
         participant.medians.append(reply["queued"])
@@ -356,7 +363,7 @@ def _result(settings: Settings, participants: List[Participant], control: Option
         floor_entry = ({"label": control.label, "problem": control.problem} if floor is None else
                        {"label": control.label, "ratio": floor.estimate, "ci_low": floor.low, "ci_high": floor.high,
                         "spread": spread})
-    queued = queued_device(settings.device)
+    queued = settings.queues
     return {
         "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
         "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
