@@ -32,7 +32,7 @@ QUICK_BENCHMARKS := TrainStep.time_train_step|TrainStepDerived.track_(fraction_o
 BENCH ?= all
 BENCH_REGEX ?= $(if $(filter quick,$(BENCH)),$(QUICK_BENCHMARKS),$(ALL_BENCHMARKS))
 
-.PHONY: test bench env clean-env generate lecture tunelogs system-packages
+.PHONY: test test-quick bench scale env clean-env generate lecture tunelogs system-packages
 
 # Regenerate every file derived from the frameworks' declarations (tests/test_catalogue.py fails
 # while one is stale).
@@ -69,37 +69,53 @@ $(ENVS)/%/.bnbench-installed: pyproject.toml Makefile scripts/frameworks.mk
 	@touch $@
 
 # The whole suite in the main environment (the frameworks of other environments, and the Keras
-# backends other than this process's, through worker processes), then the reference and the
-# adapter in-process inside each environment whose declaration asks for it (ENV_TESTS), on that
+# backends other than this process's, through worker processes), TEST_WORKERS pytest processes
+# side by side (pytest-xdist; the cases are independent), then the reference and the adapter
+# in-process inside each environment whose declaration asks for it (ENV_TESTS), on that
 # environment's own numpy.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist load)
 test: system-packages $(STAMP) $(ENV_STAMPS)
 	@bash scripts/ensure-postgresql.sh
-	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 	@for name in $(ENV_TESTS); do \
 		echo "BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest ... (in its own environment)"; \
 		BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) \
 			tests/test_reference.py tests/test_spec.py tests/test_equivalence.py || exit 1; \
 	done
 
-# Quick default: paired comparisons, one size at a time, then the tables. Full grid: asv run,
-# then (whatever it returned) verification inside each asv environment, the measured
-# conventions, the published tables and asv's HTML; the exit status is asv's, or verify's.
-MACHINE ?= $(shell hostname)
+# The fast subset, for development: every test but the slow ones (a whole command's run, many
+# workers), the equivalence cases of the reference and the frameworks named in QUICK_FRAMEWORKS.
+QUICK_FRAMEWORKS ?= numpy,torch,jax
+test-quick: $(STAMP)
+	BNBENCH_FRAMEWORKS=$(QUICK_FRAMEWORKS) $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) -m "not slow" -q $(PYTEST_ARGS)
+
+# Quick default: paired comparisons, one size at a time, then the tables; the rows whose interval
+# was still wider than the target are printed at the end with the budget that would converge them.
+# Full grid: asv run in the environments `make test` builds (the main one in asv's process, every
+# other framework in its worker, through the same timing path as compare), then `bnbench verify`
+# there, the measured conventions, the published tables and asv's HTML; the exit status is asv's,
+# or verify's. Both name the machine by its hardware (bnbench.timing.machine).
+MACHINE_ID = $$($(VENV)/bin/python -c 'from bnbench.timing.machine import identify; print(identify()["id"])')
 bench: system-packages $(STAMP) $(ENV_STAMPS)
 ifeq ($(GRID),quick)
-	@id=$$($(VENV)/bin/python -c 'from bnbench.timing.machine import identify; print(identify()["id"])') && mkdir -p results/compare/$$id; \
+	@id=$(MACHINE_ID) && mkdir -p results/compare/$$id; \
 	status=0; for size in $(COMPARE_SIZES); do \
 		echo "bnbench compare: every framework's best mode, $$size, float32, cpu, $(BUDGET) s of rounds (machine $$id)"; \
 		$(VENV)/bin/bnbench compare --size $$size --dtype float32 --device cpu --budget $(BUDGET) --threads $(THREADS) \
 			--json results/compare/$$id/cpu-$$size-float32.json || status=1; \
 	done; \
-	$(VENV)/bin/bnbench report && echo "tables: results/README.md"; exit $$status
+	$(VENV)/bin/bnbench report && echo "tables: results/README.md"; \
+	$(VENV)/bin/python -m bnbench.comparisons.compare $(foreach size,$(COMPARE_SIZES),results/compare/$$id/cpu-$(size)-float32.json); \
+	exit $$status
 else
-	@$(VENV)/bin/asv machine --yes --machine $(MACHINE) > /dev/null
-	@$(VENV)/bin/python -m bnbench.verification.asvenvs runinfo --machine $(MACHINE) --grid $(GRID) --threads $(THREADS)
-	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $(MACHINE) --show-stderr -e \
-		-b "$(BENCH_REGEX)" $(ASV_ARGS) HEAD^!; asv_status=$$?; \
-	$(VENV)/bin/python -m bnbench.verification.asvenvs verify --machine $(MACHINE) --grid $(GRID); verify_status=$$?; \
+	@id=$(MACHINE_ID); $(VENV)/bin/asv machine --yes --machine $$id > /dev/null && \
+	$(VENV)/bin/python -m bnbench.verification.asvenvs runinfo --machine $$id --grid $(GRID) --threads $(THREADS) && \
+	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $$id \
+		--environment existing:$(CURDIR)/$(VENV)/bin/python --set-commit-hash $$(git rev-parse HEAD) --show-stderr \
+		-b "$(BENCH_REGEX)" $(ASV_ARGS); asv_status=$$?; \
+	$(VENV)/bin/bnbench verify --machine $$id --json results/verify/$$id/main.json --dtype float32 --dtype float64 \
+		--device cpu > /dev/null; verify_status=$$?; \
 	$(VENV)/bin/bnbench conventions --out results > /dev/null && \
 	$(VENV)/bin/bnbench frameworks --probe --json > results/.frameworks.json && mv results/.frameworks.json results/frameworks.json && \
 	$(VENV)/bin/bnbench report && \
@@ -107,6 +123,16 @@ else
 	echo "tables: results/README.md; html: .asv/html/index.html"; \
 	test $$asv_status -eq 0 -a $$verify_status -eq 0
 endif
+
+# How each framework's cost grows with the work: the batch and the width sweeps of every framework
+# of the main environment (bnbench scale, SCALE_BUDGET seconds of rounds per point), then the tables.
+SCALE_BUDGET ?= 6
+scale: system-packages $(STAMP) $(ENV_STAMPS)
+	@for axis in batch width; do \
+		echo "bnbench scale --axis $$axis (budget $(SCALE_BUDGET) s per point)"; \
+		$(VENV)/bin/bnbench scale --axis $$axis --budget $(SCALE_BUDGET) --threads $(THREADS) || exit 1; \
+	done
+	@$(VENV)/bin/bnbench report > /dev/null && echo "tables: results/README.md (section: how cost grows with the work)"
 
 # The lecture's claims measured on digits (bnbench study; about a minute in all on 2 cores), then
 # the tables that link them. The frameworks study reads the published comparisons (make bench).

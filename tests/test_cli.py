@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from bnbench.cli import main
-
-from . import independent
 from bnbench.reference.spec import Spec
 
+from . import independent
 from .conftest import adapter_cases, require_adapter
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -73,6 +72,7 @@ def test_frameworks_listing_imports_no_framework():
     assert rows["numpy"]["version"] == numpy.__version__ and rows["numpy"]["device_status"] == {}
 
 
+@pytest.mark.slow
 def test_frameworks_probe_imports_and_asks_devices(capsys):
     assert main(["frameworks", "--probe", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from bnbench.cli import main
+from bnbench.timing import stats
 from tests.conftest import require_adapter
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -22,6 +23,7 @@ def run_compare(tmp_path, *args):
     return status, (json.loads(out.read_text()) if out.exists() else None)
 
 
+@pytest.mark.slow
 def test_aa_check_numpy_against_itself(tmp_path):
     status, result = run_compare(tmp_path, "--frameworks", "numpy,numpy", "--size", "tiny", "--budget", "4")
     assert status == 0
@@ -34,10 +36,19 @@ def test_aa_check_numpy_against_itself(tmp_path):
         assert ROW_KEYS <= set(row) and row["verified"] is True
         assert 0 < row["median_step_s"] < 0.1 and 0 < row["fraction_of_peak"] < 1
         assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
-    assert abs(rows["numpy:eager#2"]["ratio"] - 1) < 0.05
+    # the control: the baseline again, in a worker of its own, the same rounds: the run's noise floor
+    floor = result["floor"]
+    assert floor["label"] == "numpy:eager#control" and floor["ci_low"] <= floor["ratio"] <= floor["ci_high"]
+    assert floor["spread"] == stats.floor_spread(stats.Interval(floor["ratio"], floor["ci_low"], floor["ci_high"], 1))
+    assert len(result["round_medians"]["numpy:eager#control"]) == result["rounds"]
+    twin = rows["numpy:eager#2"]
+    assert twin["resolved"] == stats.resolved_beyond(stats.Interval(twin["ratio"], twin["ci_low"], twin["ci_high"], 1),
+                                                     floor["spread"])
     assert result["peak"]["gflops"] > 0 and len(result["round_medians"]["peak"]) == result["rounds"]
+    assert all(row["latency_s"] == row["median_step_s"] for row in rows.values())    # on the CPU: one measurement
 
 
+@pytest.mark.slow
 def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
     require_adapter("torch")
     status, result = run_compare(tmp_path, "--frameworks", "torch:eager", "--size", "tiny", "--budget", "3")

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from bnbench.equivalence import conventions
 from bnbench.cli import main
+from bnbench.equivalence import conventions
 
 from .conftest import require_adapter, selected_frameworks
 
@@ -73,6 +73,7 @@ for backend in ("keras-jax", "keras-tensorflow", "keras-torch"):
 PROBED = ["numpy"] + [name for name in selected_frameworks()[0] if name != "numpy"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", PROBED)
 def test_conventions_command_matches_hand_measurements(tmp_path, capsys, framework):
     require_adapter(framework)

@@ -7,11 +7,11 @@ import pytest
 
 from bnbench.adapters.numpy_adapter import NumpyAdapter
 from bnbench.equivalence.tolerances import EquivalenceError
+from bnbench.equivalence.trace import check_equivalence
 from bnbench.reference import ReferenceModel, Spec, initial_parameters
 from bnbench.reference import model as reference
 from bnbench.reference.battery import LABELS, case, problem
 from bnbench.reference.data import batch_stack, synthetic
-from bnbench.equivalence.trace import check_equivalence
 
 from .conftest import DTYPES, adapter_cases, require_adapter, selected_frameworks
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bnbench import lecture
-from bnbench.lecture import frameworks as frameworks_study
 from bnbench.cli import main
+from bnbench.lecture import frameworks as frameworks_study
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.model import forward, gradients
 

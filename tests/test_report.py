@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("pandas")
 pytest.importorskip("matplotlib")
 
-from bnbench.publishing import report  # noqa: E402
 from bnbench.cli import main  # noqa: E402
+from bnbench.publishing import report  # noqa: E402
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "asv_results")
 

@@ -101,6 +101,7 @@ def test_analytic_memory_counts_the_state_and_what_the_backward_keeps():
         scale.point_values("width", 1)
 
 
+@pytest.mark.slow
 def test_a_small_sweep_is_timed_verified_fitted_and_written(tmp_path):
     sweep = scale.run(scale.request("width", "numpy", points=2, budget=1.5, progress=False))
     path = scale.write(sweep, str(tmp_path))

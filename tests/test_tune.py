@@ -14,9 +14,11 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from bnbench.tuning import slots, space, storage, study, trial  # noqa: E402
-from bnbench.tuning.settings import Settings  # noqa: E402
 from bnbench.cli import main  # noqa: E402
+from bnbench.tuning import slots, storage, trial  # noqa: E402
+from bnbench.tuning import space as tune_space  # noqa: E402
+from bnbench.tuning import study as tune_study  # noqa: E402
+from bnbench.tuning.settings import Settings  # noqa: E402
 
 from .conftest import require_adapter  # noqa: E402
 
@@ -40,8 +42,8 @@ def settings(tmp_path, **changes):
     ({}, "non-empty"),
 ])
 def test_bad_search_spaces_are_rejected_by_name(space, message):
-    with pytest.raises(space.TuneError) as info:
-        space.load_space(space)
+    with pytest.raises(tune_space.TuneError) as info:
+        tune_space.load_space(space)
     assert message in str(info.value)
 
 
@@ -66,18 +68,18 @@ def test_draws_are_reproducible_from_the_seed(tmp_path):
 
 
 def test_narrowing_stays_inside_and_keeps_the_best():
-    lr = space.DEFAULT_SPACE["learning_rate"]
+    lr = tune_space.DEFAULT_SPACE["learning_rate"]
     narrow = lr.narrowed([0.01, 0.03, 0.02])
     assert lr.low <= narrow.low < 0.01 and 0.03 < narrow.high <= lr.high and narrow.high / narrow.low < 100
-    beta = space.DEFAULT_SPACE["beta1"].narrowed([0.99, 0.995])
+    beta = tune_space.DEFAULT_SPACE["beta1"].narrowed([0.99, 0.995])
     assert 0.9 <= beta.low < 0.99 and 0.995 < beta.high <= 0.999
-    units = space.DEFAULT_SPACE["hidden_units"].narrowed([128, 128, 192])
+    units = tune_space.DEFAULT_SPACE["hidden_units"].narrowed([128, 128, 192])
     assert units.low <= 128 and units.high >= 192 and (units.high - units.low) % 64 == 0
 
 
 def test_coarse_to_fine_rounds_narrow_the_learning_rate(tmp_path):
     s = settings(tmp_path, trials=9, strategy="coarse-to-fine", rounds=3)
-    summary = study.run(s)
+    summary = tune_study.run(s)
     assert summary["n_trials_complete"] == 9 and [r["trials"] for r in summary["rounds"]] == [3, 3, 3]
     spans = [math.log10(r["space"]["learning_rate"]["high"] / r["space"]["learning_rate"]["low"]) for r in summary["rounds"]]
     assert spans[0] == pytest.approx(4) and spans[1] < 4 and spans[2] < 4
@@ -137,7 +139,7 @@ def test_a_worker_killed_before_its_first_heartbeat_does_not_stall_the_study(tmp
     study = storage.open_study(s)
     orphan = study.ask()                        # asked, never beaten, never drawn: then the worker died
     started = time.perf_counter()
-    summary = study.run(s)
+    summary = tune_study.run(s)
     assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
     trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
     assert [t.state for t in trials if t.number == orphan.number] == [optuna.trial.TrialState.FAIL]
@@ -155,7 +157,7 @@ def test_a_worker_killed_half_way_through_its_draw_is_retried_with_the_rest_draw
     study._storage.record_heartbeat(orphan._trial_id)
     dimension = s.space["learning_rate"]
     drawn = dimension.suggest(orphan, dimension.optuna_name("learning_rate"))    # then the worker died
-    summary = study.run(s)
+    summary = tune_study.run(s)
     assert summary["n_trials_complete"] + summary["n_trials_pruned"] == 3
     trials = optuna.load_study(study_name="s", storage=s.storage_url).get_trials()
     retried = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
@@ -191,9 +193,9 @@ def test_a_slot_whose_attempt_failed_stays_held_until_its_retry_is_queued(tmp_pa
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
-    study.run(settings(tmp_path, trials=1))
-    with pytest.raises(space.TuneError, match="other settings"):
-        study.run(settings(tmp_path, trials=2, epochs=2))
+    tune_study.run(settings(tmp_path, trials=1))
+    with pytest.raises(tune_space.TuneError, match="other settings"):
+        tune_study.run(settings(tmp_path, trials=2, epochs=2))
 
 
 @pytest.mark.parametrize("framework", ["numpy", "jax"])
@@ -201,12 +203,12 @@ def test_caviar_equals_training_one_by_one(framework):
     """Three models of one shape trained together (stacked NumPy, jax.vmap) end where each ends
     alone (the framework's adapter, same batches): final losses and validation curves."""
     require_adapter(framework)
-    from bnbench.timing.frameworks import get
     from bnbench.reference import initial_parameters
     from bnbench.reference.data import load_digits, minibatches
+    from bnbench.timing.frameworks import get
 
     data = load_digits("float32")
-    specs = [space.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
+    specs = [tune_space.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
              for lr, b1, bm in ((0.3, 0.9, 0.9), (0.01, 0.99, 0.95), (0.001, 0.95, 0.999))]
     curves, losses = trial.train_caviar(framework, specs, data, epochs=2, seed=5)
     for spec, curve, loss in zip(specs, curves, losses):

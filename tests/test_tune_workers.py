@@ -13,7 +13,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from bnbench.tuning import space  # noqa: E402
+from bnbench.tuning import space as tune_space  # noqa: E402
 from bnbench.tuning.settings import Settings  # noqa: E402
 
 from .postgres import PostgresUnavailable, postgres_server  # noqa: E402
@@ -62,6 +62,7 @@ def check_study(study):
     return trials, finished
 
 
+@pytest.mark.slow
 def test_four_workers_share_a_postgresql_study_and_survive_one_killed_mid_trial(postgres_url, tmp_path):
     # started together on a fresh database: they all create Optuna's tables at once
     command = worker_command(tmp_path, "shared", postgres_url, "--strategy", "coarse-to-fine", "--rounds", "2", "--worker")
@@ -109,13 +110,14 @@ def test_four_workers_share_a_postgresql_study_and_survive_one_killed_mid_trial(
     for field, dimension in settings.space.items():
         expected = dimension.narrowed([dimension.from_optuna(t.params[dimension.optuna_name(field)]) for t in best])
         assert stored[field] == expected.to_dict()
-        narrowed = space.Dimension.from_dict(field, stored[field])
+        narrowed = tune_space.Dimension.from_dict(field, stored[field])
         for t in finished:
             if t.user_attrs["round"] == 1 and "failed_trial" not in t.system_attrs:
                 value = dimension.from_optuna(t.params[dimension.optuna_name(field)])
                 assert min(narrowed.low, narrowed.high) - 1e-12 <= value <= max(narrowed.low, narrowed.high) + 1e-12
 
 
+@pytest.mark.slow
 def test_workers_flag_completes_a_study_on_the_local_default_storage(tmp_path):
     done = subprocess.run(worker_command(tmp_path, "local", None, "--strategy", "random", "--workers", "4"),
                           capture_output=True, text=True, timeout=600)

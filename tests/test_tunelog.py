@@ -5,11 +5,11 @@ import os
 
 import pytest
 
-from bnbench.comparisons import tunelog
 from bnbench.adapters.allocator import ALLOCATOR_ALTERNATIVES, MALLOC_DEFAULT
 from bnbench.adapters.contract import Unavailable
 from bnbench.adapters.registry import local_class
 from bnbench.cli import main
+from bnbench.comparisons import tunelog
 from bnbench.reference import initial_parameters
 from bnbench.timing.workload import spec_for
 from tests.conftest import require_adapter
@@ -92,6 +92,7 @@ def test_the_verdict_s_margin_is_the_run_s_measured_floor():
     assert tunelog.margin({"rows": []}) == tunelog.LEGACY_MARGIN
 
 
+@pytest.mark.slow
 def test_a_tuning_log_is_timed_verified_and_written(tmp_path):
     require_adapter("numpy")
     assert main(["tunelog", "--framework", "numpy", "--sizes", "tiny", "--budget", "3", "--results", str(tmp_path),
@@ -141,6 +142,7 @@ def test_each_framework_s_own_matmul_runs():
     assert "numpy" in checked
 
 
+@pytest.mark.slow
 def test_each_framework_s_profile_accounts_for_its_step():
     """tunelog.profile_kept in the kept form's worker, for every framework here: a profile with
     the products found among its kernels and no more kernel time than the step took (beyond the

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from bnbench.adapters.numpy_adapter import NumpyAdapter
+from bnbench.equivalence.trace import check_equivalence, run
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, synthetic
 from bnbench.reference.model import BatchError
 from bnbench.reference.spec import SpecError
-from bnbench.equivalence.trace import check_equivalence, run
 from bnbench.timing.protocol import read_message, write_message
 from bnbench.timing.worker import Placement, WorkerError, remote_class, worker_for
 

@@ -60,6 +60,7 @@ WORKER_MODE = "best (worker-timed)"
 
 
 WORKER_GROUP = "workers"
+MAIN_GROUP = "main"
 
 
 STEP_BENCHMARKS = ("time_train_step", "track_worker_step_seconds")
@@ -85,7 +86,10 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
             raise ReportError(f"asv result format version {data.get('version')!r}, expected 2")
         columns = data["result_columns"]
         machine = machine_key(data["params"])
-        group = (data.get("env_vars") or {}).get("BNBENCH_ENV", data["env_name"])
+        # an asv-built environment names its framework group (BNBENCH_ENV); the environments `make test`
+        # builds run as asv's "existing" one, verified as a whole by `bnbench verify` (results/verify/<id>/main.json)
+        group = (data.get("env_vars") or {}).get("BNBENCH_ENV") or (MAIN_GROUP if data["env_name"].startswith("existing")
+                                                                     else data["env_name"])
         base = {"machine": machine, "env_group": group, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
                 "date": int(data["date"]), "source": os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))}
         rows = []
@@ -227,7 +231,7 @@ def _pick(frame, benchmark: str, framework: str, mode: str, device: str, dtype: 
 
 
 def verification_row(verification, group: str, framework: str, mode: str, device: str, dtype: str):
-    row = verification.get((group, framework, mode, device, dtype))
+    row = verification.get((group, framework, mode, device, dtype)) or verification.get((MAIN_GROUP, framework, mode, device, dtype))
     if row is None and group == WORKER_GROUP:     # worker-timed rows: the framework's best mode
         row = next((r for (g, f, _, d, t), r in sorted(verification.items(), key=lambda item: item[0])
                     if (g, f, d, t) == (group, framework, device, dtype)), None)
