@@ -86,7 +86,7 @@ test: system-packages $(STAMP) $(ENV_STAMPS)
 
 # The fast subset, for development: every test but the slow ones (a whole command's run, many
 # workers), the equivalence cases of the reference and the frameworks named in QUICK_FRAMEWORKS.
-QUICK_FRAMEWORKS ?= numpy,torch,jax
+QUICK_FRAMEWORKS ?= numpy,jax
 test-quick: $(STAMP)
 	BNBENCH_FRAMEWORKS=$(QUICK_FRAMEWORKS) $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) -m "not slow" -q $(PYTEST_ARGS)
 

@@ -340,7 +340,7 @@ def how_measured(machine: str, frame, run_info: Optional[dict]) -> List[str]:
             "and compilation is excluded (first step reported on its own). Each benchmark process also checked its "
             "adapter against the NumPy reference on the spec and batch it timed before timing (a failing one "
             "records nothing); the *verified* column is `bnbench verify` run in the same asv environment. "
-            "FLOPs are counted analytically (`bnbench/flops.py`); the peak is an n³ NumPy matmul (n = " + str(size_for("cpu")) + ", bnbench/timing/peak.py) in the same "
+            "FLOPs are counted analytically (`bnbench/timing/flops.py`); the peak is an n³ NumPy matmul (n = " + str(size_for("cpu")) + ", bnbench/timing/peak.py) in the same "
             "process, and the fraction of peak is the median of 7 ratios, each of a few steps and the matmul "
             "right after them (so that both fall in the same phase of the machine). These machines alternate fast and slow phases: read no gap under ~20% from one run.", ""]
 
