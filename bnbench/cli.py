@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sca = commands.add_parser("scale", help="how each framework's step time grows with the work: a sweep, a fit of its fixed "
                                             "cost and rate, crossovers and memory (results/scale/<machine>/)")
     sca.add_argument("--axis", choices=("batch", "width"), required=True,
-                     help="batch: m from 8 to 2048 at width 512; width: every layer from 32 to 2048 at m=256")
+                     help="batch: the batch swept at a fixed width; width: every layer's width swept at a fixed batch "
+                          "(bnbench.comparisons.scale.AXES)")
     sca.add_argument("--frameworks", default=None, metavar="NAME[:MODE],...",
                      help="participants (default: the best mode of every framework of the main environment)")
     sca.add_argument("--points", type=_positive_int, default=None, help="points of the sweep, log-spaced (default: every power of 2)")

@@ -136,3 +136,12 @@ def test_core_sets_rotate_every_worker_over_every_slot():
         for worker, cores in enumerate(sets):
             seen[worker].add(tuple(cores))
     assert all(slots == {(0, 1), (2, 3)} for slots in seen.values())
+
+
+def test_where_workers_use_every_core_their_main_thread_s_core_rotates():
+    from bnbench.timing.rounds import main_thread_cores
+
+    rounds = [main_thread_cores(r, 3, [0, 1]) for r in range(4)]
+    assert rounds[0] == [[0], [1], [0]] and rounds[1] == [[1], [0], [1]]
+    for worker in range(3):                  # every worker's main thread on every core, equally often
+        assert sorted(cores[worker][0] for cores in rounds) == [0, 0, 1, 1]

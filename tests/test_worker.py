@@ -94,3 +94,14 @@ def test_a_dying_worker_is_reported_with_its_log(tmp_path):
         worker_for(dying)
     assert "died" in str(info.value) and "this worker cannot start" in str(info.value)
     assert "died" in remote_class(NumpyAdapter, dying).import_error()
+
+
+def test_a_worker_s_threads_are_placed_on_the_cores_asked():
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    worker = worker_for(HERE)
+    reply, _ = worker.call("set_affinity", cores=cores[:1], main_only=True)
+    assert reply["cores"] == cores[:1]
+    reply, _ = worker.call("set_affinity", cores=cores)
+    assert reply["cores"] == cores

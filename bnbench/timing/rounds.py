@@ -18,9 +18,9 @@ tuning logs and the sweeps all run them).
 4. The matmul peak is one more participant, so the fraction of peak is paired the same way; a
    framework's own matmul too, where asked (``ceilings``).
 5. Ratios are taken within a round and summarised over rounds with bootstrap intervals
-   (bnbench.timing.stats); rounds go on until every interval, the floor's included, is within
-   +-2.5% or the budget ends. Rows whose interval is still wider say so, with the budget that
-   would have converged them.
+   (bnbench.timing.stats); rounds go on until every row's interval, the floor's included, is
+   within +-2.5% or the budget ends. Rows whose interval is still wider say so, with the budget
+   that would have converged them.
 """
 from __future__ import annotations
 
@@ -117,16 +117,24 @@ def core_sets(round_index: int, n_workers: int, cores: Sequence[int], threads: i
     return [cores[((i + round_index) % slots) * threads:((i + round_index) % slots + 1) * threads] for i in range(n_workers)]
 
 
+def main_thread_cores(round_index: int, n_workers: int, cores: Sequence[int]) -> List[List[int]]:
+    """Where workers use every core: the core each worker's main thread (the one that runs its
+    step, and its framework's dispatch) is held to in round ``round_index``, its other threads
+    left on every core. Left alone, the system keeps a process's main thread on one core for the
+    whole run, and a core slower than the other (interrupts, a neighbour) stays with one worker."""
+    cores = sorted(cores)
+    return [[cores[(i + round_index) % len(cores)]] for i in range(n_workers)]
+
+
 def _pin(workers: Sequence[Participant], round_index: int, threads: int, cores: Sequence[int]) -> None:
     sets = core_sets(round_index, len(workers), cores, threads)
-    if sets is None:
-        return
+    main_only = sets is None
+    if main_only:
+        sets = main_thread_cores(round_index, len(workers), cores)
     for participant, chosen in zip(workers, sets):
-        owner = participant.adapter if participant.adapter is not None else None
-        if owner is not None and hasattr(type(owner), "set_affinity"):
-            type(owner).set_affinity(chosen)
-        elif participant.worker is not None:
-            participant.worker.call("set_affinity", cores=chosen)
+        worker = participant.adapter.worker if participant.adapter is not None else participant.worker
+        if worker is not None:
+            worker.call("set_affinity", cores=chosen, main_only=main_only)
 
 
 # --------------------------------------------------------------------------- starting
@@ -200,13 +208,10 @@ def _fractions(participant: Participant, peak: Participant) -> np.ndarray:
     return (participant.flops / peak.flops) * stats.round_ratios(peak.medians, participant.medians)
 
 
-def _intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant],
-               peak: Optional[Participant], seed: int) -> List[stats.Interval]:
+def _intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant], seed: int) -> List[stats.Interval]:
+    """The intervals the rounds go on for: every row's ratio to the baseline, and the floor's."""
     others = [p for p in timed if p is not baseline] + ([control] if control is not None and control.timed else [])
-    out = [stats.paired_ratio(p.medians, baseline.medians, seed=seed) for p in others]
-    if peak is not None and peak.medians:
-        out += [stats.bootstrap_median(_fractions(p, peak), seed=seed) for p in timed]
-    return out
+    return [stats.paired_ratio(p.medians, baseline.medians, seed=seed) for p in others]
 
 
 def run(settings: Settings) -> Dict[str, Any]:
@@ -233,7 +238,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     # the workers of one round, pinned by rotation (a framework's own matmul shares its kept form's worker)
     pinned = [p for p in contenders if p not in ceilings]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    rotating = settings.rotate and core_sets(0, len(pinned), cores, settings.threads) is not None
+    rotating = settings.rotate and len(cores) > 1
     rng = np.random.default_rng(settings.seed)
     rounds_started = time.perf_counter()
     stopped = "budget"
@@ -251,7 +256,7 @@ def run(settings: Settings) -> Dict[str, Any]:
             rounds = len(baseline.medians)
             elapsed = time.perf_counter() - rounds_started
             if rounds >= MIN_ROUNDS and rounds % CHECK_EVERY == 0:
-                intervals = _intervals(timed, baseline, timed_control, timed_peak, settings.seed)
+                intervals = _intervals(timed, baseline, timed_control, settings.seed)
                 worst = max((i.relative_half_width for i in intervals), default=0.0)
                 bar.set_description(f"round {rounds}, widest interval +-{100 * worst:.1f}%")
                 if stats.converged(intervals, min_rounds=MIN_ROUNDS):
@@ -374,8 +379,10 @@ def _result(settings: Settings, participants: List[Participant], control: Option
         "python": sys.version.split()[0],
         "timing": ("steps queued, one synchronisation per burst (median_step_s); each step synchronised (latency_s)"
                    if queued else "each step synchronised: median_step_s and latency_s are one measurement"),
-        "placement": ("workers pinned to their cores, rotated round by round" if rotating
-                      else "workers not pinned to cores (each may use every core it is given)"),
+        "placement": (("workers pinned to their cores, rotated round by round"
+                       if core_sets(0, 2, sorted(os.sched_getaffinity(0)), settings.threads) is not None
+                       else "every worker on every core, its main thread's core rotated round by round") if rotating
+                      else "workers not pinned to cores"),
         "spec": spec.to_dict(), "m": m, "peak": peak_entry, "floor": floor_entry, "rows": rows,
         "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
         # every participant's figure per round: any other baseline or pair can be recomputed from it

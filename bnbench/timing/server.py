@@ -20,14 +20,23 @@ from bnbench.timing import steps
 from bnbench.timing.peak import MatmulPeak
 from bnbench.timing.protocol import PROTOCOL, WorkerError, error_classes, read_message, write_message
 
+# the cores this process was started on, before anything pinned its threads
+STARTED_ON = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
 ADAPTER_OPS = ("train_step", "gradients", "predict_proba", "state", "prepare_timing", "burst", "profile", "release")
 
 
-def set_affinity(cores: List[int]) -> List[int]:
-    """Every thread of this process onto ``cores`` (threads started later inherit it); the cores now."""
+def set_affinity(cores: List[int], main_only: bool = False) -> List[int]:
+    """Every thread of this process onto ``cores`` (threads started later inherit it), or with
+    ``main_only`` the main thread alone (the one that serves the caller and runs the steps), its
+    other threads on every core; the main thread's cores now."""
+    everything = sorted(set(STARTED_ON) | set(cores)) if main_only else None
     for task in os.listdir("/proc/self/task"):
         try:
-            os.sched_setaffinity(int(task), cores)
+            tid = int(task)
+            if tid == os.getpid():
+                os.sched_setaffinity(tid, cores)
+            else:
+                os.sched_setaffinity(tid, everything if main_only else cores)
         except (OSError, ValueError):
             continue          # a thread that ended meanwhile
     return sorted(os.sched_getaffinity(0))
@@ -59,7 +68,7 @@ class _Server:
         if op == "set_threads":
             return {"threads": registry.local_class(header["framework"]).set_threads(int(header["n_threads"]))}, None
         if op == "set_affinity":
-            return {"cores": set_affinity([int(core) for core in header["cores"]])}, None
+            return {"cores": set_affinity([int(core) for core in header["cores"]], bool(header.get("main_only")))}, None
         if op == "conventions":
             return {"rows": conventions.measure(registry.local_class(header["framework"]))}, None
         if op == "build":
