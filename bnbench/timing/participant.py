@@ -67,6 +67,7 @@ class Participant:
     steps: List[int] = dataclasses.field(default_factory=list)        # steps per burst
     memory: List[Optional[int]] = dataclasses.field(default_factory=list)
     memory_kind: Optional[str] = None
+    unplaced: Optional[str] = None   # why its worker could not be placed on the cores the rounds rotate
 
     @property
     def timed(self) -> bool:

@@ -8,7 +8,9 @@ tuning logs and the sweeps all run them).
    timed in the same rounds. Its ratio to the baseline is the run's noise floor: what one
    framework measures against itself, beyond the round-to-round noise the intervals cover (which
    core a worker sits on, each process's memory layout). A row is resolved only when its interval
-   lies wholly outside the floor's spread around 1 (``stats.resolved_beyond``).
+   lies wholly outside the floor's spread around 1 (``stats.resolved_beyond``). Every row is
+   divided by the baseline measured in both its processes (``reference``), so that one process
+   of the baseline running a little apart does not move every row with it.
 3. Rounds: every participant runs one short burst, in an order shuffled per round, so that all of
    a round's bursts sample the same phase of the machine. Where workers are pinned to fewer cores
    than the machine has, each round rotates which worker runs on which cores, so that a core's
@@ -40,7 +42,7 @@ from bnbench.timing import machine, stats
 from bnbench.timing import participant as participants_module
 from bnbench.timing.flops import step_flops
 from bnbench.timing.participant import Participant, labels, queued_device, start, start_peak
-from bnbench.timing.worker import close_workers
+from bnbench.timing.worker import WorkerError, close_workers
 from bnbench.timing.workload import batch_size, spec_for, timing_batches, unavailable_on
 
 # Rounds of every framework at medium on 2 cores take about 3 s: 150 s gives about 50. Two back-to-back
@@ -133,8 +135,11 @@ def _pin(workers: Sequence[Participant], round_index: int, threads: int, cores: 
         sets = main_thread_cores(round_index, len(workers), cores)
     for participant, chosen in zip(workers, sets):
         worker = participant.adapter.worker if participant.adapter is not None else participant.worker
-        if worker is not None:
-            worker.call("set_affinity", cores=chosen, main_only=main_only)
+        if worker is not None and not participant.unplaced:
+            try:
+                worker.call("set_affinity", cores=chosen, main_only=main_only)
+            except (WorkerError, OSError) as error:     # left where the system puts it, and the result says so
+                participant.unplaced = (str(error).splitlines() or [""])[0]
 
 
 # --------------------------------------------------------------------------- starting
@@ -208,10 +213,24 @@ def _fractions(participant: Participant, peak: Participant) -> np.ndarray:
     return (participant.flops / peak.flops) * stats.round_ratios(peak.medians, participant.medians)
 
 
+def reference(baseline: Participant, control: Optional[Participant]) -> np.ndarray:
+    """What every row is divided by, round by round: the baseline measured in its two processes,
+    the geometric mean of its copy and its control's (a process of the baseline that runs a little
+    faster or slower than another, for the whole run, then moves every ratio by half of that at
+    most); the baseline's copy alone where there is no control."""
+    first = np.asarray(baseline.medians, dtype=np.float64)
+    if control is None or not control.timed or len(control.medians) != len(first):
+        return first
+    return np.sqrt(first * np.asarray(control.medians, dtype=np.float64))
+
+
 def _intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant], seed: int) -> List[stats.Interval]:
-    """The intervals the rounds go on for: every row's ratio to the baseline, and the floor's."""
-    others = [p for p in timed if p is not baseline] + ([control] if control is not None and control.timed else [])
-    return [stats.paired_ratio(p.medians, baseline.medians, seed=seed) for p in others]
+    """The intervals the rounds go on for: every row's ratio to the reference, and the floor's."""
+    against = reference(baseline, control)
+    out = [stats.paired_ratio(p.medians, against, seed=seed) for p in timed if p is not baseline]
+    if control is not None and control.timed:
+        out.append(stats.paired_ratio(control.medians, baseline.medians, seed=seed))
+    return out
 
 
 def run(settings: Settings) -> Dict[str, Any]:
@@ -300,12 +319,13 @@ def _result(settings: Settings, participants: List[Participant], control: Option
     seed = settings.seed
     floor = _floor(control, baseline, seed)
     spread = stats.floor_spread(floor)
+    against = reference(baseline, control)
     timed = sorted([p for p in participants if p.timed],
-                   key=lambda p: (stats.paired_ratio(p.medians, baseline.medians, seed=seed).estimate, p.label))
+                   key=lambda p: (stats.paired_ratio(p.medians, against, seed=seed).estimate, p.label))
     rounds = len(baseline.medians)
     rows, unconverged = [], []
     for position, participant in enumerate(timed):
-        ratio = stats.paired_ratio(participant.medians, baseline.medians, seed=seed)
+        ratio = stats.paired_ratio(participant.medians, against, seed=seed)
         step = stats.bootstrap_median(participant.medians, seed=seed)
         latency = stats.bootstrap_median(participant.latencies, seed=seed)
         fraction = stats.bootstrap_median(_fractions(participant, peak), seed=seed) if peak is not None else None
@@ -331,6 +351,7 @@ def _result(settings: Settings, participants: List[Participant], control: Option
             "gflops": participant.flops / step.estimate / 1e9,
             "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
             "steps_per_burst": float(np.median(participant.steps)),
+            **({"unplaced": participant.unplaced} if participant.unplaced else {}),
             "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
             **_of_own_matmul(participant, ceilings, peak, seed),
             "versus_next_faster": None if versus is None else {
@@ -379,6 +400,8 @@ def _result(settings: Settings, participants: List[Participant], control: Option
         "python": sys.version.split()[0],
         "timing": ("steps queued, one synchronisation per burst (median_step_s); each step synchronised (latency_s)"
                    if queued else "each step synchronised: median_step_s and latency_s are one measurement"),
+        "reference": ("the baseline in two processes: the geometric mean, round by round, of its copy and its control"
+                      if floor is not None else "the baseline's copy"),
         "placement": (("workers pinned to their cores, rotated round by round"
                        if core_sets(0, 2, sorted(os.sched_getaffinity(0)), settings.threads) is not None
                        else "every worker on every core, its main thread's core rotated round by round") if rotating

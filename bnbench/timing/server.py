@@ -30,7 +30,12 @@ def set_affinity(cores: List[int], main_only: bool = False) -> List[int]:
     ``main_only`` the main thread alone (the one that serves the caller and runs the steps), its
     other threads on every core; the main thread's cores now."""
     everything = sorted(set(STARTED_ON) | set(cores)) if main_only else None
-    for task in os.listdir("/proc/self/task"):
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:            # no /proc (Caffe's chroot): the main thread alone can be placed
+        os.sched_setaffinity(0, cores)
+        return sorted(os.sched_getaffinity(0))
+    for task in tasks:
         try:
             tid = int(task)
             if tid == os.getpid():
