@@ -118,3 +118,15 @@ def test_a_small_sweep_is_timed_verified_fitted_and_written(tmp_path):
     assert {"framework", "mode", "t0_s", "t0_low", "t0_high", "rate_flops", "rate_low", "rate_high", "fraction_of_peak",
             "worst_fit_error"} <= set(only)
     assert only["rate_flops"] > 0
+
+
+def test_the_card_beats_the_cpu_from_the_first_point_whose_whole_interval_says_so():
+    def sweep(steps):
+        return {"points": [{"size": size, "rows": [{"label": "torch:compiled", "median_step_s": s, "step_ci_low": s * 0.98,
+                                                     "step_ci_high": s * 1.02}]} for size, s in steps.items()]}
+
+    cpu = sweep({8: 1e-4, 64: 8e-4, 512: 6e-3, 2048: 2.4e-2})
+    gpu = sweep({8: 5e-4, 64: 7.9e-4, 512: 1e-3, 2048: 2e-3})
+    (entry,) = scale.device_crossover(cpu, gpu)
+    assert entry["label"] == "torch:compiled" and entry["gpu_faster_from"] == 512    # at 64 the interval still holds 1
+    assert entry["points"][1]["ci_low"] < 1 < entry["points"][1]["ci_high"]

@@ -232,3 +232,32 @@ def table(sweep: Dict[str, Any]) -> str:
                      f"{crossing['reason']}")
     return "\n".join(lines)
 
+
+
+def device_crossover(cpu: Dict[str, Any], gpu: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per framework, along two batch sweeps of one machine (its CPU and its GPU, two runs, so not
+    paired round by round): the GPU's step time over the CPU's at each point, with an interval made
+    of the two steps' own (the GPU's lower end over the CPU's upper end, and the reverse: wider than
+    a paired one), and the first point from which the GPU is faster with that whole interval below 1."""
+    out = []
+    def by_label(sweep: Dict[str, Any]) -> Dict[str, Dict[int, Dict[str, Any]]]:
+        rows: Dict[str, Dict[int, Dict[str, Any]]] = {}
+        for point in sweep["points"]:
+            for row in point["rows"]:
+                rows.setdefault(row["label"], {})[point["size"]] = row
+        return rows
+
+    cpu_rows, gpu_rows = by_label(cpu), by_label(gpu)
+    for label in sorted(set(cpu_rows) & set(gpu_rows)):
+        points = []
+        for size in sorted(set(cpu_rows[label]) & set(gpu_rows[label])):
+            c, g = cpu_rows[label][size], gpu_rows[label][size]
+            if c.get("median_step_s") is None or g.get("median_step_s") is None:
+                continue
+            c_low, c_high = c.get("step_ci_low") or c["median_step_s"], c.get("step_ci_high") or c["median_step_s"]
+            g_low, g_high = g.get("step_ci_low") or g["median_step_s"], g.get("step_ci_high") or g["median_step_s"]
+            points.append({"size": size, "ratio": g["median_step_s"] / c["median_step_s"], "ci_low": g_low / c_high,
+                           "ci_high": g_high / c_low})
+        beats = next((point["size"] for point in points if point["ci_high"] < 1), None)
+        out.append({"label": label, "points": points, "gpu_faster_from": beats})
+    return out
