@@ -126,7 +126,7 @@ endif
 
 # How each framework's cost grows with the work: the batch and the width sweeps of every framework
 # of the main environment (bnbench scale, SCALE_BUDGET seconds of rounds per point), then the tables.
-SCALE_BUDGET ?= 6
+SCALE_BUDGET ?= 20
 scale: system-packages $(STAMP) $(ENV_STAMPS)
 	@for axis in batch width; do \
 		echo "bnbench scale --axis $$axis (budget $(SCALE_BUDGET) s per point)"; \

@@ -60,6 +60,30 @@ def test_a_crossover_is_found_with_the_intervals_on_both_sides_and_its_reason():
     assert fitting.crossovers(sizes, {"a/a": [stats.paired_ratio(x, x) for x in a]}, fits) == []
 
 
+def test_a_sign_change_inside_the_noise_floor_is_not_a_crossover():
+    """Two frameworks as fast as each other within a 5% floor: their ratio crosses 1 between two
+    points, but one side's interval is inside the floor, so the table lists it apart, not as a
+    crossover; the resolved one beside it is told in full."""
+    rng = np.random.default_rng(10)
+    a = synthetic(rng, 50e-6, 20e9, noise_sd=0.01)
+    b = synthetic(rng, 2e-3, 100e9, noise_sd=0.01)
+    twin = [[value * 1.01 for value in point] for point in a]
+    fits = {label: fitting.fit(FLOPS, series, resamples=200) for label, series in (("a", a), ("b", b), ("c", twin))}
+    sizes = [8, 16, 32, 64, 128, 256]
+    ratios = {"a/b": [stats.paired_ratio(x, y) for x, y in zip(a, b)],
+              "a/c": [stats.paired_ratio(x, [v * (0.98 if i % 2 else 1.0) for v in y])
+                      for i, (x, y) in enumerate(zip(a, twin))]}
+    found = fitting.crossovers(sizes, ratios, fits, spreads=[0.05] * len(sizes))
+    assert {c["pair"] for c in found} == {"a/b", "a/c"}
+    sweep = {"axis": "batch", "swept": "m", "points": [{"size": s} for s in sizes], "device": "cpu",
+             "dtype": "float32", "fits": [], "crossovers": found}
+    resolved, unresolved = scale.resolved_crossovers(sweep)
+    assert [c["pair"] for c in resolved] == ["a/b"] and unresolved and {c["pair"] for c in unresolved} == {"a/c"}
+    text = scale.table(sweep)
+    assert "Crossovers resolved on both sides: 1" in text and "a then b between" in text
+    assert "not crossovers): " + str(len(unresolved)) in text and "a/c " in text
+
+
 class _Allocates:
     """A timed step that needs ``size`` bytes of working memory, touched, then freed."""
 

@@ -121,13 +121,16 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     axis, dtype, device = settings["axis"], settings["dtype"], settings["device"]
     points, runs = [], []
-    for value in settings["values"]:
+    for index, value in enumerate(settings["values"]):
         spec, m = point_spec(axis, value, dtype)
         if settings["progress"]:
             print(f"bnbench scale: {axis} {value} ({step_flops(spec, m) / 1e9:.3g} GFLOP a step)", flush=True)
         result = rounds.run(rounds.Settings(
             items=settings["items"], size=f"{axis}-{value}", dtype=dtype, device=device, baseline=settings["baseline"],
-            budget=settings["budget"], threads=settings["threads"], seed=settings["seed"], progress=settings["progress"],
+            budget=settings["budget"], threads=settings["threads"], progress=settings["progress"],
+            # each point its own round order: one order at every point would repeat any effect of
+            # who follows whom along the whole sweep
+            seed=settings["seed"] + index,
             memory=True, spec=spec, m=m, keep_workers=True))
         runs.append(result)
         points.append(_point(value, spec, m, result))
@@ -155,7 +158,7 @@ def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, 
         entry = {key: row.get(key) for key in ("framework", "mode", "label", "median_step_s", "step_ci_low", "step_ci_high",
                                                "ratio", "ci_low", "ci_high",
                                                "resolved", "latency_s", "memory_bytes", "memory_kind", "verified",
-                                               "fraction_of_peak", "not_timed")}
+                                               "fraction_of_peak", "busy_after_burst_s", "not_timed")}
         if row.get("memory_bytes") is not None:
             reference = memory["minimum"] if row.get("memory_kind") == "device" else memory["working"]
             entry["memory_ratio"] = row["memory_bytes"] / reference
@@ -196,6 +199,13 @@ def _crossovers(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], fits: 
     return fitting.crossovers(sizes, ratios, models, spreads)
 
 
+def resolved_crossovers(sweep: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(crossovers resolved on both sides, the other sign changes): a ratio that moves across 1 inside
+    the noise floor on one side is not a change of order anyone could rely on."""
+    both = [c for c in sweep["crossovers"] if c["before"]["resolved"] and c["after"]["resolved"]]
+    return both, [c for c in sweep["crossovers"] if c not in both]
+
+
 def failed(sweep: Dict[str, Any]) -> bool:
     return any((row.get("not_timed") or "").startswith(("not verified", "failed:")) for point in sweep["points"]
                for row in point["rows"])
@@ -224,12 +234,17 @@ def table(sweep: Dict[str, Any]) -> str:
     widths = [max(len(str(line[i])) for line in [header] + rows) for i in range(len(header))]
     fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
     lines += [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows] + [""]
-    for crossing in sweep["crossovers"]:
+    resolved, unresolved = resolved_crossovers(sweep)
+    lines.append(f"Crossovers resolved on both sides: {len(resolved) or 'none'}")
+    for crossing in resolved:
         before, after = crossing["before"], crossing["after"]
-        lines.append(f"{crossing['faster_before']} then {crossing['faster_after']} between {crossing['between'][0]} and "
+        lines.append(f"  {crossing['faster_before']} then {crossing['faster_after']} between {crossing['between'][0]} and "
                      f"{crossing['between'][1]}: {crossing['pair']} {before['ratio']:.3f} [{before['ci_low']:.3f}, "
                      f"{before['ci_high']:.3f}] then {after['ratio']:.3f} [{after['ci_low']:.3f}, {after['ci_high']:.3f}]; "
                      f"{crossing['reason']}")
+    if unresolved:
+        where = ", ".join(f"{c['pair']} {c['between'][0]}-{c['between'][1]}" for c in unresolved)
+        lines.append(f"Sign changes inside the noise floor on at least one side (not crossovers): {len(unresolved)} ({where})")
     return "\n".join(lines)
 
 

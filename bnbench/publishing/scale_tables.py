@@ -9,6 +9,7 @@ import json
 import os
 from typing import Dict, List, Tuple
 
+from bnbench.comparisons.scale import resolved_crossovers
 from bnbench.publishing.figures import finish, pyplot, styles_for
 from bnbench.timing.units import format_seconds
 
@@ -107,19 +108,23 @@ def sweep_section(sweep: Dict[str, object], plot: str) -> List[str]:
                      f"{'-' if entry.get('fraction_of_peak') is None else format(entry['fraction_of_peak'], '.2f')} | "
                      f"{entry['worst_fit_error']:.1%} | {', '.join(map(str, entry['breaks'])) or '-'} | {memory} |")
     lines.append("")
-    if sweep["crossovers"]:
-        lines += ["Crossovers (the faster of two changes between two points; the paired ratio on each side, resolved "
-                  "beyond that point's noise floor or not):", ""]
-        for crossing in sweep["crossovers"]:
-            before, after = crossing["before"], crossing["after"]
-            side = lambda s: (f"{s['ratio']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"  # noqa: E731
-                              f"{'' if s['resolved'] else ' (not resolved)'}")
+    resolved, unresolved = resolved_crossovers(sweep)
+    if resolved:
+        lines += ["Crossovers (the faster of two changes between two points, the paired ratio resolved beyond that "
+                  "point's noise floor on both sides):", ""]
+        for crossing in resolved:
+            side = lambda s: f"{s['ratio']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]"  # noqa: E731
             lines.append(f"- {crossing['faster_before']} then {crossing['faster_after']}, between {sweep['swept']} "
-                         f"{crossing['between'][0]} and {crossing['between'][1]}: {crossing['pair']} {side(before)} then "
-                         f"{side(after)}; {crossing['reason']}.")
+                         f"{crossing['between'][0]} and {crossing['between'][1]}: {crossing['pair']} "
+                         f"{side(crossing['before'])} then {side(crossing['after'])}; {crossing['reason']}.")
         lines.append("")
     else:
-        lines += ["No crossover: the order of the frameworks is the same at every point.", ""]
+        lines += ["No crossover resolved on both sides: where two frameworks trade places, one side's ratio is "
+                  "inside that point's noise floor.", ""]
+    if unresolved:
+        lines += [f"Sign changes of a ratio inside the noise floor on at least one side, not counted as crossovers "
+                  f"({len(unresolved)}, intervals in the JSON): "
+                  + ", ".join(f"{c['pair']} between {c['between'][0]} and {c['between'][1]}" for c in unresolved) + ".", ""]
     return lines
 
 

@@ -68,10 +68,18 @@ class Participant:
     memory: List[Optional[int]] = dataclasses.field(default_factory=list)
     memory_kind: Optional[str] = None
     unplaced: Optional[str] = None   # why its worker could not be placed on the cores the rounds rotate
+    busy_after: List[float] = dataclasses.field(default_factory=list)  # seconds the workers stayed busy after a burst
 
     @property
     def timed(self) -> bool:
         return self.problem is None
+
+    @property
+    def process_id(self) -> Optional[int]:
+        """The process of its worker; None for a participant in this process."""
+        worker = self.adapter.worker if self.adapter is not None and hasattr(self.adapter, "worker") else self.worker
+        process = getattr(worker, "process", None)
+        return None if process is None else process.pid
 
     def step(self) -> None:
         """One synchronised training step (what asv's timer times, in this process)."""

@@ -16,7 +16,8 @@ tuning logs and the sweeps all run them).
    than the machine has, each round rotates which worker runs on which cores, so that a core's
    own speed averages out within the run instead of staying with one participant. On a device
    with asynchronous dispatch each participant runs two bursts per round: its steps queued and
-   synchronised once (the figure that ranks), and each step synchronised (its latency).
+   synchronised once (the figure that ranks), and each step synchronised (its latency). Each
+   burst starts once every worker has gone quiet (bnbench.timing.quiet).
 4. The matmul peak is one more participant, so the fraction of peak is paired the same way; a
    framework's own matmul too, where asked (``ceilings``).
 5. Ratios are taken within a round and summarised over rounds with bootstrap intervals
@@ -38,7 +39,7 @@ import numpy as np
 
 from bnbench import progress
 from bnbench.reference import initial_parameters
-from bnbench.timing import machine, stats
+from bnbench.timing import machine, quiet, stats
 from bnbench.timing import participant as participants_module
 from bnbench.timing.flops import step_flops
 from bnbench.timing.participant import Participant, labels, queued_device, start, start_peak
@@ -258,6 +259,7 @@ def run(settings: Settings) -> Dict[str, Any]:
     pinned = [p for p in contenders if p not in ceilings]
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     rotating = settings.rotate and len(cores) > 1
+    pids = sorted({p.process_id for p in contenders if p.process_id is not None})
     rng = np.random.default_rng(settings.seed)
     rounds_started = time.perf_counter()
     stopped = "budget"
@@ -266,12 +268,15 @@ def run(settings: Settings) -> Dict[str, Any]:
         while True:
             if rotating:
                 _pin(pinned, len(baseline.medians), settings.threads, cores)
+            previous = None
             for index in rng.permutation(len(contenders)):
-                # A pause before every burst: the previous participant's spinning threads (OpenMP,
-                # OpenBLAS wait actively for a while after their last task) must not steal the
-                # cores of the next one, whose thread team then stalls at every barrier.
-                time.sleep(settings.settle_seconds)
-                _measure(contenders[index], settings)
+                # Before every burst the workers go quiet (bnbench.timing.quiet): the previous
+                # participant's spinning threads must not steal the next one's cores.
+                waited, _ = quiet.wait_until_quiet(pids, window=settings.settle_seconds)
+                if previous is not None:
+                    previous.busy_after.append(max(0.0, waited - settings.settle_seconds))
+                previous = contenders[index]
+                _measure(previous, settings)
             rounds = len(baseline.medians)
             elapsed = time.perf_counter() - rounds_started
             if rounds >= MIN_ROUNDS and rounds % CHECK_EVERY == 0:
@@ -351,6 +356,7 @@ def _result(settings: Settings, participants: List[Participant], control: Option
             "gflops": participant.flops / step.estimate / 1e9,
             "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
             "steps_per_burst": float(np.median(participant.steps)),
+            "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
             **({"unplaced": participant.unplaced} if participant.unplaced else {}),
             "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
             **_of_own_matmul(participant, ceilings, peak, seed),
@@ -397,6 +403,7 @@ def _result(settings: Settings, participants: List[Participant], control: Option
         "rounds": rounds, "seconds": round(seconds, 2), "budget": settings.budget, "stopped": stopped,
         "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
         "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads,
+        "quiet": {"window_s": settings.settle_seconds, "busy_cores": quiet.BUSY_CORES, "max_wait_s": quiet.MAX_WAIT_S},
         "python": sys.version.split()[0],
         "timing": ("steps queued, one synchronisation per burst (median_step_s); each step synchronised (latency_s)"
                    if queued else "each step synchronised: median_step_s and latency_s are one measurement"),
