@@ -76,11 +76,15 @@ def test_convergence_rule():
 def test_a_row_is_resolved_only_beyond_the_floor_s_spread():
     floor = stats.Interval(1.004, 0.992, 1.015, 30)
     spread = stats.floor_spread(floor)
-    assert spread == pytest.approx(0.015)
+    assert spread == pytest.approx(0.019)                 # its reach (0.015) and its distance from 1 (0.004)
     assert not stats.resolved_beyond(stats.Interval(1.012, 1.005, 1.02, 30), spread)   # excludes 1, inside the floor
     assert stats.resolved_beyond(stats.Interval(1.05, 1.02, 1.08, 30), spread)
     assert stats.resolved_beyond(stats.Interval(0.95, 0.93, 0.98, 30), spread)
     assert not stats.resolved_beyond(stats.Interval(0.99, 0.984, 0.995, 30), spread)
+    assert not stats.resolved_beyond(stats.Interval(1.022, 1.017, 1.03, 30), spread)  # beyond the reach alone
+    # the A/A run that the reach alone called resolved (tiny, 10 rounds): twin 0.987 [0.984, 0.989]
+    assert not stats.resolved_beyond(stats.Interval(0.987, 0.984, 0.989, 10),
+                                     stats.floor_spread(stats.Interval(1.008, 1.006, 1.010, 10)))
     assert stats.floor_spread(None) == 0.0                 # no control: resolved when 1 is excluded
     assert stats.resolved_beyond(stats.Interval(1.012, 1.005, 1.02, 30), 0.0)
 

@@ -67,7 +67,8 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     device = run["device"] != "cpu"
     floor = run.get("floor") or {}
     floor_text = (f"Floor: `{floor['label']}` / baseline = {floor['ratio']:.3f} [{floor['ci_low']:.3f}, {floor['ci_high']:.3f}]; "
-                  f"a row is resolved when its interval lies wholly outside 1 ± {floor['spread']:.3f}."
+                  f"a row is resolved when its interval lies wholly outside 1 ± {floor['spread']:.3f} (the floor's reach "
+                  "from 1, and its distance from 1 once more)."
                   if floor.get("ratio") is not None else
                   "No control in this run (made before every run had one): a row is resolved when its interval excludes 1.")
     timing = run.get("timing") or ("each step synchronised" if not device else "each step synchronised (made before "
