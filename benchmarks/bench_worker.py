@@ -8,7 +8,7 @@ import numpy as np
 
 from bnbench.timing.workload import SIZE_ORDER
 
-from .common import DTYPES, IMPLS, WORKER_BURST_SECONDS, WORKER_BURSTS, prepare
+from .common import DTYPES, IMPLS, WORKER_BURST_SECONDS, WORKER_BURSTS, prepare, runs_in_process
 
 PARAMS = [IMPLS, DTYPES, list(SIZE_ORDER)]
 _MEASURED = {}
@@ -18,9 +18,9 @@ def measured(impl, dtype, size):
     """The worker's step times, once per process: a few bursts, their medians."""
     key = (impl, dtype, size)
     if key not in _MEASURED:
-        participant = prepare(impl, "cpu", dtype, size)
-        if participant.prepared is not None:
+        if runs_in_process(impl):
             raise NotImplementedError(f"{impl} runs in this process here: it is timed by bench_train.TrainStep")
+        participant = prepare(impl, "cpu", dtype, size)
         medians = [float(np.median(participant.burst(WORKER_BURST_SECONDS)["steps"])) for _ in range(WORKER_BURSTS)]
         _MEASURED[key] = {"steps": medians, "first_step": participant.first_step_s}
     return _MEASURED[key]

@@ -165,20 +165,26 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> participants.Parti
         X, y = timing_batches(spec, SIZES[size]["m"])
         _PARTICIPANTS[key] = participants.start(
             framework, mode, impl, spec=spec, params=initial_parameters(spec), X=X, y=y, device=device, threads=threads(),
-            flops=step_flops(spec, SIZES[size]["m"]), in_process=local_class(framework).placement() is None)
+            flops=step_flops(spec, SIZES[size]["m"]), in_process=runs_in_process(impl))
     participant = _PARTICIPANTS[key]
     if not participant.timed:
         raise NotImplementedError(participant.problem)
     return participant
 
 
+def runs_in_process(impl: str) -> bool:
+    """Whether ``impl``'s framework runs in this process (True) or in its worker, decided from its
+    declaration before anything is built: each benchmark skips the other's participants without
+    starting them (a worker, or a framework imported and compiled here, only to be skipped)."""
+    return local_class(impl.split(":")[0]).placement() is None
+
+
 def prepare_in_process(impl: str, device: str, dtype: str, size: str) -> participants.Participant:
     """A participant asv's own timer can time: one of this process (a worker's is timed by its bursts)."""
-    participant = prepare(impl, device, dtype, size)
-    if participant.prepared is None:
+    if not runs_in_process(impl):
         raise NotImplementedError(f"{impl} runs in a worker process here: its steps are timed inside it "
                                   f"(WorkerStep.track_worker_step_seconds), not by asv's timer across the pipe")
-    return participant
+    return prepare(impl, device, dtype, size)
 
 
 def median_step_seconds(participant: participants.Participant, seconds: float = 1.0) -> float:

@@ -138,3 +138,24 @@ def test_derived_values_build_the_adapter_only_when_they_need_it(monkeypatch):
     assert built == []
     assert derived.track_gflops("numpy:eager", "cpu", "float32", "tiny") > 0
     assert set(built) == {("numpy:eager", "cpu", "float32", "tiny")}
+
+
+def test_each_timer_skips_the_others_participants_without_starting_them(monkeypatch):
+    """asv's timer takes the frameworks of this process, the worker track the others: each skips the
+    other's combinations from the declaration, before a worker starts or a framework is compiled
+    here (both once ran in full only to be skipped: 10 min of asv run --quick)."""
+    common, bench_worker, bench_train = _benchmarks()
+    monkeypatch.delenv("BNBENCH_ENV", raising=False)
+    monkeypatch.setenv("BNBENCH_GRID", "full")
+    started = []
+    monkeypatch.setattr(common.participants, "start", lambda *args, **kwargs: started.append(args))
+    in_process = [impl for impl in common.IMPLS if common.runs_in_process(impl)]
+    in_worker = [impl for impl in common.IMPLS if not common.runs_in_process(impl)]
+    assert "numpy:eager" in in_process and in_worker, (in_process, in_worker)
+    for impl in in_process:
+        with pytest.raises(NotImplementedError, match="runs in this process here"):
+            bench_worker.measured(impl, "float32", "tiny")
+    for impl in in_worker:
+        with pytest.raises(NotImplementedError, match="runs in a worker process here"):
+            bench_train.TrainStep().setup(impl, "cpu", "float32", "tiny")
+    assert started == []
