@@ -26,6 +26,7 @@ from bnbench.reference.spec import Spec, check_parameters, state_names
 
 from . import allocator, profiling
 from .declaration import Alternative, Declaration
+from .native_log import info_lines_dropped
 from .placement import Placement, environment_placement
 
 _blas_limits = []
@@ -203,7 +204,8 @@ class Adapter(abc.ABC):
             return missing
         for module in cls.requires:
             try:
-                importlib.import_module(module)
+                with info_lines_dropped():      # a framework's native start-up INFO lines
+                    importlib.import_module(module)
             except Exception as error:  # a broken install must be a reason, not a crash
                 first_line = (str(error).strip().splitlines() or [""])[0]
                 return f"importing {module} failed: {type(error).__name__}: {first_line}"
@@ -225,7 +227,8 @@ class Adapter(abc.ABC):
     @classmethod
     def version(cls) -> str:
         """The framework's version string (imports the framework)."""
-        module = importlib.import_module(cls.requires[0]) if cls.requires else None
+        with info_lines_dropped():
+            module = importlib.import_module(cls.requires[0]) if cls.requires else None
         return getattr(module, "__version__", "unknown")
 
     @classmethod

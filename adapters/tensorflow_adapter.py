@@ -9,6 +9,7 @@ import numpy as np
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
 from .contract import Adapter, ConventionProbe, Gradients, Unavailable
+from .native_log import info_lines_dropped, quiet_first_call
 from .profiling import add_kernel_time, seconds_per_step, xla_products
 
 
@@ -16,8 +17,9 @@ def _tf():
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TF's start-up chatter off stderr
-    import tensorflow as tf
-
+    with info_lines_dropped():                          # where TF 2.21 ignores the variable
+        import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")    # its retracing warnings: verify builds many adapters on purpose
     return tf
 
 
@@ -116,7 +118,7 @@ class TensorflowAdapter(Adapter):
         self.tf_dtype = {"float32": tf.float32, "float64": tf.float64}[spec.dtype]
         self.tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
         self.names = trainable_names(spec)
-        with tf.device(self.tf_device):
+        with tf.device(self.tf_device), info_lines_dropped():     # its first variable starts the device
             self.params = {name: tf.Variable(params[name], dtype=self.tf_dtype, name=name) for name in self.names}
             self.running = {name: tf.Variable(params[name], dtype=self.tf_dtype, trainable=False, name=name)
                             for name in running_stat_names(spec)}
@@ -133,6 +135,9 @@ class TensorflowAdapter(Adapter):
         self._train = wrap(self._train_step_function)
         self._grads = wrap(self._gradients_function)
         self._infer = wrap(self._inference_function)
+        if self.mode != "eager":
+            for compiled in ("_train", "_grads", "_infer"):
+                quiet_first_call(self, compiled)      # where XLA starts and logs
 
     # ------------------------------------------------------------------ the model
     def _forward(self, X, *, training: bool):
