@@ -110,8 +110,8 @@ def two_machines_one_hostname(tmp_path):
         target = results / "compare" / data["machine_id"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(data))
-    for path, cpu in (("alpha/aaaa1111-virtualenv-py3.11-numpy.json", "AMD EPYC"),
-                      ("alpha/aaaa1111-virtualenv-py3.11-torch.json", "Intel Xeon")):
+    for path, cpu in (("asv/alpha/aaaa1111-virtualenv-py3.11-numpy.json", "AMD EPYC"),
+                      ("asv/alpha/aaaa1111-virtualenv-py3.11-torch.json", "Intel Xeon")):
         data = json.loads((results / path).read_text())
         data["params"].update(cpu=cpu, num_cpu="2", ram="25276510208")
         (results / path).write_text(json.dumps(data))

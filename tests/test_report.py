@@ -63,8 +63,8 @@ def test_tables_hold_the_fixture_numbers(results):
     assert csv_lines[0].startswith("machine,env_group,group,environment,commit,date,benchmark,framework,mode,device,dtype,size,value")
     assert not any(",0ld0ld00," in line for line in csv_lines)        # older run replaced
     assert summary["removed"] == ["alpha/0ld0ld00-virtualenv-py3.11-torch.json"]   # and pruned: results/ holds what the tables use
-    assert not (results / "alpha" / "0ld0ld00-virtualenv-py3.11-torch.json").exists()
-    assert (results / "alpha" / "aaaa1111-virtualenv-py3.11-torch.json").exists()
+    assert not (results / "asv" / "alpha" / "0ld0ld00-virtualenv-py3.11-torch.json").exists()
+    assert (results / "asv" / "alpha" / "aaaa1111-virtualenv-py3.11-torch.json").exists()
     assert sum(",time_train_step," in line for line in csv_lines) == 8   # 2 machines x 2 frameworks x 2 sizes
 
 
@@ -83,3 +83,13 @@ def test_cli_report_and_missing_folder(results, tmp_path, capsys):
     assert "from 2 machine(s) (alpha, beta)" in captured.out and "broken.json" in captured.err
     assert main(["report", "--results", str(tmp_path / "nowhere")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_asv_keeps_its_results_in_a_folder_of_its_own():
+    """asv takes every folder of its results directory for a machine: under results/ itself,
+    `asv publish` said "could not load" for compare/, scale/, verify/, ... (27 messages)."""
+    from bnbench.publishing.asv_tables import history_dir
+    from tests.test_benchmarks import asv_config
+
+    assert asv_config()["results_dir"] == history_dir("results")
+    assert os.path.isfile(os.path.join(os.path.dirname(FIXTURE), "..", "..", history_dir("results"), "benchmarks.json"))

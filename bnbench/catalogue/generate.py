@@ -103,7 +103,7 @@ def render_asv(adapters: Sequence[Declaration]) -> str:
     ],
     "benchmark_dir": "benchmarks",
     "env_dir": ".asv/env",
-    "results_dir": "results",
+    "results_dir": "results/asv",
     "html_dir": ".asv/html",
     "launch_method": "forkserver"
 }}

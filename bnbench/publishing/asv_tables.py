@@ -1,9 +1,10 @@
 """asv's result files as tidy rows, and the tables and plots of the asv history.
 
-Reads every machine's results under ``results/`` (asv's layout: ``<machine>/machine.json`` and
-``<machine>/<commit>-<environment>.json``), the verification records ``bnbench verify`` wrote for
-them (``results/verify/<machine>/<group>.json``) and the run settings ``make bench`` recorded
-(``results/<machine>/run-info.json``). Each measurement comes from the newest run of its machine
+Reads every machine's results under ``results/asv/`` (asv's layout: ``<machine>/machine.json`` and
+``<machine>/<commit>-<environment>.json``; a folder of its own, since asv takes every folder of its
+results directory for a machine), the verification records ``bnbench verify`` wrote for them
+(``results/verify/<machine>/<group>.json``) and the run settings ``make bench`` recorded
+(``results/asv/<machine>/run-info.json``). Each measurement comes from the newest run of its machine
 and environment group that made it; machines never overwrite each other; a malformed file is
 named and skipped.
 """
@@ -148,22 +149,32 @@ def file_name_part(key: str) -> str:
     return key if key.replace("-", "").replace("_", "").isalnum() else slug(key)
 
 
+ASV_DIR = "asv"     # asv.conf.json's results_dir, under the results folder (the catalogue writes it)
+
+
+def history_dir(results: str) -> str:
+    """asv's results directory inside the results folder ``results``."""
+    return os.path.join(results, ASV_DIR)
+
+
 def load(results: str, read: Optional[List[str]] = None):
     """(tidy DataFrame of the newest result file per machine and group, machines, problems).
     ``read`` collects the result files that were read (as machine-folder/file)."""
     import pandas as pd
 
+    history = history_dir(results)
+
     units: Dict[str, str] = {}
     param_names: Dict[str, List[str]] = {}
     try:
-        with open(os.path.join(results, "benchmarks.json")) as handle:
+        with open(os.path.join(history, "benchmarks.json")) as handle:
             described = {k: v for k, v in json.load(handle).items() if isinstance(v, dict)}
         units = {k: v.get("unit", "") for k, v in described.items()}
         param_names = {k: list(v.get("param_names", [])) for k, v in described.items()}
     except (OSError, ValueError):
         pass
     rows, problems, machines = [], [], {}
-    for machine_dir in sorted(glob.glob(os.path.join(results, "*", "machine.json"))):
+    for machine_dir in sorted(glob.glob(os.path.join(history, "*", "machine.json"))):
         folder = os.path.dirname(machine_dir)
         try:
             with open(machine_dir) as handle:
@@ -399,6 +410,6 @@ def prune(results: str, read: List[str], frame) -> List[str]:
     removed = []
     for source in read:
         if source not in used:
-            os.remove(os.path.join(results, source))
+            os.remove(os.path.join(history_dir(results), source))
             removed.append(source)
     return removed

@@ -1,9 +1,9 @@
 """``bnbench report``: asv's result files -> published tables, a tidy CSV and plots.
 
-Reads every machine's results under ``results/`` (asv's layout: ``<machine>/machine.json`` and
-``<machine>/<commit>-<environment>.json``), the verification records ``bnbench verify`` wrote
+Reads every machine's asv results under ``results/asv/`` (asv's layout: ``<machine>/machine.json``
+and ``<machine>/<commit>-<environment>.json``), the verification records ``bnbench verify`` wrote
 for each asv environment (``results/verify/<machine>/<group>.json``), the run settings
-``make bench`` recorded (``results/<machine>/run-info.json``) and the measured conventions
+``make bench`` recorded (``results/asv/<machine>/run-info.json``) and the measured conventions
 (``results/conventions.json``), and writes:
 
 - ``results/README.md``: per machine, dtype and size, one table (framework, mode, device,
@@ -27,6 +27,7 @@ from bnbench.publishing.asv_tables import (  # noqa: F401
     STEP_BENCHMARKS,
     ReportError,
     file_name_part,
+    history_dir,
     how_measured,
     load,
     load_verification,
@@ -78,7 +79,7 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
         folder = machines[machine].get("folder", machine)
         verification = load_verification(results, folder)
         lines += machine_header(machine, machines[machine], frame)
-        lines += how_measured(machine, frame, read_json(os.path.join(results, folder, "run-info.json")))
+        lines += how_measured(machine, frame, read_json(os.path.join(history_dir(results), folder, "run-info.json")))
         data = frame[frame.machine == machine]
         for dtype in sorted(data[data.benchmark.isin(STEP_BENCHMARKS)].dtype.unique()):
             step_plot = os.path.join("plots", f"{file_name_part(machine)}-step-time-{dtype}.png")

@@ -77,7 +77,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     info.add_argument("--machine", required=True)
     info.add_argument("--grid", choices=("quick", "full"), default="quick")
     info.add_argument("--threads", type=int, required=True)
-    info.add_argument("--results", default="results")
+    info.add_argument("--config", default="asv.conf.json")
     sub.add_parser("list", help="the asv environments and whether they exist")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -85,17 +85,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{env.group:18} {'exists' if env.exists else 'missing':8} {env.name}")
         return 0
     if args.command == "runinfo":
-        return write_run_info(args.machine, args.grid, args.threads, args.results)
+        return write_run_info(args.machine, args.grid, args.threads, args.config)
     return verify(args.machine, args.grid, args.results, args.config)
 
 
-def write_run_info(machine: str, grid: str, threads: int, results: str = "results") -> int:
+def write_run_info(machine: str, grid: str, threads: int, config: str = "asv.conf.json") -> int:
+    """The run's settings beside the machine's asv results (asv.conf.json's results_dir)."""
     import datetime
 
     import asv
+    from asv.config import Config
 
+    results_dir = Config.load(config).results_dir
 
-    atomic_write_json(os.path.join(results, machine, "run-info.json"), {
+    atomic_write_json(os.path.join(results_dir, machine, "run-info.json"), {
         "asv_version": asv.__version__, "grid": grid, "threads": threads,
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     return 0
