@@ -35,7 +35,12 @@ for cpu_path in glob.glob(os.path.join(out, "scale", "*", "cpu-batch-float32.jso
         crossing = device_crossover(json.load(a), json.load(b))
     atomic_write_json(os.path.join(os.path.dirname(cpu_path), "device-crossover-batch-float32.json"), crossing)
     for entry in crossing:
-        print(f"{entry['label']}: the card is faster than this machine's CPU from m = {entry['gpu_faster_from']} on; "
+        if entry["not_timed"]:
+            print(f"{entry['label']}: not timed: {entry['not_timed']}")
+            continue
+        faster = (f"from m = {entry['gpu_faster_from']} on" if entry["gpu_faster_from"] is not None
+                  else "nowhere in the sweep")
+        print(f"{entry['label']}: the card is faster than this machine's CPU {faster}; card/CPU step "
               + "; ".join(f"m={p['size']}: {p['ratio']:.3g} [{p['ci_low']:.3g}, {p['ci_high']:.3g}]" for p in entry["points"]))
 PY
 exit $status

@@ -154,3 +154,12 @@ def test_the_card_beats_the_cpu_from_the_first_point_whose_whole_interval_says_s
     (entry,) = scale.device_crossover(cpu, gpu)
     assert entry["label"] == "torch:compiled" and entry["gpu_faster_from"] == 512    # at 64 the interval still holds 1
     assert entry["points"][1]["ci_low"] < 1 < entry["points"][1]["ci_high"]
+    assert entry["not_timed"] is None
+
+
+def test_a_framework_not_timed_on_either_device_says_why_instead_of_a_crossover():
+    reason = "torch is not installed in this environment"
+    cpu = {"points": [{"size": 8, "rows": [{"label": "torch:compiled", "median_step_s": None, "not_timed": reason}]}]}
+    gpu = {"points": [{"size": 8, "rows": [{"label": "torch:compiled", "median_step_s": 1e-3}]}]}
+    (entry,) = scale.device_crossover(cpu, gpu)
+    assert entry["points"] == [] and entry["gpu_faster_from"] is None and entry["not_timed"] == reason

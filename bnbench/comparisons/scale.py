@@ -274,5 +274,7 @@ def device_crossover(cpu: Dict[str, Any], gpu: Dict[str, Any]) -> List[Dict[str,
             points.append({"size": size, "ratio": g["median_step_s"] / c["median_step_s"], "ci_low": g_low / c_high,
                            "ci_high": g_high / c_low})
         beats = next((point["size"] for point in points if point["ci_high"] < 1), None)
-        out.append({"label": label, "points": points, "gpu_faster_from": beats})
+        reasons = [row.get("not_timed") for rows in (cpu_rows[label], gpu_rows[label]) for row in rows.values()]
+        out.append({"label": label, "points": points, "gpu_faster_from": beats,
+                    "not_timed": None if points else next((reason for reason in reasons if reason), "not timed")})
     return out
