@@ -1,6 +1,7 @@
 """`bnbench report` on a small stored fixture of asv results: two machines, a malformed file,
 an older run that a newer one replaces, verification records that match and one that fails."""
 import filecmp
+import json
 import os
 import shutil
 
@@ -93,3 +94,27 @@ def test_asv_keeps_its_results_in_a_folder_of_its_own():
 
     assert asv_config()["results_dir"] == history_dir("results")
     assert os.path.isfile(os.path.join(os.path.dirname(FIXTURE), "..", "..", history_dir("results"), "benchmarks.json"))
+
+
+def test_older_result_files_read_through_a_newer_benchmarks_json(tmp_path):
+    """asv rewrites benchmarks.json at every run: a result file made before a benchmark moved to
+    another class, or before the worker benchmark took framework:mode, keeps its unit and its rows."""
+    from bnbench.publishing.asv_tables import WORKER_GROUP, read_result_file
+
+    columns = ["result", "params"]
+    path = tmp_path / "0ld-virtualenv-py3.11-numpy.json"
+    path.write_text(json.dumps({
+        "version": 2, "commit_hash": "0" * 40, "env_name": "virtualenv-py3.11-numpy", "date": 1, "result_columns": columns,
+        "params": {"machine": "alpha"}, "env_vars": {"BNBENCH_ENV": "numpy"},
+        "results": {
+            "bench_train.TrainStepDerived.track_inference_gflops": [[5.0], [["'numpy:eager'"], ["'cpu'"], ["'float32'"], ["'tiny'"]]],
+            "bench_worker.WorkerStep.track_worker_step_seconds": [[0.01], [["'chainer'"], ["'float32'"], ["'tiny'"]]]}}))
+    # what benchmarks.json says today (the benchmark moved; the worker's first parameter renamed)
+    units = {"track_inference_gflops": "GFLOP/s", "bench_train.Inference.track_inference_gflops": "GFLOP/s",
+             "track_worker_step_seconds": "seconds", "bench_worker.WorkerStep.track_worker_step_seconds": "seconds"}
+    names = {"bench_worker.WorkerStep.track_worker_step_seconds": ["impl", "dtype", "size"],
+             "track_worker_step_seconds": ["impl", "dtype", "size"],
+             "track_inference_gflops": ["impl", "device", "dtype", "size"]}
+    inference, worker = read_result_file(str(path), units, names)
+    assert inference["unit"] == "GFLOP/s" and inference["framework"] == "numpy" and inference["mode"] == "eager"
+    assert worker["framework"] == "chainer" and worker["group"] == WORKER_GROUP and worker["size"] == "tiny"

@@ -106,12 +106,17 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
             stat = lambda key, i: (record.get(key) or [None] * len(combos))[i]  # noqa: E731
             benchmark = name.split(".")[-1]
             kind = benchmark.split("_")[0]
-            names = param_names.get(name) or ["impl", "device", "dtype", "size"][:len(combos[0]) if combos else 0]
+            # a benchmark moved to another class keeps its method's name: older result files use the old one
+            names = (param_names.get(name) or param_names.get(benchmark)
+                     or ["impl", "device", "dtype", "size"][:len(combos[0]) if combos else 0])
             for i, combo in enumerate(combos):
                 value = results[i]
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
                 values = dict(zip(names, combo))
+                if benchmark.startswith("track_worker") and ":" not in str(values.get("impl", ":")):
+                    # an older worker benchmark, parametrised by the framework alone
+                    values["framework"] = values.pop("impl", values.get("framework", ""))
                 if "impl" in values:
                     framework, _, mode = str(values["impl"]).partition(":")
                     row_group = base["group"]
@@ -122,7 +127,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
                 rows.append(dict(base, group=row_group, benchmark=benchmark, framework=framework, mode=mode,
                                  device=values.get("device", "cpu" if benchmark.startswith("track_worker") else ""),
                                  dtype=values.get("dtype", ""), size=values.get("size", ""), value=float(value),
-                                 unit=units.get(name, UNITS.get(kind, "")),
+                                 unit=units.get(name) or units.get(benchmark) or UNITS.get(kind, ""),
                                  q25=stat("stats_q_25", i), q75=stat("stats_q_75", i), ci99_low=stat("stats_ci_99_a", i),
                                  ci99_high=stat("stats_ci_99_b", i), repeat=stat("stats_repeat", i)))
         return rows
@@ -169,8 +174,10 @@ def load(results: str, read: Optional[List[str]] = None):
     try:
         with open(os.path.join(history, "benchmarks.json")) as handle:
             described = {k: v for k, v in json.load(handle).items() if isinstance(v, dict)}
-        units = {k: v.get("unit", "") for k, v in described.items()}
-        param_names = {k: list(v.get("param_names", [])) for k, v in described.items()}
+        for key, value in described.items():       # by full name, and by the method's name alone
+            for alias in (key.split(".")[-1], key):
+                units[alias] = value.get("unit", "")
+                param_names[alias] = list(value.get("param_names", []))
     except (OSError, ValueError):
         pass
     rows, problems, machines = [], [], {}
