@@ -149,3 +149,11 @@ def test_where_workers_use_every_core_their_main_thread_s_core_rotates():
     assert rounds[0] == [[0], [1], [0]] and rounds[1] == [[1], [0], [1]]
     for worker in range(3):                  # every worker's main thread on every core, equally often
         assert sorted(cores[worker][0] for cores in rounds) == [0, 0, 1, 1]
+
+
+def test_the_published_placement_says_what_the_rounds_do():
+    from bnbench.timing.rounds import placement_of
+
+    assert placement_of(True, [0, 1, 2, 3], 2) == "workers pinned to their cores, rotated round by round"
+    assert placement_of(True, [0, 1], 2) == "every worker on every core, its main thread's core rotated round by round"
+    assert placement_of(False, [0, 1, 2, 3], 2) == "workers not pinned to cores"

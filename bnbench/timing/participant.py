@@ -75,10 +75,14 @@ class Participant:
         return self.problem is None
 
     @property
+    def worker_client(self):
+        """The worker its steps run in (its remote adapter's, or the peak's own); None in this process."""
+        return getattr(self.adapter, "worker", None) if self.adapter is not None else self.worker
+
+    @property
     def process_id(self) -> Optional[int]:
         """The process of its worker; None for a participant in this process."""
-        worker = self.adapter.worker if self.adapter is not None and hasattr(self.adapter, "worker") else self.worker
-        process = getattr(worker, "process", None)
+        process = getattr(self.worker_client, "process", None)
         return None if process is None else process.pid
 
     def step(self) -> None:

@@ -129,13 +129,22 @@ def main_thread_cores(round_index: int, n_workers: int, cores: Sequence[int]) ->
     return [[cores[(i + round_index) % len(cores)]] for i in range(n_workers)]
 
 
+def placement_of(rotating: bool, cores: Sequence[int], threads: int) -> str:
+    """How the rounds place their workers (what ``_pin`` does with these cores and threads)."""
+    if not rotating:
+        return "workers not pinned to cores"
+    if core_sets(0, 1, cores, threads) is not None:
+        return "workers pinned to their cores, rotated round by round"
+    return "every worker on every core, its main thread's core rotated round by round"
+
+
 def _pin(workers: Sequence[Participant], round_index: int, threads: int, cores: Sequence[int]) -> None:
     sets = core_sets(round_index, len(workers), cores, threads)
     main_only = sets is None
     if main_only:
         sets = main_thread_cores(round_index, len(workers), cores)
     for participant, chosen in zip(workers, sets):
-        worker = participant.adapter.worker if participant.adapter is not None else participant.worker
+        worker = participant.worker_client
         if worker is not None and not participant.unplaced:
             try:
                 worker.call("set_affinity", cores=chosen, main_only=main_only)
@@ -225,7 +234,8 @@ def reference(baseline: Participant, control: Optional[Participant]) -> np.ndarr
     return np.sqrt(first * np.asarray(control.medians, dtype=np.float64))
 
 
-def _intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant], seed: int) -> List[stats.Interval]:
+def _intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant],
+               seed: int) -> List[stats.Interval]:
     """The intervals the rounds go on for: every row's ratio to the reference, and the floor's."""
     against = reference(baseline, control)
     out = [stats.paired_ratio(p.medians, against, seed=seed) for p in timed if p is not baseline]
@@ -300,7 +310,8 @@ def run(settings: Settings) -> Dict[str, Any]:
         bar.close()
         _stop(participants + ([control] if control is not None else []), settings.keep_workers)
     return _result(settings, participants, control, timed_peak, baseline, spec, m, stopped, seconds, started,
-                   peak_problem=None if peak is None else peak.problem, ceilings=ceilings, rotating=rotating)
+                   peak_problem=None if peak is None else peak.problem, ceilings=ceilings,
+                   placement=placement_of(rotating, cores, settings.threads))
 
 
 def _stop(participants: Sequence[Participant], keep_workers: bool = False) -> None:
@@ -320,17 +331,18 @@ def _floor(control: Optional[Participant], baseline: Participant, seed: int) -> 
 
 def _result(settings: Settings, participants: List[Participant], control: Optional[Participant], peak: Optional[Participant],
             baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float,
-            peak_problem: Optional[str] = None, ceilings: Sequence[Participant] = (), rotating: bool = False) -> Dict[str, Any]:
+            peak_problem: Optional[str] = None, ceilings: Sequence[Participant] = (),
+            placement: str = "workers not pinned to cores") -> Dict[str, Any]:
     seed = settings.seed
     floor = _floor(control, baseline, seed)
     spread = stats.floor_spread(floor)
     against = reference(baseline, control)
-    timed = sorted([p for p in participants if p.timed],
-                   key=lambda p: (stats.paired_ratio(p.medians, against, seed=seed).estimate, p.label))
+    ratios = {p.label: stats.paired_ratio(p.medians, against, seed=seed) for p in participants if p.timed}
+    timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
     rounds = len(baseline.medians)
     rows, unconverged = [], []
     for position, participant in enumerate(timed):
-        ratio = stats.paired_ratio(participant.medians, against, seed=seed)
+        ratio = ratios[participant.label]
         step = stats.bootstrap_median(participant.medians, seed=seed)
         latency = stats.bootstrap_median(participant.latencies, seed=seed)
         fraction = stats.bootstrap_median(_fractions(participant, peak), seed=seed) if peak is not None else None
@@ -409,10 +421,7 @@ def _result(settings: Settings, participants: List[Participant], control: Option
                    if queued else "each step synchronised: median_step_s and latency_s are one measurement"),
         "reference": ("the baseline in two processes: the geometric mean, round by round, of its copy and its control"
                       if floor is not None else "the baseline's copy"),
-        "placement": (("workers pinned to their cores, rotated round by round"
-                       if core_sets(0, 2, sorted(os.sched_getaffinity(0)), settings.threads) is not None
-                       else "every worker on every core, its main thread's core rotated round by round") if rotating
-                      else "workers not pinned to cores"),
+        "placement": placement,
         "spec": spec.to_dict(), "m": m, "peak": peak_entry, "floor": floor_entry, "rows": rows,
         "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
         # every participant's figure per round: any other baseline or pair can be recomputed from it
