@@ -26,7 +26,7 @@ from bnbench.reference.spec import Spec, check_parameters, state_names
 
 from . import allocator, profiling
 from .declaration import Alternative, Declaration
-from .native_log import info_lines_dropped
+from .native_log import import_quietly
 from .placement import Placement, environment_placement
 
 _blas_limits = []
@@ -204,8 +204,7 @@ class Adapter(abc.ABC):
             return missing
         for module in cls.requires:
             try:
-                with info_lines_dropped():      # a framework's native start-up INFO lines
-                    importlib.import_module(module)
+                import_quietly(module)      # a framework's native start-up INFO lines dropped
             except Exception as error:  # a broken install must be a reason, not a crash
                 first_line = (str(error).strip().splitlines() or [""])[0]
                 return f"importing {module} failed: {type(error).__name__}: {first_line}"
@@ -227,8 +226,7 @@ class Adapter(abc.ABC):
     @classmethod
     def version(cls) -> str:
         """The framework's version string (imports the framework)."""
-        with info_lines_dropped():
-            module = importlib.import_module(cls.requires[0]) if cls.requires else None
+        module = import_quietly(cls.requires[0]) if cls.requires else None
         return getattr(module, "__version__", "unknown")
 
     @classmethod

@@ -10,10 +10,12 @@ still reaches stderr, only later, at the end of the block."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import re
 import sys
 import tempfile
+from types import ModuleType
 from typing import Iterator
 
 # absl/glog INFO lines ("I1204 17:40:31.123 2800 port.cc:153] ..."), absl's notice that it is not
@@ -49,6 +51,15 @@ def info_lines_dropped() -> Iterator[None]:
             kept = without_info_lines(held.read())
             if kept:
                 os.write(2, kept)
+
+
+def import_quietly(module: str) -> ModuleType:
+    """``importlib.import_module(module)``, its native INFO lines dropped the first time (a module
+    already imported is returned as it is, with stderr left alone)."""
+    if module in sys.modules:
+        return sys.modules[module]
+    with info_lines_dropped():
+        return importlib.import_module(module)
 
 
 def quiet_first_call(owner: object, attribute: str) -> None:

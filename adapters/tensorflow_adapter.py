@@ -9,7 +9,7 @@ import numpy as np
 from bnbench.reference.spec import running_stat_names, trainable_names, weight_names
 
 from .contract import Adapter, ConventionProbe, Gradients, Unavailable
-from .native_log import info_lines_dropped, quiet_first_call
+from .native_log import import_quietly, info_lines_dropped, quiet_first_call
 from .profiling import add_kernel_time, seconds_per_step, xla_products
 
 
@@ -17,8 +17,7 @@ def _tf():
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # keep TF's start-up chatter off stderr
-    with info_lines_dropped():                          # where TF 2.21 ignores the variable
-        import tensorflow as tf
+    tf = import_quietly("tensorflow")                   # where TF 2.21 ignores the variable
     tf.get_logger().setLevel("ERROR")    # its retracing warnings: verify builds many adapters on purpose
     return tf
 
