@@ -40,17 +40,8 @@ python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python")
 started=$(date +%s)
 
 # 1. the carried wheels and bnbench importable without installing anything into the machine's Python
-site=$(mktemp -d)
-trap 'rm -rf "$site"' EXIT
-if ls .whl/*.whl > /dev/null 2>&1; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl \
-        || { echo "gpu-run: the carried wheels (.whl/) do not install" >&2; exit 2; }
-    echo "gpu-run: carried wheels: $(ls .whl/*.whl | xargs -n1 basename | paste -sd' ')"
-fi
-cp -r bnbench "$site/bnbench"
-cp -r reference "$site/bnbench/reference"
-cp -r adapters "$site/bnbench/adapters"
-export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+source scripts/gpu-site.sh
+gpu_site "$python" gpu-run || exit 2
 wheels=$(pwd)/.whl
 cd "$site"      # python -m puts the working folder first on sys.path: the checkout's bnbench/ must not shadow the copy
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=3

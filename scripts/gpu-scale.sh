@@ -10,12 +10,9 @@ if [ "${1:-}" = "--dry-run" ]; then gpu=cpu points=2 budget=1 threads=2; shift; 
 out=$(mkdir -p "${1:-${OUT:-results}}" && cd "${1:-${OUT:-results}}" && pwd) || exit 2
 python=$(command -v "${PYTHON:-python3}") || exit 2
 python=$(cd "$(dirname "$python")" && pwd)/$(basename "$python")
-site=$(mktemp -d); trap 'rm -rf "$site"' EXIT
-if ls .whl/*.whl > /dev/null 2>&1; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 2
-fi
-cp -r bnbench "$site/bnbench"; cp -r reference "$site/bnbench/reference"; cp -r adapters "$site/bnbench/adapters"
-export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+source scripts/gpu-site.sh
+gpu_site "$python" gpu-scale || exit 2
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 cd "$site"
 status=0
 for device in cpu $gpu; do
