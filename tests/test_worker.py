@@ -101,7 +101,7 @@ def test_a_worker_s_threads_are_placed_on_the_cores_asked():
 
     cores = sorted(os.sched_getaffinity(0))
     worker = worker_for(HERE)
-    reply, _ = worker.call("set_affinity", cores=cores[:1], main_only=True)
+    reply, _ = worker.call("set_affinity", cores=cores[:1])
     assert reply["cores"] == cores[:1]
     reply, _ = worker.call("set_affinity", cores=cores)
     assert reply["cores"] == cores

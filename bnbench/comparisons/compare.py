@@ -141,7 +141,7 @@ def table(result: Dict[str, Any]) -> str:
 def footer(result: Dict[str, Any]) -> List[str]:
     """The lines under a comparison's table: its noise floor, and the rows whose interval is still
     wider than the target, with the budget that would have converged them."""
-    lines = [floor_line(result)]
+    lines = [floor_line(result), state_line(result)]
     wide = result.get("unconverged") or []
     if wide:
         target = 100 * result.get("target_half_width", 0.025)
@@ -162,6 +162,18 @@ def floor_line(result: Dict[str, Any]) -> str:
     return (f"floor: {floor['label']} / {result['baseline']} = {floor['ratio']:.3f} [{floor['ci_low']:.3f}, "
             f"{floor['ci_high']:.3f}]; a row is resolved when its interval lies wholly outside "
             f"1 +- {floor['spread']:.3f}")
+
+
+def state_line(result: Dict[str, Any]) -> str:
+    """The rounds left out because the machine ran disturbed (bnbench.timing.summary), in words;
+    empty where none was, or for a run made before they were."""
+    state = result.get("undisturbed") or {}
+    if not state or state.get("rounds") == state.get("of"):
+        return ""
+    slower = state.get("left_out_slower")
+    return (f"{state['of'] - state['rounds']} of {state['of']} rounds left out of every figure: the machine ran "
+            f"disturbed (the baseline's step over {1 + state['margin']:.2f} times its fastest tenth"
+            + (f"; {slower:.2f} times its step in the rounds kept" if slower else "") + ")")
 
 
 def main(paths: List[str]) -> int:

@@ -165,16 +165,17 @@ def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, 
         rows.append(entry)
     return {"size": value, "m": m, "spec": spec.to_dict(), "flops": float(step_flops(spec, m)), "rows": rows,
             "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],
-            "seconds": result["seconds"], "round_medians": result["round_medians"]}
+            "seconds": result["seconds"], "round_medians": result["round_medians"],
+            "round_references": result.get("round_references"), "undisturbed_rounds": result.get("undisturbed_rounds")}
 
 
 def _fits(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
     labels = [row["label"] for row in points[0]["rows"] if row.get("median_step_s") is not None]
     out = []
     for label in labels:
-        series = [point["round_medians"].get(label) for point in points]
-        if any(values is None for values in series):
+        if any(label not in point["round_medians"] for point in points):
             continue
+        series = [_kept(point, point["round_medians"][label]) for point in points]
         result = fitting.fit([point["flops"] for point in points], series, seed=seed)
         framework, mode = label.split(":", 1)
         out.append({"framework": framework, "mode": mode, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
@@ -190,13 +191,30 @@ def _crossovers(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], fits: 
     ratios = {}
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
-            ratios[f"{a}/{b}"] = [stats.paired_ratio(point["round_medians"][a], point["round_medians"][b], seed=seed)
+            ratios[f"{a}/{b}"] = [stats.paired_ratio(_against_baseline(point, a), _against_baseline(point, b), seed=seed)
                                   for point in points]
     models = {entry["label"]: fitting.Fit(entry["t0_s"], entry["t0_low"], entry["t0_high"], entry["rate_flops"],
                                           entry["rate_low"], entry["rate_high"], entry["fit_errors"], [])
               for entry in fits}
     spreads = [(point.get("floor") or {}).get("spread") or 0.0 for point in points]
     return fitting.crossovers(sizes, ratios, models, spreads)
+
+
+def _kept(point: Dict[str, Any], values) -> np.ndarray:
+    """A point's figures per round, those of the rounds the machine ran undisturbed (all of them in
+    a sweep written before the rounds said which: bnbench.timing.summary)."""
+    values = np.asarray(values, dtype=np.float64)
+    kept = point.get("undisturbed_rounds")
+    return values[np.asarray(kept, dtype=bool)] if kept is not None and len(kept) == values.size else values
+
+
+def _against_baseline(point: Dict[str, Any], label: str) -> np.ndarray:
+    """A participant's figure per round over the baseline's beside it (its burst's own phase of the
+    machine), in the undisturbed rounds; its figure alone in a sweep written before the rounds kept
+    the baseline's."""
+    medians = point["round_medians"][label]
+    references = (point.get("round_references") or {}).get(label)
+    return _kept(point, stats.round_ratios(medians, references) if references is not None else medians)
 
 
 def resolved_crossovers(sweep: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:

@@ -6,7 +6,7 @@ import glob
 import os
 from typing import Dict, List, Tuple
 
-from bnbench.comparisons import tunelog
+from bnbench.comparisons import compare, tunelog
 from bnbench.publishing.asv_tables import SIZES_M, load_verification, read_json
 from bnbench.publishing.figures import finish, interval, number, pyplot, styles_for
 from bnbench.timing import machine as machines_module
@@ -77,7 +77,8 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     lines = [f"#### {run['device']}, {run['dtype']}{precision}, `{run['size']}` (m={run.get('m', SIZES_M.get(run['size'], '?'))})", "",
              f"Baseline `{run['baseline']}`; {run['rounds']} rounds in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
-             f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}", "",
+             f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}"
+             + (f" {compare.state_line(run)}." if compare.state_line(run) else ""), "",
              "| framework | mode | version | ratio to baseline [95% CI] | vs baseline | vs next faster row | median step [95% CI] | "
              + ("latency (synchronised step) | " if device else "")
              + "GFLOP/s | fraction of peak [95% CI] | first step (compile) | verified | flags |",

@@ -63,6 +63,8 @@ class Participant:
     flags: str = ""
     problem: Optional[str] = None    # why it was not timed
     medians: List[float] = dataclasses.field(default_factory=list)    # seconds per step, per round
+    # per round: the baseline's step beside its burst (bnbench.timing.schedule); its ratio is medians / references
+    references: List[float] = dataclasses.field(default_factory=list)
     latencies: List[float] = dataclasses.field(default_factory=list)  # synchronised step, per round (devices)
     steps: List[int] = dataclasses.field(default_factory=list)        # steps per burst
     memory: List[Optional[int]] = dataclasses.field(default_factory=list)

@@ -20,16 +20,12 @@ from bnbench.timing import steps
 from bnbench.timing.peak import MatmulPeak
 from bnbench.timing.protocol import PROTOCOL, WorkerError, error_classes, read_message, write_message
 
-# the cores this process was started on, before anything pinned its threads
-STARTED_ON = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
 ADAPTER_OPS = ("train_step", "gradients", "predict_proba", "state", "prepare_timing", "burst", "profile", "release")
 
 
-def set_affinity(cores: List[int], main_only: bool = False) -> List[int]:
-    """Every thread of this process onto ``cores`` (threads started later inherit it), or with
-    ``main_only`` the main thread alone (the one that serves the caller and runs the steps), its
-    other threads on every core; the main thread's cores now."""
-    everything = sorted(set(STARTED_ON) | set(cores)) if main_only else None
+def set_affinity(cores: List[int]) -> List[int]:
+    """Every thread of this process onto ``cores`` (threads started later inherit it); the cores
+    it runs on now."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:            # no /proc (Caffe's chroot): the main thread alone can be placed
@@ -37,11 +33,7 @@ def set_affinity(cores: List[int], main_only: bool = False) -> List[int]:
         return sorted(os.sched_getaffinity(0))
     for task in tasks:
         try:
-            tid = int(task)
-            if tid == os.getpid():
-                os.sched_setaffinity(tid, cores)
-            else:
-                os.sched_setaffinity(tid, everything if main_only else cores)
+            os.sched_setaffinity(int(task), cores)
         except (OSError, ValueError):
             continue          # a thread that ended meanwhile
     return sorted(os.sched_getaffinity(0))
@@ -73,7 +65,7 @@ class _Server:
         if op == "set_threads":
             return {"threads": registry.local_class(header["framework"]).set_threads(int(header["n_threads"]))}, None
         if op == "set_affinity":
-            return {"cores": set_affinity([int(core) for core in header["cores"]], bool(header.get("main_only")))}, None
+            return {"cores": set_affinity([int(core) for core in header["cores"]])}, None
         if op == "conventions":
             return {"rows": conventions.measure(registry.local_class(header["framework"]))}, None
         if op == "build":

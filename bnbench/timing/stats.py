@@ -1,9 +1,10 @@
 """Paired statistics of ``bnbench compare``: ratios per round, bootstrap intervals, resolution.
 
-Every participant of a comparison runs one short burst per round, and all of a round's bursts
-fall within about a second of each other, so they sample the same phase of the machine (these
-machines alternate fast and slow phases of a few seconds). A ratio is therefore taken within a
-round, never across rounds: ``round_ratios[k] = medians_a[k] / medians_b[k]``. The published
+Every participant of a comparison runs one short burst per round, between two bursts of the
+baseline (bnbench.timing.schedule), so that a row and what it is divided by sample the same phase
+of the machine (these machines alternate fast and slow phases, of a second to a few). A ratio is
+therefore taken within a round, never across rounds: ``round_ratios[k] = medians_a[k] /
+medians_b[k]``. The published
 ratio is the median over rounds; its 95% interval is a percentile bootstrap over rounds (rounds
 are the independent units; the steps of one burst are not). A difference is *resolved* when
 that interval excludes 1, and lies wholly outside the run's noise floor (``floor_spread``): what

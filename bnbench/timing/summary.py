@@ -1,0 +1,199 @@
+"""What a run of paired rounds publishes (bnbench.timing.rounds runs them): each row's ratio to the
+baseline beside it, its interval, the floor, the step times and fractions of peak, over the rounds
+in which the machine ran undisturbed.
+
+**Undisturbed rounds.** These machines also change state for minutes at a time: on the 2-core AMD
+EPYC, NumPy's step at medium went from 5 ms to 8 ms for half of a 5-minute run, and with it jax's
+by 1.4 times, Theano's by 1.15 and MLX's and the matmul peak's not at all (a neighbour's load on the
+shared caches, as far as the figures tell). A row's ratio then depends on how much of the run fell
+in which state: two back-to-back runs of 300 s at medium, the first half in the slow state and the
+second hardly, moved by 11.7% at the median row and 53% at the most (MLX), 7 of 15 intervals
+apart. The baseline, timed beside every burst, reads the state round by round: a round whose
+baseline step (its two processes' geometric mean) ran more than ``UNDISTURBED_MARGIN`` slower
+than its fastest tenth of the run is left out of every figure, and the result says how many were
+left out and how much slower the baseline ran in them (``undisturbed``). On those two runs the
+moves became 2.6% at the median and 6.5% at the most, 1 of 15 intervals apart; on two pairs of
+150 s runs without such a change, 3.3% and 1.6% at the median before, 3.0% and 2.9% after. Every
+round's figures stay in the result (``round_medians``, ``round_references``,
+``undisturbed_rounds``).
+"""
+from __future__ import annotations
+
+import datetime
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from bnbench.timing import machine, quiet, stats
+from bnbench.timing.participant import Participant
+
+# A round whose baseline ran this much slower than its fastest tenth of the run is disturbed: within
+# one state the baseline's rounds spread by a few percent, the slow states measured were 1.3-1.6
+# times slower; 0.15 also dropped the upper tail of the fast state (half the rounds of some runs).
+UNDISTURBED_MARGIN = 0.25
+
+
+def undisturbed(baseline: Participant) -> np.ndarray:
+    """Per round: whether the machine ran undisturbed, read from the baseline's step in the round
+    (its ``references``: both of its processes where there is a control)."""
+    steps = np.asarray(baseline.references, dtype=np.float64)
+    finite = np.isfinite(steps) & (steps > 0)
+    if not finite.any():
+        return finite
+    fastest = float(np.percentile(steps[finite], 10))
+    return finite & (steps <= fastest * (1.0 + UNDISTURBED_MARGIN))
+
+
+def state_of(baseline: Participant, kept: np.ndarray) -> Dict[str, Any]:
+    """How many rounds were kept, and how much slower the baseline ran in those left out."""
+    steps = np.asarray(baseline.references, dtype=np.float64)
+    left_out = steps[~kept & np.isfinite(steps)]
+    return {"rounds": int(kept.sum()), "of": int(kept.size), "margin": UNDISTURBED_MARGIN,
+            "baseline_step_s": float(np.median(steps[kept])) if kept.any() else None,
+            "left_out_slower": float(np.median(left_out) / np.median(steps[kept])) if left_out.size and kept.any() else None}
+
+
+def normalised(participant: Participant) -> np.ndarray:
+    """Per round: the participant's burst over the baseline's beside it (its ratio of the round)."""
+    return stats.round_ratios(participant.medians, participant.references)
+
+
+def fractions(participant: Participant, peak: Participant) -> np.ndarray:
+    """Per round: the step's FLOP/s over the peak's FLOP/s of the same round, each against the
+    baseline beside it."""
+    return (participant.flops / peak.flops) * stats.round_ratios(normalised(peak), normalised(participant))
+
+
+def ratio(participant: Participant, kept: np.ndarray, seed: int) -> stats.Interval:
+    """A row's ratio: the median over the undisturbed rounds of its burst over the baseline beside it."""
+    return stats.bootstrap_median(normalised(participant)[kept], seed=seed)
+
+
+def intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant],
+              seed: int) -> List[stats.Interval]:
+    """The intervals the rounds go on for: every row's ratio to the baseline, and the floor's."""
+    kept = undisturbed(baseline)
+    out = [ratio(p, kept, seed) for p in timed if p is not baseline]
+    if control is not None and control.timed:
+        out.append(ratio(control, kept, seed))
+    return out
+
+
+def result(settings: Any, participants: List[Participant], control: Optional[Participant], peak: Optional[Participant],
+            baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float,
+            peak_problem: Optional[str] = None, ceilings: Sequence[Participant] = (),
+            placement: str = "workers not pinned to cores", schema: int = 2) -> Dict[str, Any]:
+    seed = settings.seed
+    kept = undisturbed(baseline)
+    floor = ratio(control, kept, seed) if control is not None and control.timed and control.medians else None
+    spread = stats.floor_spread(floor)
+    ratios = {p.label: ratio(p, kept, seed) for p in participants if p.timed}
+    timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
+    rounds = len(baseline.medians)
+    rows, unconverged = [], []
+    for position, participant in enumerate(timed):
+        row_ratio = ratios[participant.label]
+        step = stats.bootstrap_median(np.asarray(participant.medians)[kept], seed=seed)
+        latency = stats.bootstrap_median(np.asarray(participant.latencies)[kept], seed=seed)
+        fraction = stats.bootstrap_median(fractions(participant, peak)[kept], seed=seed) if peak is not None else None
+        faster = timed[position - 1] if position else None
+        versus = (stats.paired_ratio(normalised(participant)[kept], normalised(faster)[kept], seed=seed)
+                  if faster is not None else None)
+        is_baseline = participant is baseline
+        converged = is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH
+        if not converged:
+            unconverged.append({"label": participant.label, "half_width": row_ratio.relative_half_width,
+                                "budget_to_converge": stats.budget_to_converge(row_ratio, seconds)})
+        memory = [value for value in participant.memory if value is not None]
+        rows.append({
+            "framework": participant.framework, "mode": participant.mode, "label": participant.label,
+            "variant": participant.variant, "version": participant.version, "verified": True, "flags": participant.flags,
+            "median_step_s": step.estimate, "step_ci_low": step.low, "step_ci_high": step.high,
+            "latency_s": latency.estimate, "latency_ci_low": latency.low, "latency_ci_high": latency.high,
+            "ratio": row_ratio.estimate, "ci_low": row_ratio.low, "ci_high": row_ratio.high,
+            "resolved": None if is_baseline else stats.resolved_beyond(row_ratio, spread),
+            "converged": converged, "half_width": 0.0 if is_baseline else row_ratio.relative_half_width,
+            "fraction_of_peak": None if fraction is None else fraction.estimate,
+            "fraction_ci_low": None if fraction is None else fraction.low,
+            "fraction_ci_high": None if fraction is None else fraction.high,
+            "gflops": participant.flops / step.estimate / 1e9,
+            "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
+            "steps_per_burst": float(np.median(participant.steps)),
+            "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
+            **({"unplaced": participant.unplaced} if participant.unplaced else {}),
+            "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
+            **_of_own_matmul(participant, ceilings, kept, seed),
+            "versus_next_faster": None if versus is None else {
+                "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
+                "resolved": stats.resolved_beyond(versus, spread)},
+        })
+    for participant in participants:
+        if not participant.timed:
+            rows.append({"framework": participant.framework, "mode": participant.mode, "label": participant.label,
+                         "variant": participant.variant, "version": participant.version, "verified": participant.verified,
+                         "flags": participant.flags, "median_step_s": None, "latency_s": None, "ratio": None,
+                         "ci_low": None, "ci_high": None, "resolved": None, "fraction_of_peak": None,
+                         "not_timed": participant.problem, "first_step_s": participant.first_step_s})
+    peak_entry = None if peak_problem is None else {"problem": peak_problem}
+    if peak is not None:
+        peak_step = stats.bootstrap_median(np.asarray(peak.medians)[kept], seed=seed)
+        peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
+                      "gflops": peak.flops / peak_step.estimate / 1e9}
+    ceiling_rows = []
+    for ceiling in ceilings:
+        row = {"framework": ceiling.framework, "label": ceiling.label, "library": ceiling.version, "flags": ceiling.flags}
+        if not ceiling.timed:
+            row["problem"] = ceiling.problem
+        else:
+            step = stats.bootstrap_median(np.asarray(ceiling.medians)[kept], seed=seed)
+            fraction = stats.bootstrap_median(fractions(ceiling, peak)[kept], seed=seed) if peak is not None else None
+            row.update({"median_s": step.estimate, "gflops": ceiling.flops / step.estimate / 1e9,
+                        "fraction_of_peak": None if fraction is None else fraction.estimate,
+                        "fraction_ci_low": None if fraction is None else fraction.low,
+                        "fraction_ci_high": None if fraction is None else fraction.high})
+        ceiling_rows.append(row)
+    info = machine.identify()
+    floor_entry = None
+    if control is not None:
+        floor_entry = ({"label": control.label, "problem": control.problem} if floor is None else
+                       {"label": control.label, "ratio": floor.estimate, "ci_low": floor.low, "ci_high": floor.high,
+                        "spread": spread})
+    queued = settings.queues
+    every = ([*timed] + ([peak] if peak is not None else []) + ([control] if control is not None and control.timed else [])
+             + [c for c in ceilings if c.timed])
+    return {
+        "schema": schema, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
+        "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "size": settings.size, "dtype": settings.dtype, "device": settings.device, "baseline": baseline.label,
+        "rounds": rounds, "undisturbed": state_of(baseline, kept), "seconds": round(seconds, 2),
+        "budget": settings.budget, "stopped": stopped,
+        "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
+        "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads,
+        "quiet": {"window_s": settings.settle_seconds, "busy_cores": quiet.BUSY_CORES, "max_wait_s": quiet.MAX_WAIT_S},
+        "python": sys.version.split()[0],
+        "timing": ("steps queued, one synchronisation per burst (median_step_s); each step synchronised (latency_s)"
+                   if queued else "each step synchronised: median_step_s and latency_s are one measurement"),
+        "reference": ("each burst between two of the baseline's, one in each of its processes (its copy and its "
+                      "control): a row's ratio in a round is its burst over their geometric mean"
+                      if floor is not None else "each burst between two of the baseline's copy: a row's ratio in a "
+                      "round is its burst over their geometric mean"),
+        "placement": placement,
+        "spec": spec.to_dict(), "m": m, "peak": peak_entry, "floor": floor_entry, "rows": rows,
+        "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
+        # every participant's figure per round, and the baseline's beside it (its ratio of the round is
+        # the one over the other): any other pair can be recomputed from them
+        "round_medians": {p.label: p.medians for p in every},
+        "round_references": {p.label: p.references for p in every},
+        "undisturbed_rounds": [bool(k) for k in kept],
+    }
+
+
+def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], kept: np.ndarray, seed: int) -> Dict[str, Any]:
+    """The step's FLOP/s over its framework's own matmul's, per round: how near the step comes to
+    what the framework's kernels allow (1: every step FLOP at the own matmul's rate)."""
+    ceiling = next((c for c in ceilings if c.framework == participant.framework and c.timed), None)
+    if ceiling is None:
+        return {}
+    fraction = stats.bootstrap_median(fractions(participant, ceiling)[kept], seed=seed)
+    return {"of_own_matmul": fraction.estimate, "of_own_matmul_ci_low": fraction.low, "of_own_matmul_ci_high": fraction.high}
