@@ -6,7 +6,7 @@
 #   1. puts the carried wheels and bnbench (a copy of the package under its import name) on the path,
 #      installing nothing into the machine's Python;
 #   2. runs `bnbench verify --device cuda` for every mode of each, in float32, float64 and, where a
-#      framework offers it, tf32 (side by side, each its own process);
+#      framework offers it, tf32 (side by side, each its own process; the dry run: float32);
 #   3. writes the GPU tuning logs of torch and jax (`bnbench tunelog --device cuda`: every form
 #      against the kept one at tiny, large and xlarge);
 #   4. runs `bnbench compare --device cuda` at tiny, medium, large and xlarge in float32, and at
@@ -28,10 +28,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 device=cuda sizes="tiny medium large xlarge" tf32_sizes="large xlarge" budget=${BNBENCH_GPU_BUDGET:-12}
 tunelog_budget=${BNBENCH_GPU_TUNELOG_BUDGET:-6} verify_limit=${BNBENCH_GPU_VERIFY_LIMIT:-240}
-caviar=(--models 256 --trials 512 --epochs 10) queued="" tunelog_frameworks="torch jax"
+caviar=(--models 256 --trials 512 --epochs 10) queued="" tunelog_frameworks="torch jax" verify_dtypes="float32 float64"
 if [ "${1:-}" = "--dry-run" ]; then
     device=cpu sizes="tiny xlarge" tf32_sizes="" budget=${BNBENCH_GPU_BUDGET:-3} tunelog_budget=${BNBENCH_GPU_TUNELOG_BUDGET:-2}
     caviar=(--models 8 --trials 16 --epochs 2) queued="--queued" tunelog_frameworks="jax"   # one log: the path, not the forms
+    verify_dtypes="float32"   # the path; float64 on the CPU is the equivalence suite's (tests/test_equivalence.py)
     shift
 fi
 out=$(mkdir -p "${1:-${OUT:-results}}" && cd "${1:-${OUT:-results}}" && pwd) || { echo "gpu-run: cannot create the output folder" >&2; exit 2; }
@@ -74,7 +75,7 @@ status=0
 #    dominates, and one that runs out of time loses only its own rows); tf32 where offered.
 logs=$(mktemp -d)
 for item in $items; do
-    dtypes="--dtype float32 --dtype float64"
+    dtypes=$(for dtype in $verify_dtypes; do printf -- "--dtype %s " "$dtype"; done)
     "$python" -c "import sys; from bnbench.adapters.registry import local_class; sys.exit(0 if '$device' in local_class('${item%%:*}').precisions.get('tf32', ()) else 1)" \
         && dtypes="$dtypes --dtype tf32"
     timeout "$verify_limit" "$python" -m bnbench.cli verify --framework "${item%%:*}" --mode "${item#*:}" --device "$device" \

@@ -53,3 +53,10 @@ def require_adapter(name: str, device: str = "cpu"):
 def pytest_report_header(config):
     frameworks, strict = selected_frameworks()
     return f"bnbench frameworks: {', '.join(frameworks)} ({'required' if strict else 'skipped when missing'})"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow cases (a whole command's run: up to 3 minutes each) first, so that with the cases
+    shared out over workers (`make test`: pytest-xdist) they run side by side from the start and
+    the short ones fill the end, instead of one of them running alone while another worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -28,8 +28,10 @@ def test_dry_run_verifies_tunes_compares_and_summarises(tmp_path):
     (machine,) = os.listdir(tmp_path / "compare")
     verified = json.loads((tmp_path / "verify" / machine / "cpu.json").read_text())
     statuses = {(r["framework"], r["mode"], r["dtype"]): r["status"] for r in verified["rows"]}
-    assert statuses == {(f, m, d): "pass" for f, modes in (("torch", ("eager", "compiled")), ("jax", ("eager", "jit")))
-                        for m in modes for d in ("float32", "float64")}
+    # the dry run verifies float32 (the GPU run float32, float64 and tf32; float64 on the CPU is the
+    # equivalence suite's)
+    assert statuses == {(f, m, "float32"): "pass" for f, modes in (("torch", ("eager", "compiled")), ("jax", ("eager", "jit")))
+                        for m in modes}
     result = json.loads((tmp_path / "compare" / machine / "cpu-tiny-float32.json").read_text())
     assert result["baseline"] == "torch:compiled" and result["machine_id"] == machine
     assert {row["label"] for row in result["rows"]} == {"torch:eager", "torch:compiled", "jax:eager", "jax:jit"}
@@ -44,7 +46,7 @@ def test_dry_run_verifies_tunes_compares_and_summarises(tmp_path):
     assert caviar["style"] == "caviar" and caviar["models_per_program"] == 8 and caviar["n_trials_complete"] == 16
     assert caviar["throughput"]["caviar_models_per_second"] > 0 and caviar["throughput"]["panda_models_per_second"] > 0
     # the summary table names every row with its verification in every dtype
-    assert "baseline torch:compiled" in done.stdout and done.stdout.count("pass/pass/-") == 4
+    assert "baseline torch:compiled" in done.stdout and done.stdout.count("pass/-/-") == 4
     assert "caviar on cpu: 16 models" in done.stdout
 
 
