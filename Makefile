@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 # through asv (every mode, dtype and size, every benchmark), whose environments asv builds itself.
 GRID ?= quick
 THREADS ?= 2
-BUDGET ?= 45
+BUDGET ?= 90
 COMPARE_SIZES ?= tiny medium
 ASV_ARGS ?=
 ALL_BENCHMARKS := TrainStep|Digits|Tune|WorkerStep
