@@ -74,11 +74,12 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     timing = run.get("timing") or ("each step synchronised" if not device else "each step synchronised (made before "
                                    "queued bursts: median step and latency are one measurement)")
     precision = " (a float32 spec, its matmuls in TF32)" if run["dtype"] == "tf32" else ""
+    state = compare.state_line(run)
     lines = [f"#### {run['device']}, {run['dtype']}{precision}, `{run['size']}` (m={run.get('m', SIZES_M.get(run['size'], '?'))})", "",
              f"Baseline `{run['baseline']}`; {run['rounds']} rounds in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
              f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}"
-             + (f" {compare.state_line(run)}." if compare.state_line(run) else ""), "",
+             + (f" {state}." if state else ""), "",
              "| framework | mode | version | ratio to baseline [95% CI] | vs baseline | vs next faster row | median step [95% CI] | "
              + ("latency (synchronised step) | " if device else "")
              + "GFLOP/s | fraction of peak [95% CI] | first step (compile) | verified | flags |",

@@ -14,10 +14,9 @@ tuning logs and the sweeps all run them).
    processes; its ratio of the round is its burst over their geometric mean. Rows are thus
    divided by the baseline measured a fraction of a second away, in the same phase of the machine,
    and by both of its processes. Pinned workers share their cores within a round, moved round by
-   round. On a device with
-   asynchronous dispatch each burst is two: steps queued and synchronised once (the figure that
-   ranks), and each step synchronised (its latency). Each burst starts once every worker has gone
-   quiet (bnbench.timing.quiet).
+   round. On a device with asynchronous dispatch each burst is two: steps queued and synchronised
+   once (the figure that ranks), and each step synchronised (its latency). Each burst starts once
+   every worker has gone quiet (bnbench.timing.quiet).
 4. The matmul peak is one more participant, so the fraction of peak is paired the same way; a
    framework's own matmul too, where asked (``ceilings``).
 5. Ratios are taken within a round and summarised over rounds with bootstrap intervals
@@ -51,7 +50,6 @@ BURST_SECONDS = 0.15
 SETTLE_SECONDS = 0.05
 MIN_ROUNDS = 10
 CHECK_EVERY = 5
-SCHEMA = 2
 CONTROL = "control"
 
 
@@ -107,7 +105,7 @@ class Settings:
 # --------------------------------------------------------------------------- placement
 def _pin(workers: Sequence[Participant], round_index: int, threads: int, cores: Sequence[int]) -> None:
     sets = schedule.core_sets(round_index, len(workers), cores, threads)
-    for participant, chosen in zip(workers, sets or []):
+    for participant, chosen in zip(workers, sets):
         worker = participant.worker_client
         if worker is not None and not participant.unplaced:
             try:
@@ -287,8 +285,8 @@ def run(settings: Settings) -> Dict[str, Any]:
         bar.close()
         _stop(participants + ([control] if control is not None else []), settings.keep_workers)
     return summary.result(settings, participants, control, timed_peak, baseline, spec, m, stopped, seconds, started,
-                   peak_problem=None if peak is None else peak.problem, ceilings=ceilings,
-                   placement=schedule.placement_of(rotating, cores, settings.threads), schema=SCHEMA)
+                          peak_problem=None if peak is None else peak.problem, ceilings=ceilings,
+                          placement=schedule.placement_of(rotating, cores, settings.threads))
 
 
 def _stop(participants: Sequence[Participant], keep_workers: bool = False) -> None:

@@ -32,6 +32,7 @@ from bnbench.timing.participant import Participant
 # one state the baseline's rounds spread by a few percent, the slow states measured were 1.3-1.6
 # times slower; 0.15 also dropped the upper tail of the fast state (half the rounds of some runs).
 UNDISTURBED_MARGIN = 0.25
+SCHEMA = 2
 
 
 def undisturbed(baseline: Participant) -> np.ndarray:
@@ -81,9 +82,9 @@ def intervals(timed: List[Participant], baseline: Participant, control: Optional
 
 
 def result(settings: Any, participants: List[Participant], control: Optional[Participant], peak: Optional[Participant],
-            baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float,
-            peak_problem: Optional[str] = None, ceilings: Sequence[Participant] = (),
-            placement: str = "workers not pinned to cores", schema: int = 2) -> Dict[str, Any]:
+           baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float, *,
+           peak_problem: Optional[str], ceilings: Sequence[Participant], placement: str) -> Dict[str, Any]:
+    """The JSON of a run of rounds (``bnbench compare``'s, the tuning logs' and the sweeps')."""
     seed = settings.seed
     kept = undisturbed(baseline)
     floor = ratio(control, kept, seed) if control is not None and control.timed and control.medians else None
@@ -163,7 +164,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     every = ([*timed] + ([peak] if peak is not None else []) + ([control] if control is not None and control.timed else [])
              + [c for c in ceilings if c.timed])
     return {
-        "schema": schema, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
+        "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
         "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "size": settings.size, "dtype": settings.dtype, "device": settings.device, "baseline": baseline.label,
         "rounds": rounds, "undisturbed": state_of(baseline, kept), "seconds": round(seconds, 2),
