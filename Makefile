@@ -19,12 +19,14 @@ env_python = $(or $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1)*/bin/pytho
 PYTEST_ARGS ?=
 
 # `make bench` (the quick default): `bnbench compare` of every framework's best mode at tiny and
-# medium, float32, in interleaved paired rounds (BUDGET seconds of rounds per size), in the
-# environments `make test` builds; then the tables. `make bench GRID=full` times everything
-# through asv (every mode, dtype and size, every benchmark), whose environments asv builds itself.
+# medium, float32, in interleaved paired rounds (BUDGET seconds of rounds per size, over SETS sets
+# of freshly started workers), in the environments `make test` builds; then the tables.
+# `make bench GRID=full` times everything through asv (every mode, dtype and size, every
+# benchmark), whose environments asv builds itself.
 GRID ?= quick
 THREADS ?= 2
 BUDGET ?= 90
+SETS ?= 2
 COMPARE_SIZES ?= tiny medium
 ASV_ARGS ?=
 ALL_BENCHMARKS := TrainStep|Digits|Tune|WorkerStep
@@ -101,8 +103,8 @@ bench: system-packages $(STAMP) $(ENV_STAMPS)
 ifeq ($(GRID),quick)
 	@id=$(MACHINE_ID) && mkdir -p results/compare/$$id; \
 	status=0; for size in $(COMPARE_SIZES); do \
-		echo "bnbench compare: every framework's best mode, $$size, float32, cpu, $(BUDGET) s of rounds (machine $$id)"; \
-		$(VENV)/bin/bnbench compare --size $$size --dtype float32 --device cpu --budget $(BUDGET) --threads $(THREADS) \
+		echo "bnbench compare: every framework's best mode, $$size, float32, cpu, $(BUDGET) s of rounds over $(SETS) sets of workers (machine $$id)"; \
+		$(VENV)/bin/bnbench compare --size $$size --dtype float32 --device cpu --budget $(BUDGET) --sets $(SETS) --threads $(THREADS) \
 			--json results/compare/$$id/cpu-$$size-float32.json || status=1; \
 	done; \
 	$(VENV)/bin/bnbench report && echo "tables: results/README.md"; \

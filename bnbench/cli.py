@@ -157,7 +157,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         settings = compare.request(args.frameworks, args.baseline, size=args.size, dtype=args.dtype, device=args.device,
                                    budget=args.budget, threads=args.threads, seed=args.seed, progress=not args.quiet,
-                                   queued=True if args.queued else None)
+                                   queued=True if args.queued else None, sets=args.sets)
         result = compare.run(settings)
     except compare.CompareError as error:
         raise CliError(str(error)) from None
@@ -282,6 +282,7 @@ def _timing_flags(parser, *, budget: float, threads_help: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from bnbench.timing.rounds import DEFAULT_BUDGET  # numpy and the suite's statistics only: no framework
+    from bnbench.timing.sets import DEFAULT_SETS
     from bnbench.timing.workload import SIZE_ORDER
 
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
@@ -330,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--queued", action="store_true",
                      help="queue every burst's steps and synchronise once, with the latency beside, on the CPU too "
                           "(the GPU run's dry run; on a GPU it is always so)")
+    com.add_argument("--sets", type=_positive_int, default=DEFAULT_SETS, metavar="N",
+                     help="split the rounds over N sets of freshly started workers, each with its share of the budget: "
+                          "what stays fixed within a process shows in the intervals (default %(default)d)")
     _timing_flags(com, budget=DEFAULT_BUDGET, threads_help="compute threads of every participant (default 2)")
     com.set_defaults(handler=cmd_compare)
 

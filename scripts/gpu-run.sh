@@ -29,6 +29,9 @@ cd "$(dirname "$0")/.."
 device=cuda sizes="tiny medium large xlarge" tf32_sizes="large xlarge" budget=${BNBENCH_GPU_BUDGET:-12}
 tunelog_budget=${BNBENCH_GPU_TUNELOG_BUDGET:-6} verify_limit=${BNBENCH_GPU_VERIFY_LIMIT:-240}
 caviar=(--models 256 --trials 512 --epochs 10) queued="" tunelog_frameworks="torch jax" verify_dtypes="float32 float64"
+# One set of workers per comparison (compare's default is two): a second would start and compile
+# every framework again inside the lent machine's minutes. The JSON says so (process_sets).
+sets=${BNBENCH_GPU_SETS:-1}
 if [ "${1:-}" = "--dry-run" ]; then
     device=cpu sizes="tiny xlarge" tf32_sizes="" budget=${BNBENCH_GPU_BUDGET:-3} tunelog_budget=${BNBENCH_GPU_TUNELOG_BUDGET:-2}
     caviar=(--models 8 --trials 16 --epochs 2) queued="--queued" tunelog_frameworks="jax"   # one log: the path, not the forms
@@ -116,13 +119,13 @@ for size in $sizes; do
     skip=$("$python" -c "from bnbench.timing.workload import unavailable_on; print(unavailable_on('$size', '$device') or '')")
     if [ -n "$skip" ]; then echo "gpu-run: $size skipped: $skip"; continue; fi
     bnbench compare --device "$device" --size "$size" --dtype float32 --frameworks "${items// /,}" $queued \
-        --baseline "$baseline" --budget "$budget" --quiet --json "$out/compare/$machine/$device-$size-float32.json" || status=1
+        --baseline "$baseline" --budget "$budget" --sets "$sets" --quiet --json "$out/compare/$machine/$device-$size-float32.json" || status=1
 done
 for size in $tf32_sizes; do
     tf32_items=$(for item in $items; do "$python" -c "import sys; from bnbench.adapters.registry import local_class; sys.exit(0 if '$device' in local_class('${item%%:*}').precisions.get('tf32', ()) else 1)" && echo "$item"; done | paste -sd,)
     [ -n "$tf32_items" ] || continue
     bnbench compare --device "$device" --size "$size" --dtype tf32 --frameworks "$tf32_items" $queued \
-        --baseline "$baseline" --budget "$budget" --quiet --json "$out/compare/$machine/$device-$size-tf32.json" || status=1
+        --baseline "$baseline" --budget "$budget" --sets "$sets" --quiet --json "$out/compare/$machine/$device-$size-tf32.json" || status=1
 done
 
 # 5. caviar on the card: many models in one program, against one model at a time and the CPU's caviar.

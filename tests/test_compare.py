@@ -46,12 +46,15 @@ def test_aa_check_numpy_against_itself(tmp_path):
                                                      floor["spread"])
     assert result["peak"]["gflops"] > 0 and len(result["round_medians"]["peak"]) == result["rounds"]
     assert all(row["latency_s"] == row["median_step_s"] for row in rows.values())    # on the CPU: one measurement
+    # two sets of workers by default, each started afresh with its share of the rounds
+    assert result["process_sets"] == 2 and len(result["round_sets"]) == result["rounds"]
+    assert result["round_sets"] == sorted(result["round_sets"]) and set(result["round_sets"]) == {0, 1}
 
 
 @pytest.mark.slow
 def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
     require_adapter("torch")
-    status, result = run_compare(tmp_path, "--frameworks", "torch:eager", "--size", "tiny", "--budget", "3")
+    status, result = run_compare(tmp_path, "--frameworks", "torch:eager", "--size", "tiny", "--budget", "3", "--sets", "1")
     assert status == 0
     rows = {row["label"]: row for row in result["rows"]}
     assert set(rows) == {"numpy:eager", "torch:eager"}       # the baseline always takes part
@@ -69,6 +72,7 @@ def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
     (["--frameworks", "numpy", "--baseline", "numpy,numpy"], "must name one framework"),
     (["--frameworks", "numpy", "--budget", "0"], "--budget 0.0 must be a positive number"),
     (["--frameworks", "numpy", "--size", "huge"], "invalid choice: 'huge'"),
+    (["--frameworks", "numpy", "--sets", "0"], "--sets: '0' must be at least 1"),
     (["--frameworks", "numpy", "--device", "cuda"], "--frameworks: numpy has no device 'cuda'"),
 ])
 def test_bad_flags_are_named(tmp_path, capsys, args, message):

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from bnbench.adapters.registry import local_class, names
 from bnbench.timing.participant import split_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, CompareError, Settings, run  # noqa: F401 (the command's entry points)
+from bnbench.timing.sets import DEFAULT_SETS
+from bnbench.timing.stats import TARGET_HALF_WIDTH
 from bnbench.timing.units import format_seconds
 
 
@@ -76,11 +78,13 @@ def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, st
 
 def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", dtype: str = "float32",
             device: str = "cpu", budget: float = DEFAULT_BUDGET, threads: int = 2, seed: int = 0,
-            progress: bool = True, queued: Optional[bool] = None) -> Settings:
+            progress: bool = True, queued: Optional[bool] = None, sets: int = DEFAULT_SETS) -> Settings:
     """The run the command's flags ask for: the participants (default: every framework installed
     here in its best mode), the baseline among them (it always takes part), the settings."""
     if budget <= 0:
         raise CompareError(f"--budget {budget!r} must be a positive number of seconds")
+    if sets < 1:
+        raise CompareError(f"--sets {sets!r} must be at least 1")
     if frameworks is None:
         items, left_out = default_items(device)
     else:
@@ -91,7 +95,7 @@ def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", d
     if chosen[0] not in items:
         items = [chosen[0]] + items
     return Settings(items=items, size=size, dtype=dtype, device=device, baseline=chosen[0], budget=budget,
-                    threads=threads, seed=seed, left_out=left_out, progress=progress, queued=queued)
+                    threads=threads, seed=seed, left_out=left_out, progress=progress, queued=queued, sets=sets)
 
 
 def summary(result: Dict[str, Any], path: str) -> str:
@@ -100,7 +104,9 @@ def summary(result: Dict[str, Any], path: str) -> str:
     how = (f"every interval within +-{100 * result['target_half_width']:.1f}%" if result["stopped"] == "converged"
            else "the budget ended first")
     gflops = "-" if not peak or "gflops" not in peak else f"{peak['gflops']:.4g} GFLOP/s"
-    return (f"{result['rounds']} rounds in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
+    sets = result.get("process_sets", 1)
+    over = f" over {sets} sets of workers" if sets > 1 else ""
+    return (f"{result['rounds']} rounds{over} in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
             f"{result['dtype']}, {result['device']}, {result['threads']} thread(s); peak {gflops}; "
             f"machine {result['machine_id']}; wrote {path}")
 
@@ -145,11 +151,20 @@ def footer(result: Dict[str, Any]) -> List[str]:
     wide = result.get("unconverged") or []
     if wide:
         target = 100 * result.get("target_half_width", 0.025)
-        lines.append(f"* interval wider than +-{target:.1f}% when the rounds ended: " + "; ".join(
-            f"{entry['label']} +-{100 * entry['half_width']:.1f}%"
-            + (f" (about {entry['budget_to_converge']:.0f} s of rounds would converge it)"
-               if entry.get("budget_to_converge") else "") for entry in wide))
+        lines.append(f"* interval wider than +-{target:.1f}% when the rounds ended: "
+                     + "; ".join(unconverged_text(entry, "+-") for entry in wide))
     return [line for line in lines if line]
+
+
+def unconverged_text(entry: Dict[str, Any], plus_minus: str = "±") -> str:
+    """A row still wider than the target, in words: its width, and the budget that would converge
+    it, or how far apart its sets stood where more rounds would not."""
+    text = f"{entry['label']} {plus_minus}{100 * entry['half_width']:.1f}%"
+    if entry.get("budget_to_converge"):
+        return text + f" (about {entry['budget_to_converge']:.0f} s of rounds would converge it)"
+    if entry.get("sets_apart") is not None and entry["sets_apart"] / 2 >= TARGET_HALF_WIDTH:
+        return text + f" (its sets of workers stood {100 * entry['sets_apart']:.1f}% apart: more sets would narrow it, not more rounds)"
+    return text
 
 
 def floor_line(result: Dict[str, Any]) -> str:

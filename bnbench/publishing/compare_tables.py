@@ -107,10 +107,8 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
                      f"{row.get('flags', '')}{tuning_log_link(results, run['machine_id'], row['framework'])} |")
     unconverged = run.get("unconverged") or []
     if unconverged:
-        lines += ["", "Rows whose interval was still wider than the target when the budget ended: " + "; ".join(
-            f"{entry['label']} ±{100 * entry['half_width']:.1f}%"
-            + (f" (about {entry['budget_to_converge']:.0f} s of rounds would converge it)" if entry.get("budget_to_converge")
-               else "") for entry in unconverged) + "."]
+        lines += ["", "Rows whose interval was still wider than the target when the budget ended: "
+                  + "; ".join(compare.unconverged_text(entry) for entry in unconverged) + "."]
     return lines + [""]
 
 

@@ -23,6 +23,9 @@ tuning logs and the sweeps all run them).
    (bnbench.timing.stats); rounds go on until every row's interval, the floor's included, is
    within +-2.5% or the budget ends. Rows whose interval is still wider say so, with the budget
    that would have converged them.
+6. Process sets (bnbench.timing.sets): ``bnbench compare`` splits its budget over two sets of
+   workers, every one closed and started again between them, so that what stays fixed for the
+   life of a process is sampled twice and widens the intervals by as much as the sets disagree.
 """
 from __future__ import annotations
 
@@ -37,14 +40,15 @@ import numpy as np
 from bnbench import progress
 from bnbench.reference import initial_parameters
 from bnbench.timing import participant as participants_module
-from bnbench.timing import quiet, schedule, stats, summary
+from bnbench.timing import quiet, schedule, sets, stats, summary
 from bnbench.timing.flops import step_flops
 from bnbench.timing.participant import Participant, labels, queued_device, start, start_peak
 from bnbench.timing.worker import WorkerError, close_workers
 from bnbench.timing.workload import batch_size, spec_for, timing_batches, unavailable_on
 
 # A round of every framework (16) at medium on 2 cores takes about 10 s. Two back-to-back runs of 150 s
-# (16 rounds) moved a row by 11-13% at the most; of 300 s (31 rounds), by 6.5% (bnbench.timing.summary).
+# (16 rounds) moved a row by 11-13% at the most; of 300 s (31 rounds), by 6.5% (bnbench.timing.summary),
+# and by 2.6% split over two sets of workers (bnbench.timing.sets).
 DEFAULT_BUDGET = 300.0
 BURST_SECONDS = 0.15
 SETTLE_SECONDS = 0.05
@@ -80,6 +84,8 @@ class Settings:
     spec: Any = None              # a spec and batch size of its own (the sweeps); default: the size's
     m: Optional[int] = None
     keep_workers: bool = False    # leave the workers running for the next run (a sweep imports each framework once)
+    # the rounds split over this many sets of freshly started workers (bnbench.timing.sets)
+    sets: int = 1
     # bursts queued and synchronised once, with the latency beside them: by the device (None), or
     # forced (the GPU run's dry run takes that path on the CPU)
     queued: Optional[bool] = None
@@ -226,12 +232,28 @@ def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequ
     baseline.references.append(float(np.sqrt(baseline.medians[-1] * control.medians[-1])))
 
 
-def run(settings: Settings) -> Dict[str, Any]:
-    problem = unavailable_on(settings.size, settings.device)
-    if problem and settings.spec is None:
-        raise CompareError(f"--size {settings.size}: {problem}")
-    bar = progress.bar(len(settings.items) + 1 + settings.control, "participant", settings.progress)
-    started = time.time()
+@dataclasses.dataclass
+class _Team:
+    """The workers of one process set, started and verified, and their parts in a round."""
+
+    participants: List[Participant]
+    control: Optional[Participant]
+    peak: Optional[Participant]
+    ceilings: List[Participant]
+    baseline: Participant
+    anchors: List[Participant]
+    contenders: List[Participant]
+    pinned: List[Participant]
+    pids: List[int]
+
+    @property
+    def everyone(self) -> List[Participant]:
+        return self.participants + ([self.control] if self.control is not None else [])
+
+
+def _start_team(settings: Settings, index: int) -> Tuple[_Team, Any, int]:
+    where = f"set {index + 1} of {settings.sets}: " if settings.sets > 1 else ""
+    bar = progress.bar(len(settings.items) + 1 + settings.control, f"{where}participant", settings.progress)
     try:
         participants, control, peak, spec, m = _start(settings, bar)
     finally:
@@ -250,43 +272,84 @@ def run(settings: Settings) -> Dict[str, Any]:
                   + [c for c in ceilings if c.timed])
     # the workers of one round, pinned by rotation (a framework's own matmul shares its kept form's worker)
     pinned = anchors + [p for p in contenders if p not in ceilings]
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    rotating = settings.rotate and schedule.core_sets(0, 1, cores, settings.threads) is not None
     pids = sorted({p.process_id for p in anchors + contenders if p.process_id is not None})
-    rng = np.random.default_rng(settings.seed)
-    rounds_started = time.perf_counter()
-    stopped = "budget"
+    return _Team(participants, control, peak, ceilings, baseline, anchors, contenders, pinned, pids), spec, m
+
+
+def _joined(teams: Sequence[_Team], counts: Sequence[int]):
+    """The participants of every set so far, one per label (bnbench.timing.sets): (participants,
+    control, peak, ceilings)."""
+    participants = sets.join([team.participants for team in teams], counts)
+    control = sets.join([[team.control] for team in teams], counts)[0] if teams[0].control is not None else None
+    peak = sets.join([[team.peak] for team in teams], counts)[0] if teams[0].peak is not None else None
+    ceilings = sets.join([team.ceilings for team in teams], counts)
+    return participants, control, peak, ceilings
+
+
+def _rounds(teams: List[_Team], counts: List[int], settings: Settings, share: float, cores: Sequence[int],
+            rotating: bool, rng: np.random.Generator) -> Tuple[str, float]:
+    """The rounds of the last set: until its share of the budget ends, or every interval over the
+    sets so far is within the target once it has run ``MIN_ROUNDS`` of its own; (how it stopped, seconds)."""
+    team = teams[-1]
+    began = time.perf_counter()
     bar = progress.bar(None, "round", settings.progress)
     try:
         while True:
             if rotating:
-                _pin(pinned, len(baseline.medians), settings.threads, cores)
-            _round(contenders, anchors, pids, settings, rng)
-            rounds = len(baseline.medians)
-            elapsed = time.perf_counter() - rounds_started
-            if rounds >= MIN_ROUNDS and rounds % CHECK_EVERY == 0:
-                intervals = summary.intervals(timed, baseline, timed_control, settings.seed)
+                _pin(team.pinned, sum(counts), settings.threads, cores)
+            _round(team.contenders, team.anchors, team.pids, settings, rng)
+            counts[-1] += 1
+            elapsed = time.perf_counter() - began
+            if counts[-1] >= MIN_ROUNDS and counts[-1] % CHECK_EVERY == 0:
+                participants, control, _, _ = _joined(teams, counts)
+                timed = [p for p in participants if p.timed]
+                baseline = next(p for p in timed if p.label == settings.baseline_label)
+                intervals = summary.intervals(timed, baseline, control, settings.seed, sets.labels_of(counts))
                 worst = max((i.relative_half_width for i in intervals), default=0.0)
-                bar.set_description(f"round {rounds}, widest interval +-{100 * worst:.1f}%")
+                bar.set_description(f"round {sum(counts)}, widest interval +-{100 * worst:.1f}%")
                 if stats.converged(intervals, min_rounds=MIN_ROUNDS):
-                    stopped = "converged"
-                    break
+                    return "converged", elapsed
             bar.update(1)
-            if elapsed >= settings.budget and rounds >= 2:
-                break
-        seconds = time.perf_counter() - rounds_started
-        if settings.memory:
-            bar.set_description("memory")
-            for participant in timed:
-                reply = participant.burst(settings.burst_seconds, how="per_step", memory=True)
-                participant.memory.append(reply.get("memory_bytes"))
-                participant.memory_kind = reply.get("memory_kind")
+            if elapsed >= share and counts[-1] >= 2:
+                return "budget", elapsed
     finally:
         bar.close()
-        _stop(participants + ([control] if control is not None else []), settings.keep_workers)
-    return summary.result(settings, participants, control, timed_peak, baseline, spec, m, stopped, seconds, started,
-                          peak_problem=None if peak is None else peak.problem, ceilings=ceilings,
-                          placement=schedule.placement_of(rotating, cores, settings.threads))
+
+
+def run(settings: Settings) -> Dict[str, Any]:
+    problem = unavailable_on(settings.size, settings.device)
+    if problem and settings.spec is None:
+        raise CompareError(f"--size {settings.size}: {problem}")
+    if settings.sets < 1:
+        raise CompareError(f"--sets {settings.sets!r} must be at least 1")
+    started = time.time()
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    rotating = settings.rotate and schedule.core_sets(0, 1, cores, settings.threads) is not None
+    rng = np.random.default_rng(settings.seed)
+    teams: List[_Team] = []
+    counts: List[int] = []
+    stopped, seconds = "budget", 0.0
+    for index, share in enumerate(sets.shares(settings.budget, settings.sets)):
+        last = index == settings.sets - 1
+        team, spec, m = _start_team(settings, index)
+        teams.append(team)
+        counts.append(0)
+        try:
+            stopped, elapsed = _rounds(teams, counts, settings, share, cores, rotating, rng)
+            seconds += elapsed
+            if settings.memory and last:
+                for participant in (p for p in team.participants if p.timed):
+                    reply = participant.burst(settings.burst_seconds, how="per_step", memory=True)
+                    participant.memory.append(reply.get("memory_bytes"))
+                    participant.memory_kind = reply.get("memory_kind")
+        finally:
+            _stop(team.everyone, settings.keep_workers and last)
+    participants, control, peak, ceilings = _joined(teams, counts)
+    baseline = next(p for p in participants if p.label == settings.baseline_label)
+    return summary.result(settings, participants, control, peak if peak is not None and peak.timed else None, baseline,
+                          spec, m, stopped, seconds, started, peak_problem=None if peak is None else peak.problem,
+                          ceilings=ceilings, placement=schedule.placement_of(rotating, cores, settings.threads),
+                          sets=sets.labels_of(counts))
 
 
 def _stop(participants: Sequence[Participant], keep_workers: bool = False) -> None:

@@ -4,9 +4,10 @@ Every participant of a comparison runs one short burst per round, between two bu
 baseline (bnbench.timing.schedule), so that a row and what it is divided by sample the same phase
 of the machine (these machines alternate fast and slow phases, of a second to a few). A ratio is
 therefore taken within a round, never across rounds: ``round_ratios[k] = medians_a[k] /
-medians_b[k]``. The published
-ratio is the median over rounds; its 95% interval is a percentile bootstrap over rounds (rounds
-are the independent units; the steps of one burst are not). A difference is *resolved* when
+medians_b[k]``. The published ratio is the median over rounds; its 95% interval is a percentile
+bootstrap over rounds (rounds are the independent units; the steps of one burst are not). Where
+the rounds ran in two or more sets of worker processes, the ratio is the mean of the sets'
+medians and the bootstrap resamples the sets too (``set_bootstrap``). A difference is *resolved* when
 that interval excludes 1, and lies wholly outside the run's noise floor (``floor_spread``): what
 one participant measures against itself, in an A/A pair timed in the same rounds.
 
@@ -53,13 +54,23 @@ class Interval:
         return "resolved" if self.resolved else "not resolved"
 
 
-def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
+def bootstrap_median(values: Sequence[float], *, groups: Optional[Sequence[int]] = None, confidence: float = CONFIDENCE,
                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Interval:
     """The median of ``values`` and its percentile-bootstrap interval (resampling the values).
 
-    Seeded, so the same timings give the same interval. NaN values (a round a participant missed)
-    are dropped."""
+    ``groups`` names each value's process set (bnbench.timing.sets): where the values come from
+    two or more, the estimate is the mean of the sets' medians, and its interval resamples the sets
+    as well as the values within each (``set_bootstrap``). Seeded, so the same timings give the
+    same interval. NaN values (a round a participant missed) are dropped."""
     data = np.asarray(values, dtype=np.float64)
+    if groups is not None:
+        labels = np.asarray(groups)
+        if labels.shape != data.shape:
+            raise ValueError(f"{labels.shape[0] if labels.ndim else 0} process-set labels for {data.shape[0]} values")
+        finite = np.isfinite(data)
+        parts = [data[finite & (labels == label)] for label in np.unique(labels[finite])]
+        if len(parts) > 1:
+            return set_bootstrap(parts, confidence=confidence, resamples=resamples, seed=seed)
     data = data[np.isfinite(data)]
     if data.size == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
@@ -74,6 +85,25 @@ def bootstrap_median(values: Sequence[float], *, confidence: float = CONFIDENCE,
     return Interval(estimate, float(low), float(high), int(data.size))
 
 
+def set_bootstrap(parts: Sequence[np.ndarray], *, confidence: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                  seed: int = 0) -> Interval:
+    """The mean of the medians of ``parts`` (one per process set, each non-empty), and its interval
+    by a two-level bootstrap: each resample draws as many sets as there are, with replacement, and
+    within each drawn set its values. What stays fixed within a set (its processes' memory layout,
+    their cores, the machine's state while it ran) thus widens the interval by as much as the sets
+    disagree, which no resampling of one set's rounds can see."""
+    rng = np.random.default_rng(seed)
+    estimate = float(np.mean([np.median(part) for part in parts]))
+    medians = np.empty((len(parts), resamples))
+    for index, part in enumerate(parts):
+        medians[index] = np.median(part[rng.integers(0, part.size, size=(resamples, part.size))], axis=1)
+    drawn = rng.integers(0, len(parts), size=(resamples, len(parts)))
+    means = medians[drawn, np.arange(resamples)[:, None]].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return Interval(estimate, float(min(low, estimate)), float(max(high, estimate)), int(sum(part.size for part in parts)))
+
+
 def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> np.ndarray:
     """Per-round ratios of two participants' burst medians (NaN where either missed the round)."""
     a = np.asarray(numerator, dtype=np.float64)
@@ -84,9 +114,10 @@ def round_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> np
         return np.where((b > 0) & np.isfinite(a) & np.isfinite(b), a / b, np.nan)
 
 
-def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], *, seed: int = 0) -> Interval:
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float], *, groups: Optional[Sequence[int]] = None,
+                 seed: int = 0) -> Interval:
     """Median over rounds of numerator/denominator, with its bootstrap interval."""
-    return bootstrap_median(round_ratios(numerator, denominator), seed=seed)
+    return bootstrap_median(round_ratios(numerator, denominator), groups=groups, seed=seed)
 
 
 def converged(intervals: Sequence[Interval], target: float = TARGET_HALF_WIDTH, min_rounds: int = 10) -> bool:

@@ -19,6 +19,7 @@ round's figures stay in the result (``round_medians``, ``round_references``,
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 from typing import Any, Dict, List, Optional, Sequence
@@ -66,46 +67,80 @@ def fractions(participant: Participant, peak: Participant) -> np.ndarray:
     return (participant.flops / peak.flops) * stats.round_ratios(normalised(peak), normalised(participant))
 
 
-def ratio(participant: Participant, kept: np.ndarray, seed: int) -> stats.Interval:
+@dataclasses.dataclass(frozen=True)
+class Kept:
+    """The rounds a run's figures are taken over (the undisturbed ones), and the process set each
+    round ran in (bnbench.timing.sets): every figure's interval resamples both."""
+
+    mask: np.ndarray
+    sets: np.ndarray
+    seed: int
+
+    @classmethod
+    def of(cls, baseline: Participant, sets: Optional[Sequence[int]], seed: int) -> "Kept":
+        mask = undisturbed(baseline)
+        return cls(mask, np.zeros(mask.size, dtype=int) if sets is None else np.asarray(sets, dtype=int), seed)
+
+    def sets_apart(self, values: Sequence[float]) -> Optional[float]:
+        """How far apart the sets' medians of ``values`` stand (the highest over the lowest, less
+        one); None with fewer than two sets."""
+        data = np.asarray(values, dtype=np.float64)[self.mask]
+        groups = self.sets[self.mask]
+        medians = [np.median(part) for part in (data[(groups == g) & np.isfinite(data)] for g in np.unique(groups)) if part.size]
+        return float(max(medians) / min(medians) - 1.0) if len(medians) > 1 and min(medians) > 0 else None
+
+    def interval(self, values: Sequence[float]) -> stats.Interval:
+        """The median of ``values`` (one per round) over the kept rounds, with its interval."""
+        return stats.bootstrap_median(np.asarray(values, dtype=np.float64)[self.mask], groups=self.sets[self.mask],
+                                      seed=self.seed)
+
+
+def ratio(participant: Participant, kept: Kept) -> stats.Interval:
     """A row's ratio: the median over the undisturbed rounds of its burst over the baseline beside it."""
-    return stats.bootstrap_median(normalised(participant)[kept], seed=seed)
+    return kept.interval(normalised(participant))
 
 
 def intervals(timed: List[Participant], baseline: Participant, control: Optional[Participant],
-              seed: int) -> List[stats.Interval]:
+              seed: int, sets: Optional[Sequence[int]] = None) -> List[stats.Interval]:
     """The intervals the rounds go on for: every row's ratio to the baseline, and the floor's."""
-    kept = undisturbed(baseline)
-    out = [ratio(p, kept, seed) for p in timed if p is not baseline]
+    kept = Kept.of(baseline, sets, seed)
+    out = [ratio(p, kept) for p in timed if p is not baseline]
     if control is not None and control.timed:
-        out.append(ratio(control, kept, seed))
+        out.append(ratio(control, kept))
     return out
 
 
 def result(settings: Any, participants: List[Participant], control: Optional[Participant], peak: Optional[Participant],
            baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float, *,
-           peak_problem: Optional[str], ceilings: Sequence[Participant], placement: str) -> Dict[str, Any]:
-    """The JSON of a run of rounds (``bnbench compare``'s, the tuning logs' and the sweeps')."""
-    seed = settings.seed
-    kept = undisturbed(baseline)
-    floor = ratio(control, kept, seed) if control is not None and control.timed and control.medians else None
+           peak_problem: Optional[str], ceilings: Sequence[Participant], placement: str,
+           sets: Sequence[int]) -> Dict[str, Any]:
+    """The JSON of a run of rounds (``bnbench compare``'s, the tuning logs' and the sweeps'); ``sets``:
+    the process set of each round."""
+    kept = Kept.of(baseline, sets, settings.seed)
+    floor = ratio(control, kept) if control is not None and control.timed and control.medians else None
     spread = stats.floor_spread(floor)
-    ratios = {p.label: ratio(p, kept, seed) for p in participants if p.timed}
+    ratios = {p.label: ratio(p, kept) for p in participants if p.timed}
     timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
     rounds = len(baseline.medians)
     rows, unconverged = [], []
     for position, participant in enumerate(timed):
         row_ratio = ratios[participant.label]
-        step = stats.bootstrap_median(np.asarray(participant.medians)[kept], seed=seed)
-        latency = stats.bootstrap_median(np.asarray(participant.latencies)[kept], seed=seed)
-        fraction = stats.bootstrap_median(fractions(participant, peak)[kept], seed=seed) if peak is not None else None
+        step = kept.interval(participant.medians)
+        latency = kept.interval(participant.latencies)
+        fraction = kept.interval(fractions(participant, peak)) if peak is not None else None
         faster = timed[position - 1] if position else None
-        versus = (stats.paired_ratio(normalised(participant)[kept], normalised(faster)[kept], seed=seed)
+        versus = (kept.interval(stats.round_ratios(normalised(participant), normalised(faster)))
                   if faster is not None else None)
         is_baseline = participant is baseline
         converged = is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH
         if not converged:
+            # rounds narrow what differs from round to round, not what the sets disagree on: where
+            # half their distance alone is wider than the target, no budget of rounds would do
+            apart = kept.sets_apart(normalised(participant))
+            rounds_would = apart is None or apart / 2 < stats.TARGET_HALF_WIDTH
             unconverged.append({"label": participant.label, "half_width": row_ratio.relative_half_width,
-                                "budget_to_converge": stats.budget_to_converge(row_ratio, seconds)})
+                                "budget_to_converge": stats.budget_to_converge(row_ratio, seconds) if rounds_would else None,
+                                "sets_apart": apart})
         memory = [value for value in participant.memory if value is not None]
         rows.append({
             "framework": participant.framework, "mode": participant.mode, "label": participant.label,
@@ -124,7 +159,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
             "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
             **({"unplaced": participant.unplaced} if participant.unplaced else {}),
             "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
-            **_of_own_matmul(participant, ceilings, kept, seed),
+            **_of_own_matmul(participant, ceilings, kept),
             "versus_next_faster": None if versus is None else {
                 "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
                 "resolved": stats.resolved_beyond(versus, spread)},
@@ -138,7 +173,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
                          "not_timed": participant.problem, "first_step_s": participant.first_step_s})
     peak_entry = None if peak_problem is None else {"problem": peak_problem}
     if peak is not None:
-        peak_step = stats.bootstrap_median(np.asarray(peak.medians)[kept], seed=seed)
+        peak_step = kept.interval(peak.medians)
         peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
                       "gflops": peak.flops / peak_step.estimate / 1e9}
     ceiling_rows = []
@@ -147,8 +182,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         if not ceiling.timed:
             row["problem"] = ceiling.problem
         else:
-            step = stats.bootstrap_median(np.asarray(ceiling.medians)[kept], seed=seed)
-            fraction = stats.bootstrap_median(fractions(ceiling, peak)[kept], seed=seed) if peak is not None else None
+            step = kept.interval(ceiling.medians)
+            fraction = kept.interval(fractions(ceiling, peak)) if peak is not None else None
             row.update({"median_s": step.estimate, "gflops": ceiling.flops / step.estimate / 1e9,
                         "fraction_of_peak": None if fraction is None else fraction.estimate,
                         "fraction_ci_low": None if fraction is None else fraction.low,
@@ -167,7 +202,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
         "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "size": settings.size, "dtype": settings.dtype, "device": settings.device, "baseline": baseline.label,
-        "rounds": rounds, "undisturbed": state_of(baseline, kept), "seconds": round(seconds, 2),
+        "rounds": rounds, "undisturbed": state_of(baseline, kept.mask), "seconds": round(seconds, 2),
+        "process_sets": int(len(set(int(s) for s in sets))) if len(sets) else 1,
         "budget": settings.budget, "stopped": stopped,
         "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
         "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads,
@@ -186,15 +222,16 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         # the one over the other): any other pair can be recomputed from them
         "round_medians": {p.label: p.medians for p in every},
         "round_references": {p.label: p.references for p in every},
-        "undisturbed_rounds": [bool(k) for k in kept],
+        "undisturbed_rounds": [bool(k) for k in kept.mask],
+        "round_sets": [int(s) for s in sets],
     }
 
 
-def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], kept: np.ndarray, seed: int) -> Dict[str, Any]:
+def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], kept: Kept) -> Dict[str, Any]:
     """The step's FLOP/s over its framework's own matmul's, per round: how near the step comes to
     what the framework's kernels allow (1: every step FLOP at the own matmul's rate)."""
     ceiling = next((c for c in ceilings if c.framework == participant.framework and c.timed), None)
     if ceiling is None:
         return {}
-    fraction = stats.bootstrap_median(fractions(participant, ceiling)[kept], seed=seed)
+    fraction = kept.interval(fractions(participant, ceiling))
     return {"of_own_matmul": fraction.estimate, "of_own_matmul_ci_low": fraction.low, "of_own_matmul_ci_high": fraction.high}

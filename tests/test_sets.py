@@ -1,0 +1,112 @@
+"""Process sets (bnbench.timing.sets, stats.set_bootstrap) on synthetic rounds: what stays fixed
+within a process widens the interval by as much as the sets disagree, and the participants of the
+sets join into one row each."""
+import numpy as np
+import pytest
+
+from bnbench.timing import sets, stats
+from bnbench.timing.participant import Participant
+
+
+def _rounds(rng, offsets, rounds=30, noise=0.02):
+    """Per-round ratios of a participant whose process stands ``offsets[k]`` from the truth (1) in
+    set k, for the life of that process; and the set of each round."""
+    values = np.concatenate([(1 + offset) * np.exp(rng.normal(0, noise, rounds)) for offset in offsets])
+    return values, np.repeat(np.arange(len(offsets)), rounds)
+
+
+def test_one_set_is_the_plain_bootstrap():
+    values, groups = _rounds(np.random.default_rng(0), [0.0])
+    assert stats.bootstrap_median(values, groups=groups, seed=3) == stats.bootstrap_median(values, seed=3)
+
+
+def test_a_process_offset_resolved_within_one_set_is_not_across_sets():
+    """An A/A twin whose process stood 3% off for a whole run is resolved by the rounds of that run
+    alone; with a second set, whose processes stand elsewhere, the interval covers both."""
+    rng = np.random.default_rng(1)
+    single, _ = _rounds(rng, [0.03])
+    assert stats.bootstrap_median(single).low > 1.0
+    values, groups = _rounds(rng, [0.03, -0.01])
+    both = stats.bootstrap_median(values, groups=groups)
+    assert both.low < 1.0 < both.high
+    assert both.estimate == pytest.approx(np.mean([np.median(values[groups == k]) for k in (0, 1)]))
+    # pooled as one set, the same rounds look resolved to within a fraction of the disagreement
+    pooled = stats.bootstrap_median(values)
+    assert pooled.relative_half_width < both.relative_half_width / 2
+
+
+def test_two_runs_whose_processes_stood_apart_overlap_across_sets():
+    """Back-to-back runs whose baseline processes stood 4% apart: one set each, their intervals are
+    apart; two sets each (the processes drawn anew), they overlap."""
+    rng = np.random.default_rng(2)
+    first, second = stats.bootstrap_median(_rounds(rng, [0.03])[0]), stats.bootstrap_median(_rounds(rng, [-0.01])[0])
+    assert first.low > second.high
+    a = _across_sets(rng, [0.03, 0.00])
+    b = _across_sets(rng, [-0.01, 0.02])
+    assert a.low <= b.high and b.low <= a.high
+
+
+def _across_sets(rng, offsets):
+    values, groups = _rounds(rng, offsets)
+    return stats.bootstrap_median(values, groups=groups)
+
+
+def test_set_labels_must_match_the_values():
+    with pytest.raises(ValueError, match="3 process-set labels for 2 values"):
+        stats.bootstrap_median([1.0, 2.0], groups=[0, 0, 1])
+
+
+def test_missed_rounds_leave_a_set_out():
+    values = np.array([1.0, 1.01, np.nan, np.nan])
+    assert stats.bootstrap_median(values, groups=[0, 0, 1, 1]) == stats.bootstrap_median(values[:2])
+
+
+def _participant(label, rounds, value, problem=None):
+    framework, mode = label.split(":")
+    return Participant(framework, mode, label, problem=problem, medians=[value] * rounds, references=[1.0] * rounds,
+                       latencies=[value] * rounds, steps=[3] * rounds, busy_after=[0.0] * rounds,
+                       adapter=None if problem else object())
+
+
+def test_the_sets_join_into_one_row_each():
+    first = [_participant("numpy:eager", 2, 1.0), _participant("jax:jit", 2, 0.5)]
+    second = [_participant("numpy:eager", 3, 1.1), _participant("jax:jit", 3, 0.6)]
+    numpy_row, jax_row = sets.join([first, second], [2, 3])
+    assert jax_row.medians == [0.5, 0.5, 0.6, 0.6, 0.6] and jax_row.references == [1.0] * 5
+    assert jax_row.steps == [3] * 5 and jax_row.timed and jax_row.adapter is None
+    assert first[1].adapter is not None and len(first[1].medians) == 2      # the sets' own are left as they were
+    assert sets.labels_of([2, 3]) == [0, 0, 1, 1, 1]
+
+
+def test_a_row_not_timed_in_every_set_is_not_timed():
+    first = [_participant("numpy:eager", 2, 1.0), _participant("jax:jit", 2, 0.5)]
+    second = [_participant("numpy:eager", 2, 1.0), _participant("jax:jit", 0, 0.0, problem="not verified against the reference")]
+    _, jax_row = sets.join([first, second], [2, 2])
+    assert not jax_row.timed and jax_row.medians == []
+    assert jax_row.problem == "process set 2 of 2: not verified against the reference"
+    (missing,) = sets.join([[first[1]], []], [2, 2])
+    assert missing.problem == "process set 2 of 2: not started"
+    with pytest.raises(ValueError, match="numpy:eager: 2 rounds in a set of 3"):
+        sets.join([first[:1], second[:1]], [2, 3])
+
+
+def test_the_budget_is_shared_evenly():
+    assert sets.shares(300.0, 2) == [150.0, 150.0] and sets.shares(90.0, 1) == [90.0]
+    with pytest.raises(ValueError, match="sets 0 must be at least 1"):
+        sets.shares(10.0, 0)
+
+
+def test_a_row_whose_sets_disagree_is_not_promised_a_budget():
+    """More rounds narrow what differs from round to round, not what two sets of processes disagree
+    on: the row says how far apart its sets stood instead."""
+    from bnbench.comparisons.compare import unconverged_text
+    from bnbench.timing.summary import Kept
+
+    values, groups = _rounds(np.random.default_rng(3), [0.06, 0.0], noise=0.001)
+    kept = Kept(np.ones(values.size, bool), groups, seed=0)
+    assert kept.sets_apart(values) == pytest.approx(0.06, abs=0.002)
+    assert Kept(np.ones(values.size, bool), np.zeros(values.size, int), seed=0).sets_apart(values) is None
+    text = unconverged_text({"label": "jax:jit", "half_width": 0.031, "budget_to_converge": None, "sets_apart": 0.06})
+    assert text == "jax:jit ±3.1% (its sets of workers stood 6.0% apart: more sets would narrow it, not more rounds)"
+    assert unconverged_text({"label": "jax:jit", "half_width": 0.031, "budget_to_converge": 480.0, "sets_apart": 0.01},
+                            "+-") == "jax:jit +-3.1% (about 480 s of rounds would converge it)"
