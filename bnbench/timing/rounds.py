@@ -133,22 +133,31 @@ def _start(settings: Settings, bar) -> Tuple[List[Participant], Optional[Partici
         items.append(settings.baseline)
         names.append(f"{settings.baseline_label}#{CONTROL}")
     classes = [participants_module.adapter_class_for(name, form, index) for index, (name, form) in enumerate(items)]
-    # Every worker starts and imports its framework at once (imports wait on the disk as much as
-    # on the cores); building, compiling and verifying then go one participant at a time, so that
+    flops = float(step_flops(spec, m))
+
+    def begin(index: int) -> Participant:
+        bar.set_description(f"starting {names[index]}")
+        (name, form), adapter_class = items[index], classes[index]
+        participant = start(name, form, names[index], spec=spec, params=params, X=X, y=y, device=settings.device,
+                            threads=settings.threads, flops=flops, adapter_class=adapter_class, index=index,
+                            precision=settings.precision)
+        bar.update(1)
+        return participant
+
+    # The baseline first: a run whose baseline cannot be timed stops before the others start.
+    first = items.index(settings.baseline) if settings.baseline in items else None
+    baseline = begin(first) if first is not None else None
+    if baseline is None or not baseline.timed:
+        return [baseline] if baseline is not None else [], None, None, spec, m
+    # Every other worker starts and imports its framework at once (imports wait on the disk as much
+    # as on the cores); building, compiling and verifying then go one participant at a time, so that
     # each first step (compilation) is timed without the others' load.
     bar.set_description("starting the workers")
-    runnable = [c for c, (_, form) in zip(classes, items)
-                if c.unsupported(spec, participants_module.split_form(form)[0], settings.device) is None]
+    runnable = [c for index, (c, (_, form)) in enumerate(zip(classes, items))
+                if index != first and c.unsupported(spec, participants_module.split_form(form)[0], settings.device) is None]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
         list(pool.map(lambda adapter_class: adapter_class.import_error(), runnable))
-    flops = float(step_flops(spec, m))
-    started = []
-    for index, (adapter_class, (name, form), label) in enumerate(zip(classes, items, names)):
-        bar.set_description(f"starting {label}")
-        started.append(start(name, form, label, spec=spec, params=params, X=X, y=y, device=settings.device,
-                             threads=settings.threads, flops=flops, adapter_class=adapter_class, index=index,
-                             precision=settings.precision))
-        bar.update(1)
+    started = [baseline if index == first else begin(index) for index in range(len(items))]
     control = started.pop() if settings.control else None
     bar.set_description("starting the matmul peak")
     peak = start_peak(settings.device, settings.spec_dtype, settings.threads)   # tf32 runs: the float32 peak
