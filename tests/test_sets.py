@@ -106,6 +106,11 @@ def test_a_row_whose_sets_disagree_is_not_promised_a_budget():
     kept = Kept(np.ones(values.size, bool), groups, seed=0)
     assert kept.sets_apart(values) == pytest.approx(0.06, abs=0.002)
     assert Kept(np.ones(values.size, bool), np.zeros(values.size, int), seed=0).sets_apart(values) is None
+    # five rounds a set, or sets whose own intervals overlap: their distance is the rounds' noise
+    few = np.isin(np.arange(values.size) % 30, np.arange(5))
+    assert Kept(few, groups, seed=0).sets_apart(values) is None
+    noisy, _ = _rounds(np.random.default_rng(4), [0.01, 0.0], noise=0.2)
+    assert Kept(np.ones(values.size, bool), groups, seed=0).sets_apart(noisy) is None
     text = unconverged_text({"label": "jax:jit", "half_width": 0.031, "budget_to_converge": None, "sets_apart": 0.06})
     assert text == "jax:jit ±3.1% (its sets of workers stood 6.0% apart: more sets would narrow it, not more rounds)"
     assert unconverged_text({"label": "jax:jit", "half_width": 0.031, "budget_to_converge": 480.0, "sets_apart": 0.01},

@@ -83,11 +83,19 @@ class Kept:
 
     def sets_apart(self, values: Sequence[float]) -> Optional[float]:
         """How far apart the sets' medians of ``values`` stand (the highest over the lowest, less
-        one); None with fewer than two sets."""
+        one), where the sets disagree beyond their own rounds' noise: every set has enough rounds
+        to tell (``stats.MIN_ROUNDS_TO_PROJECT``) and the highest set's interval lies wholly above
+        the lowest's. None otherwise, and with fewer than two sets."""
         data = np.asarray(values, dtype=np.float64)[self.mask]
         groups = self.sets[self.mask]
-        medians = [np.median(part) for part in (data[(groups == g) & np.isfinite(data)] for g in np.unique(groups)) if part.size]
-        return float(max(medians) / min(medians) - 1.0) if len(medians) > 1 and min(medians) > 0 else None
+        parts = [data[(groups == g) & np.isfinite(data)] for g in np.unique(groups)]
+        if len(parts) < 2 or min(part.size for part in parts) < stats.MIN_ROUNDS_TO_PROJECT:
+            return None
+        each = sorted((stats.bootstrap_median(part, seed=self.seed) for part in parts), key=lambda i: i.estimate)
+        low, high = each[0], each[-1]
+        if low.estimate <= 0 or high.low <= low.high:
+            return None
+        return float(high.estimate / low.estimate - 1.0)
 
     def interval(self, values: Sequence[float]) -> stats.Interval:
         """The median of ``values`` (one per round) over the kept rounds, with its interval."""
