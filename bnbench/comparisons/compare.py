@@ -104,11 +104,15 @@ def summary(result: Dict[str, Any], path: str) -> str:
     how = (f"every interval within +-{100 * result['target_half_width']:.1f}%" if result["stopped"] == "converged"
            else "the budget ended first")
     gflops = "-" if not peak or "gflops" not in peak else f"{peak['gflops']:.4g} GFLOP/s"
-    sets = result.get("process_sets", 1)
-    over = f" over {sets} sets of workers" if sets > 1 else ""
-    return (f"{result['rounds']} rounds{over} in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
+    return (f"{rounds_text(result)} in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
             f"{result['dtype']}, {result['device']}, {result['threads']} thread(s); peak {gflops}; "
             f"machine {result['machine_id']}; wrote {path}")
+
+
+def rounds_text(result: Dict[str, Any]) -> str:
+    """'N rounds', and over how many sets of workers where more than one (bnbench.timing.sets)."""
+    sets = result.get("process_sets", 1)
+    return f"{result['rounds']} rounds" + (f" over {sets} sets of workers" if sets > 1 else "")
 
 
 def failed(result: Dict[str, Any]) -> bool:

@@ -76,7 +76,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     precision = " (a float32 spec, its matmuls in TF32)" if run["dtype"] == "tf32" else ""
     state = compare.state_line(run)
     lines = [f"#### {run['device']}, {run['dtype']}{precision}, `{run['size']}` (m={run.get('m', SIZES_M.get(run['size'], '?'))})", "",
-             f"Baseline `{run['baseline']}`; {run['rounds']} rounds in {run['seconds']:.0f} s, stopped: {run['stopped']} "
+             f"Baseline `{run['baseline']}`; {compare.rounds_text(run)} in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
              f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}"
              + (f" {state}." if state else ""), "",

@@ -10,6 +10,8 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from bnbench.comparisons import compare
+
 # the size each device's glance table shows
 GLANCE_SIZES = {"cpu": "medium", "cuda": "large"}
 
@@ -54,10 +56,10 @@ def table(run: Dict[str, object]) -> List[str]:
                       "-" if row.get("fraction_of_peak") is None else f"{row['fraction_of_peak']:.2f}"]
         lines.append(f"| {row['framework']} ({row['mode']}) | " + " | ".join(cells) + " |")
     floor = run.get("floor") or {}
-    note = (f"{run['rounds']} rounds; floor (the baseline against its own control) "
+    note = (f"{compare.rounds_text(run)}; floor (the baseline against its own control) "
             f"{floor['ratio']:.3f} [{floor['ci_low']:.3f}, {floor['ci_high']:.3f}]: a row is resolved beyond "
             f"1 ± {floor['spread']:.3f}" if floor.get("ratio") is not None
-            else f"{run['rounds']} rounds; no control in this run: a row is resolved when its interval excludes 1")
+            else f"{compare.rounds_text(run)}; no control in this run: a row is resolved when its interval excludes 1")
     return lines + ["", f"({run['created'][:10]}, machine `{run['machine_id']}`; {note}.)", ""]
 
 

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Sequence
 from bnbench.timing.participant import Participant
 
 # Every framework at medium starts in about 56 s on 2 cores, which each set pays again. Two sets of
-# 150 s: two back-to-back runs moved a row by 0.9% at the median and 2.6% at the most (one set of
-# 300 s: 3.6% and 8.5%).
+# 150 s: two pairs of back-to-back runs moved a row by 0.9% and 1.5% at the median, 2.6% and 5.1% at
+# the most (one set of 300 s: 3.6% and 8.5%).
 DEFAULT_SETS = 2
 
 
