@@ -249,8 +249,7 @@ class _Team:
     control: Optional[Participant]
     peak: Optional[Participant]
     ceilings: List[Participant]
-    baseline: Participant
-    anchors: List[Participant]
+    anchors: List[Participant]        # the baseline, then its control where it is timed
     contenders: List[Participant]
     pinned: List[Participant]
     pids: List[int]
@@ -282,7 +281,7 @@ def _start_team(settings: Settings, index: int) -> Tuple[_Team, Any, int]:
     # the workers of one round, pinned by rotation (a framework's own matmul shares its kept form's worker)
     pinned = anchors + [p for p in contenders if p not in ceilings]
     pids = sorted({p.process_id for p in anchors + contenders if p.process_id is not None})
-    return _Team(participants, control, peak, ceilings, baseline, anchors, contenders, pinned, pids), spec, m
+    return _Team(participants, control, peak, ceilings, anchors, contenders, pinned, pids), spec, m
 
 
 def _joined(teams: Sequence[_Team], counts: Sequence[int]):
