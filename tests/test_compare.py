@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from bnbench.cli import main
-from bnbench.timing import stats
+from bnbench.timing import sets, stats
 from tests.conftest import require_adapter
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -46,9 +46,9 @@ def test_aa_check_numpy_against_itself(tmp_path):
                                                      floor["spread"])
     assert result["peak"]["gflops"] > 0 and len(result["round_medians"]["peak"]) == result["rounds"]
     assert all(row["latency_s"] == row["median_step_s"] for row in rows.values())    # on the CPU: one measurement
-    # two sets of workers by default, each started afresh with its share of the rounds
-    assert result["process_sets"] == 2 and len(result["round_sets"]) == result["rounds"]
-    assert result["round_sets"] == sorted(result["round_sets"]) and set(result["round_sets"]) == {0, 1}
+    # four sets of workers by default, each started afresh with its share of the rounds
+    assert result["process_sets"] == sets.DEFAULT_SETS == 4 and len(result["round_sets"]) == result["rounds"]
+    assert result["round_sets"] == sorted(result["round_sets"]) and set(result["round_sets"]) == {0, 1, 2, 3}
 
 
 @pytest.mark.slow

@@ -88,6 +88,8 @@ def test_a_row_not_timed_in_every_set_is_not_timed():
     assert missing.problem == "process set 2 of 2: not started"
     with pytest.raises(ValueError, match="numpy:eager: 2 rounds in a set of 3"):
         sets.join([first[:1], second[:1]], [2, 3])
+    with pytest.raises(ValueError, match="jax:jit in the place of numpy:eager in another process set"):
+        sets.join([first, second[::-1]], [2, 2])
 
 
 def test_the_budget_is_shared_evenly():

@@ -1,5 +1,7 @@
 """What a run of rounds publishes (bnbench.timing.summary), on synthetic rounds: the rounds the
 machine ran disturbed are read from the baseline beside every burst and left out, and said so."""
+import json
+
 import numpy as np
 import pytest
 
@@ -35,7 +37,8 @@ def test_the_rounds_of_a_disturbed_machine_are_left_out_and_said_so():
     assert summary.ratio(row, _kept(kept)).estimate == pytest.approx(30.0, rel=0.02)
     everything = np.ones_like(kept)
     assert summary.ratio(row, _kept(everything)).estimate < 25.0          # over every round: the slow state's
-    state = summary.state_of(baseline, kept)
+    state = summary.state_of(baseline, kept, summary.disturbed_above(baseline))
+    assert state["limit_s"] == pytest.approx(5e-3 * 1.25, rel=0.05)
     assert state["of"] == 40 and state["rounds"] == int((~slow).sum())
     assert state["left_out_slower"] == pytest.approx(1.6, rel=0.05) and state["baseline_step_s"] == pytest.approx(5e-3, rel=0.05)
 
@@ -58,4 +61,55 @@ def test_a_steady_machine_keeps_every_round():
         baseline, _, _ = _two_states(rng, 40, 0.0, 2.0, 2.0)
         assert summary.undisturbed(baseline).all()
     empty = _participant("numpy:eager", [], [])
-    assert summary.undisturbed(empty).size == 0 and summary.state_of(empty, summary.undisturbed(empty))["rounds"] == 0
+    assert summary.undisturbed(empty).size == 0 and summary.state_of(empty, summary.undisturbed(empty), float("nan"))["rounds"] == 0
+
+
+def test_a_burst_beside_a_disturbed_baseline_is_left_out_of_its_row():
+    """The state changed within a round: the round's baseline (a median over its bursts) read
+    undisturbed while the baseline beside one row's burst ran 1.6 times slower, and that row's ratio
+    with it (MXNet's 1.33 instead of 2.1, measured). Its own rounds leave those bursts out; the
+    round's mask alone kept them, and half of them moved the median."""
+    rng = np.random.default_rng(5)
+    fast = 5e-3 * np.exp(rng.normal(0, 0.01, 10))
+    baseline = _participant("numpy:eager", fast, fast)
+    slow_beside = np.arange(10) < 5
+    beside = fast * np.where(slow_beside, 1.6, 1.0)
+    row = _participant("mxnet:hybrid", beside * np.where(slow_beside, 1.33, 2.1), beside)
+    kept = summary.Kept.over(baseline, None, seed=0)
+    assert kept.mask.all()                                             # every round read undisturbed
+    own = kept.of(row)
+    assert np.array_equal(own.mask, ~slow_beside)
+    assert summary.ratio(row, kept).estimate == pytest.approx(2.1) and summary.ratio(row, kept).rounds == 5
+    assert _kept(kept.mask).interval(summary.normalised(row)).estimate < 2.0     # the round's mask alone
+    with pytest.raises(ValueError, match="mxnet:hybrid: 3 rounds in a run of 10"):
+        kept.of(_participant("mxnet:hybrid", [1.0] * 3, [1.0] * 3))
+    # a shorter run: the fastest tenth of its rounds is one round, and the rounds' rule alone applies
+    short = summary.Kept.over(_participant("numpy:eager", fast[:9], fast[:9]), None, seed=0)
+    assert not short.per_burst
+    assert short.of(_participant("mxnet:hybrid", row.medians[:9], row.references[:9])).mask.all()
+
+
+def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_and_says_why():
+    """No figure taken over nothing: the JSON holds no NaN, and the row says why it has none."""
+    from bnbench.timing.rounds import Settings
+    from bnbench.timing.workload import spec_for
+
+    def participant(label, medians, references):
+        framework, mode = label.split(":")
+        return Participant(framework, mode, label, medians=list(medians), references=list(references),
+                           latencies=list(medians), steps=[3] * 10, busy_after=[0.0] * 10, flops=1e9)
+
+    fast = 5e-3 * np.exp(np.random.default_rng(6).normal(0, 0.01, 10))
+    baseline = participant("numpy:eager", fast, fast)
+    beside_slow = participant("jax:jit", 2 * 1.6 * fast, 1.6 * fast)
+    steady = participant("mxnet:hybrid", 2.1 * fast, fast)
+    out = summary.result(Settings(items=[("numpy", "eager"), ("jax", "jit"), ("mxnet", "hybrid")], control=False),
+                         [baseline, beside_slow, steady], None, None, baseline, spec_for("tiny", "float32"), 64,
+                         "budget", 1.0, 0.0, peak_problem=None, ceilings=[], placement="workers not pinned to cores",
+                         sets=[0] * 10)
+    json.dumps(out, allow_nan=False)
+    assert out["undisturbed"]["per_burst"] is True
+    rows = {row["label"]: row for row in out["rows"]}
+    assert rows["jax:jit"]["ratio"] is None and rows["jax:jit"]["not_timed"].startswith("no round counted: the baseline")
+    assert rows["mxnet:hybrid"]["ratio"] == pytest.approx(2.1) and rows["mxnet:hybrid"]["rounds_counted"] == 10
+    assert rows["mxnet:hybrid"]["versus_next_faster"]["label"] == "numpy:eager"

@@ -23,10 +23,14 @@ from typing import Dict, List, Optional, Sequence
 
 from bnbench.timing.participant import Participant
 
-# Every framework at medium starts in about 56 s on 2 cores, which each set pays again. Two sets of
-# 150 s: two pairs of back-to-back runs moved a row by 0.9% and 1.5% at the median, 2.6% and 5.1% at
-# the most (one set of 300 s: 3.6% and 8.5%).
-DEFAULT_SETS = 2
+# Every framework at medium starts in about 50 s on 2 cores, which each set pays again (the first
+# 53 s, the others about 43 s: bnbench.timing.rounds). What a set fixes, a row's sets showed it: 1.6%
+# from one set to the next for NumPy's own control, 3-3.6% for JAX, TensorFlow XLA and
+# keras-tensorflow, against 1-2% within a set from its rounds; four sets halve what two leave of it.
+# Back-to-back runs of 300 s at medium moved a row at the most by 8.5% over one set, by 2.6%, 5.1%
+# and 3.3% over two (three pairs), by 2.6% and 6.9% over four (1.9% and 4.8% over their own rows'
+# undisturbed rounds: bnbench.timing.summary).
+DEFAULT_SETS = 4
 
 
 def shares(budget: float, sets: int) -> List[float]:
@@ -51,6 +55,9 @@ def join(sets: Sequence[Sequence[Optional[Participant]]], rounds: Sequence[int])
 
 def _joined(pieces: Sequence[Optional[Participant]], rounds: Sequence[int]) -> Participant:
     first = next(piece for piece in pieces if piece is not None)
+    stray = next((piece.label for piece in pieces if piece is not None and piece.label != first.label), None)
+    if stray is not None:      # the sets must list their participants in one order
+        raise ValueError(f"{stray} in the place of {first.label} in another process set")
     for index, piece in enumerate(pieces):
         if piece is None or not piece.timed:
             where = f"process set {index + 1} of {len(pieces)}: " if len(pieces) > 1 else ""

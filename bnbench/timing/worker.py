@@ -68,14 +68,21 @@ class WorkerProcess:
             raise cls(reply.get("message", "unknown worker error"))
         return reply, out
 
-    def close(self) -> None:
+    def ask_to_exit(self) -> None:
+        """Tell the worker to exit, without waiting for it."""
         if self.process.poll() is None:
             try:
                 with self.lock:
                     write_message(self.process.stdin, {"op": "exit"})
-                self.process.wait(timeout=10)
             except Exception:
                 self.process.kill()
+
+    def finish_closing(self) -> None:
+        """Wait for the worker to exit (killing it after 10 s), and remove its log."""
+        try:
+            self.process.wait(timeout=10)
+        except Exception:
+            self.process.kill()
         try:
             os.unlink(self.log.name)
         except OSError:
@@ -97,9 +104,13 @@ def worker_for(placement: Placement) -> WorkerProcess:
 
 @atexit.register
 def close_workers() -> None:
+    # every worker told first, then waited for: frameworks that take seconds to tear down
+    # (TensorFlow, MindSpore) do so together, not one after another (8 s to 2 s for all 18)
     with _workers_lock:
         for worker in _workers.values():
-            worker.close()
+            worker.ask_to_exit()
+        for worker in _workers.values():
+            worker.finish_closing()
         _workers.clear()
 
 
