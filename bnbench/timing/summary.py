@@ -107,9 +107,8 @@ class Kept:
 
     @classmethod
     def over(cls, baseline: Participant, sets: Optional[Sequence[int]], seed: int) -> "Kept":
-        limit = disturbed_above(baseline)
-        mask = within(baseline.references, limit)
-        per_burst = limit if mask.size >= PER_BURST_MIN_ROUNDS else float("inf")
+        mask = undisturbed(baseline)
+        per_burst = disturbed_above(baseline) if mask.size >= PER_BURST_MIN_ROUNDS else float("inf")
         return cls(mask, np.zeros(mask.size, dtype=int) if sets is None else np.asarray(sets, dtype=int), seed, per_burst)
 
     @property
@@ -188,8 +187,9 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     participants = [counted(p, kept) for p in participants]
     control = counted(control, kept) if control is not None else None
     ceilings = [counted(c, kept) for c in ceilings]
-    if peak is not None and not counted(peak, kept).timed:
-        peak, peak_problem = None, counted(peak, kept).problem
+    peak = counted(peak, kept) if peak is not None else None
+    if peak is not None and not peak.timed:
+        peak, peak_problem = None, peak.problem
     floor = ratio(control, kept) if control is not None and control.timed and control.medians else None
     spread = stats.floor_spread(floor)
     ratios = {p.label: ratio(p, kept) for p in participants if p.timed}
