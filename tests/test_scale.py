@@ -84,6 +84,44 @@ def test_a_sign_change_inside_the_noise_floor_is_not_a_crossover():
     assert "not crossovers): " + str(len(unresolved)) in text and "a/c " in text
 
 
+def _points_with_disturbed_bursts(rng, disturbed_share, per_burst):
+    """A sweep's points as the rounds write them: the baseline and one framework "a" (t0 = 100 us,
+    R = 40 GFLOP/s), 30 rounds a point, every round undisturbed by the round's own rule, yet in
+    ``disturbed_share`` of a's bursts the baseline beside it ran 1.6x slow and a itself 1.3x."""
+    points = []
+    for flops in FLOPS:
+        truth = (100e-6 + flops / 40e9) * np.exp(rng.normal(0.0, 0.01, 30))
+        slow = rng.random(30) < disturbed_share
+        references = 1e-3 * np.exp(rng.normal(0.0, 0.01, 30)) * np.where(slow, 1.6, 1.0)
+        points.append({"flops": float(flops), "rows": [{"label": "a:eager", "median_step_s": 1.0}],
+                       "round_medians": {"a:eager": list(truth * np.where(slow, 1.3, 1.0))},
+                       "round_references": {"a:eager": list(references)}, "undisturbed_rounds": [True] * 30,
+                       "undisturbed": {"per_burst": per_burst, "limit_s": 1.25e-3 if per_burst else None},
+                       "slow": slow})
+    return points
+
+
+def test_the_fit_counts_only_the_bursts_whose_own_baseline_ran_undisturbed():
+    """Where most of a framework's bursts ran beside a disturbed baseline, its fit from the counted
+    bursts recovers the true rate; the same rounds taken whole (a run without the per-burst rule)
+    give a rate a fifth lower. A pair counts only the rounds both its sides count."""
+    rng = np.random.default_rng(12)
+    points = _points_with_disturbed_bursts(rng, 0.6, per_burst=True)
+    for point in points:
+        values = scale.counted(point, "a:eager", point["round_medians"]["a:eager"])
+        assert np.array_equal(np.isnan(values), point["slow"])
+    (fit,) = scale.framework_fits(points, seed=0)
+    assert fit["rate_flops"] == pytest.approx(40e9, rel=0.05)
+    whole = _points_with_disturbed_bursts(np.random.default_rng(12), 0.6, per_burst=False)
+    (mixed,) = scale.framework_fits(whole, seed=0)
+    assert mixed["rate_flops"] < 0.85 * 40e9
+    point = points[0]
+    other = scale.counted(dict(point, round_references={"a:eager": point["round_references"]["a:eager"][::-1]}),
+                          "a:eager", point["round_medians"]["a:eager"])
+    both = stats.paired_ratio(scale.counted(point, "a:eager", point["round_medians"]["a:eager"]), other)
+    assert both.rounds == int((~point["slow"] & ~point["slow"][::-1]).sum())
+
+
 class _Allocates:
     """A timed step that needs ``size`` bytes of working memory, touched, then freed."""
 

@@ -23,7 +23,7 @@ from bnbench.comparisons import fit as fitting
 from bnbench.comparisons.compare import parse_items, resolve_items
 from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
-from bnbench.timing import machine, rounds, stats
+from bnbench.timing import machine, rounds, stats, summary
 from bnbench.timing.flops import step_flops
 from bnbench.timing.units import format_seconds
 
@@ -135,7 +135,7 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
         runs.append(result)
         points.append(_point(value, spec, m, result))
     rounds.close_workers()
-    fits = _fits(points, runs, settings["seed"])
+    fits = framework_fits(points, settings["seed"])
     peak = float(np.median([run["peak"]["gflops"] for run in runs if run.get("peak") and "gflops" in run["peak"]] or [np.nan]))
     for entry in fits:
         entry["fraction_of_peak"] = entry["rate_flops"] / (peak * 1e9) if np.isfinite(peak) else None
@@ -166,16 +166,20 @@ def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, 
     return {"size": value, "m": m, "spec": spec.to_dict(), "flops": float(step_flops(spec, m)), "rows": rows,
             "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],
             "seconds": result["seconds"], "round_medians": result["round_medians"],
-            "round_references": result.get("round_references"), "undisturbed_rounds": result.get("undisturbed_rounds")}
+            "round_references": result.get("round_references"), "undisturbed_rounds": result.get("undisturbed_rounds"),
+            "undisturbed": result.get("undisturbed")}
 
 
-def _fits(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
+def framework_fits(points: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
+    """Each framework's fixed cost and rate over the sweep's points, from the rounds that count for it."""
     labels = [row["label"] for row in points[0]["rows"] if row.get("median_step_s") is not None]
     out = []
     for label in labels:
         if any(label not in point["round_medians"] for point in points):
             continue
-        series = [_kept(point, point["round_medians"][label]) for point in points]
+        series = [counted(point, label, point["round_medians"][label]) for point in points]
+        if any(not np.isfinite(values).any() for values in series):
+            continue        # no round counted at a point: that point's row says so (bnbench.timing.summary.counted)
         result = fitting.fit([point["flops"] for point in points], series, seed=seed)
         framework, mode = label.split(":", 1)
         out.append({"framework": framework, "mode": mode, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
@@ -200,21 +204,33 @@ def _crossovers(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], fits: 
     return fitting.crossovers(sizes, ratios, models, spreads)
 
 
-def _kept(point: Dict[str, Any], values) -> np.ndarray:
-    """A point's figures per round, those of the rounds the machine ran undisturbed (all of them in
-    a sweep written before the rounds said which: bnbench.timing.summary)."""
+def counted(point: Dict[str, Any], label: str, values) -> np.ndarray:
+    """A point's figures for ``label`` per round, NaN in the rounds that do not count for it: those
+    the machine ran disturbed in, and, where the point's run applied the per-burst rule
+    (bnbench.timing.summary: ``undisturbed.per_burst``), those where the baseline beside its own
+    burst ran slower than the run's limit. NaN rather than dropped, so that two participants' rounds
+    stay aligned and a pair counts only the rounds both count (a sweep written before the rounds
+    said which keeps every round)."""
     values = np.asarray(values, dtype=np.float64)
+    mask = np.ones(values.size, dtype=bool)
     kept = point.get("undisturbed_rounds")
-    return values[np.asarray(kept, dtype=bool)] if kept is not None and len(kept) == values.size else values
+    if kept is not None and len(kept) == values.size:
+        mask &= np.asarray(kept, dtype=bool)
+    state = point.get("undisturbed") or {}
+    references = (point.get("round_references") or {}).get(label)
+    if state.get("per_burst") and state.get("limit_s") is not None and references is not None \
+            and len(references) == values.size:
+        mask &= summary.within(references, state["limit_s"])
+    return np.where(mask, values, np.nan)
 
 
 def _against_baseline(point: Dict[str, Any], label: str) -> np.ndarray:
     """A participant's figure per round over the baseline's beside it (its burst's own phase of the
-    machine), in the undisturbed rounds; its figure alone in a sweep written before the rounds kept
-    the baseline's."""
+    machine), NaN in the rounds that do not count for it; its figure alone in a sweep written before
+    the rounds kept the baseline's."""
     medians = point["round_medians"][label]
     references = (point.get("round_references") or {}).get(label)
-    return _kept(point, stats.round_ratios(medians, references) if references is not None else medians)
+    return counted(point, label, stats.round_ratios(medians, references) if references is not None else medians)
 
 
 def resolved_crossovers(sweep: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
