@@ -98,6 +98,51 @@ def test_the_budget_is_shared_evenly():
         sets.shares(10.0, 0)
 
 
+def _converged_after_projection(set_sd, noise, share_aware, trials=300):
+    """Runs of four sets of 10 rounds whose sets stand ``set_sd`` apart (sd) under ``noise``: of
+    those not yet within the target, the share that a second run with the projected budget (new
+    sets, as a longer run has) brought within it, and how many were promised a budget."""
+    from bnbench.timing.summary import Kept
+
+    rng = np.random.default_rng(21)
+    converged = promised = 0
+    for trial in range(trials):
+        values, groups = _rounds(rng, rng.normal(0.0, set_sd, 4), rounds=10, noise=noise)
+        kept = Kept(np.ones(values.size, bool), groups, seed=trial)
+        interval = kept.interval(values)
+        if interval.relative_half_width <= stats.TARGET_HALF_WIDTH:
+            continue
+        projected = kept.budget(values, interval, 40.0)
+        budget = projected["budget_to_converge"] if share_aware else \
+            (stats.budget_to_converge(interval, 40.0) if projected["budget_to_converge"] else None)
+        if budget is None:
+            continue
+        promised += 1
+        rounds = int(np.ceil(10 * budget / 40.0))
+        # the same second run for either projection, up to its length: only the budget differs
+        again = np.concatenate([np.exp(np.random.default_rng([trial, k]).normal(0.0, set_sd)
+                                       + np.random.default_rng([trial, k, 1]).normal(0.0, noise, rounds))
+                                for k in range(4)])
+        again_groups = np.repeat(np.arange(4), rounds)
+        converged += Kept(np.ones(again.size, bool), again_groups, seed=trial).interval(again).relative_half_width \
+            <= stats.TARGET_HALF_WIDTH
+    return converged / promised, promised
+
+
+@pytest.mark.slow
+def test_a_budget_grown_for_the_rounds_share_alone_converges_more_often():
+    """A projection aims at the median: about half the runs it gives should converge. Where the sets
+    differ (2% sd under 6% noise), taking the whole width to narrow with rounds falls short (measured
+    over these 176 runs: 0.28 converged, against 0.34 with the rounds' share alone, the same second
+    runs for both); where the sets do not differ, the share-aware budget still aims at about a half
+    (measured 0.56, against 0.51)."""
+    aware, promised = _converged_after_projection(0.02, 0.06, share_aware=True, trials=200)
+    whole, _ = _converged_after_projection(0.02, 0.06, share_aware=False, trials=200)
+    assert aware >= whole + 0.04 and promised > 150
+    alike, _ = _converged_after_projection(0.0, 0.05, share_aware=True, trials=200)
+    assert 0.4 <= alike <= 0.7
+
+
 def test_a_row_whose_sets_disagree_is_not_promised_a_budget():
     """More rounds narrow what differs from round to round, not what two sets of processes disagree
     on: the row says how far apart its sets stood instead."""

@@ -149,11 +149,47 @@ def resolved_beyond(interval: Interval, spread: float) -> bool:
     return interval.rounds > 0 and (interval.low > 1.0 + spread or interval.high < 1.0 - spread)
 
 
-def budget_to_converge(interval: Interval, seconds: float, target: float = TARGET_HALF_WIDTH) -> Optional[float]:
+def budget_to_converge(interval: Interval, seconds: float, target: float = TARGET_HALF_WIDTH,
+                       narrowed_by_rounds: float = 1.0) -> Optional[float]:
     """The rounds' seconds that would have brought ``interval`` within ``target`` of its estimate,
-    had it taken ``seconds`` to reach its width: an interval narrows as one over the square root
-    of the rounds, so the rounds (and the seconds) needed grow as the square of width / target."""
+    had it taken ``seconds`` to reach its width, or None where no number of rounds would.
+
+    Of the interval's variance, the share ``narrowed_by_rounds`` (``rounds_share``) falls as one
+    over the rounds and the rest, what the process sets disagree on, stays: with k times the
+    rounds the width becomes width * sqrt(fixed + narrowed / k). All of it narrows with one set,
+    and then the seconds grow as the square of width / target."""
     width = interval.relative_half_width
     if not np.isfinite(width) or interval.rounds < MIN_ROUNDS_TO_PROJECT or seconds <= 0:
         return None       # too few rounds to say how wide their interval is
-    return float(seconds * max(1.0, (width / target) ** 2))
+    needed = (target / width) ** 2            # the variance the target allows, over the present one
+    if needed >= 1.0:
+        return float(seconds)
+    fixed = 1.0 - narrowed_by_rounds
+    if needed <= fixed:
+        return None       # the sets' part alone is wider than the target: more sets, not rounds
+    return float(seconds * max(1.0, narrowed_by_rounds / (needed - fixed)))
+
+
+def rounds_share(parts: Sequence[np.ndarray], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> float:
+    """The share of a ``set_bootstrap`` interval's variance that more rounds per set would narrow.
+
+    With S sets, w the mean variance of a set's median over its rounds (a bootstrap within each
+    set) and b the variance of what a set fixes (the sets' medians' variance less w, at least 0),
+    the set bootstrap's variance is about ((S-1) b + (2S-1) w) / S^2: drawing a set draws its b
+    and, twice over, its rounds' noise (once in the set's own median, once in resampling it). More
+    rounds shrink w alone. 1 with fewer than two sets, or where no set has the 3 rounds it takes to
+    see its own noise."""
+    usable = [np.asarray(part, dtype=np.float64) for part in parts]
+    usable = [part[np.isfinite(part)] for part in usable]
+    if len(usable) < 2 or any(part.size == 0 for part in usable):
+        return 1.0
+    rng = np.random.default_rng(seed)
+    noisy = [part for part in usable if part.size >= 3]
+    if not noisy:
+        return 1.0
+    within = float(np.mean([np.var(np.median(part[rng.integers(0, part.size, size=(resamples, part.size))], axis=1))
+                            for part in noisy]))
+    sets = len(usable)
+    between = max(0.0, float(np.var([np.median(part) for part in usable], ddof=1)) - within)
+    total = (sets - 1) * between + (2 * sets - 1) * within
+    return float((2 * sets - 1) * within / total) if total > 0 else 1.0

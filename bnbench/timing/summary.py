@@ -140,6 +140,28 @@ class Kept:
             return None
         return float(high.estimate / low.estimate - 1.0)
 
+    def rounds_share(self, values: Sequence[float]) -> float:
+        """The share of the interval of ``values`` that more rounds would narrow (``stats.rounds_share``:
+        the rest is what the sets disagree on)."""
+        data = np.asarray(values, dtype=np.float64)[self.mask]
+        groups = self.sets[self.mask]
+        return stats.rounds_share([data[groups == g] for g in np.unique(groups)], seed=self.seed)
+
+    def budget(self, values: Sequence[float], interval: stats.Interval, seconds: float) -> Dict[str, Any]:
+        """What more rounds would do for ``interval`` (of ``values``, after ``seconds`` of rounds):
+        ``budget_to_converge``, with ``narrowed_by_rounds`` and ``sets_apart`` beside it. Rounds
+        narrow what differs from round to round, not what the sets disagree on: where half the sets'
+        distance alone is wider than the target, no budget would do; otherwise the budget grows the
+        rounds' share of the width alone, or the whole width where four sets' rough share leaves the
+        rounds none (that the sets dominate is then unproven: their own intervals overlap)."""
+        apart = self.sets_apart(values)
+        share = self.rounds_share(values)
+        budget = None
+        if apart is None or apart / 2 < stats.TARGET_HALF_WIDTH:
+            budget = stats.budget_to_converge(interval, seconds, narrowed_by_rounds=share) \
+                or stats.budget_to_converge(interval, seconds)
+        return {"budget_to_converge": budget, "narrowed_by_rounds": share, "sets_apart": apart}
+
     def interval(self, values: Sequence[float]) -> stats.Interval:
         """The median of ``values`` (one per round) over the kept rounds, with its interval."""
         return stats.bootstrap_median(np.asarray(values, dtype=np.float64)[self.mask], groups=self.sets[self.mask],
@@ -208,13 +230,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         is_baseline = participant is baseline
         converged = is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH
         if not converged:
-            # rounds narrow what differs from round to round, not what the sets disagree on: where
-            # half their distance alone is wider than the target, no budget of rounds would do
-            apart = own.sets_apart(normalised(participant))
-            rounds_would = apart is None or apart / 2 < stats.TARGET_HALF_WIDTH
             unconverged.append({"label": participant.label, "half_width": row_ratio.relative_half_width,
-                                "budget_to_converge": stats.budget_to_converge(row_ratio, seconds) if rounds_would else None,
-                                "sets_apart": apart})
+                                **own.budget(normalised(participant), row_ratio, seconds)})
         memory = [value for value in participant.memory if value is not None]
         rows.append({
             "framework": participant.framework, "mode": participant.mode, "label": participant.label,
