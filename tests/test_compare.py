@@ -168,3 +168,30 @@ def test_a_framework_s_own_matmul_is_timed_beside_its_steps():
         assert 0 < row["of_own_matmul"] < 1 and row["of_own_matmul_ci_low"] <= row["of_own_matmul"]
     assert {row["label"]: row["variant"] for row in result["rows"]} == {"numpy:eager": None,
                                                                         "numpy:eager+reference": "reference"}
+
+
+def test_a_run_wholly_in_the_slow_state_is_told_against_the_run_it_replaces():
+    """A run's own rule cannot see a run that was slow from its first round to its last: the run it
+    replaces can. The medium `make bench` run whose NumPy step read 8.2 ms against 5.1 ms."""
+    from bnbench.comparisons import compare
+    from bnbench.publishing import glance
+
+    def run(step, created, size="medium"):
+        return {"machine_id": "m", "size": size, "dtype": "float32", "device": "cpu", "baseline": "numpy:eager",
+                "created": created, "undisturbed": {"baseline_step_s": step, "margin": 0.25, "rounds": 10, "of": 10}}
+
+    earlier = run(0.00515, "2026-12-05T00:19:33Z")
+    slow = compare.against_earlier(run(0.00825, "2026-12-05T06:45:35Z"), earlier)
+    assert slow["undisturbed"]["whole_run_slower"]["ratio"] == pytest.approx(1.602, abs=0.001)
+    line = compare.state_line(slow)
+    assert line.startswith("the whole run ran disturbed: the baseline's step was 1.60 times") and "2026-12-05T00:19:33Z" in line
+    # within the margin, another size, or no earlier run: nothing to tell
+    for result, before in ((run(0.0062, "x"), earlier), (run(0.00825, "x", size="tiny"), earlier), (run(0.00825, "x"), None)):
+        assert "whole_run_slower" not in compare.against_earlier(result, before)["undisturbed"]
+    # a second slow run is measured against the undisturbed reference, not the slow run it replaces
+    again = compare.against_earlier(run(0.0081, "2026-12-06T00:00:00Z"), slow)
+    assert again["undisturbed"]["whole_run_slower"]["earlier_created"] == "2026-12-05T00:19:33Z"
+    assert compare.state_line(compare.against_earlier(run(0.0051, "y"), slow)) == ""
+    published = glance.table(dict(slow, rows=[], floor=None, rounds=10, process_sets=2, m=256,
+                                  machine={"cpu": "AMD EPYC", "cores": 2}))
+    assert "**the whole run ran disturbed: the baseline's step was 1.60 times" in published[-2]

@@ -180,10 +180,36 @@ def floor_line(result: Dict[str, Any]) -> str:
             f"1 +- {floor['spread']:.3f}")
 
 
+def against_earlier(result: Dict[str, Any], earlier: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``result``, with ``undisturbed.whole_run_slower`` where its baseline ran more than the margin
+    slower, in its undisturbed rounds, than in ``earlier`` (the run it replaces: same machine, size,
+    dtype, device and baseline). A run's own rule reads the machine's state from the fastest tenth
+    of that run, so a run wholly in the slow state keeps every round: NumPy's step at medium was
+    8.2 ms through one whole `make bench` run against 5.1 ms the run before, while MXNet's and
+    MLX's stayed put, and MXNet's ratio read 1.27 instead of 2.06."""
+    state = result.get("undisturbed") or {}
+    before = (earlier or {}).get("undisturbed") or {}
+    same = earlier is not None and all(result.get(key) == earlier.get(key)
+                                       for key in ("machine_id", "size", "dtype", "device", "baseline"))
+    step, earlier_step = state.get("baseline_step_s"), before.get("baseline_step_s")
+    if earlier_step and before.get("whole_run_slower"):       # the earlier run was itself slow: its reference
+        earlier_step = before["whole_run_slower"]["earlier_baseline_step_s"]
+        earlier = dict(earlier, created=before["whole_run_slower"]["earlier_created"])
+    if same and step and earlier_step and step > (1.0 + state.get("margin", 0.25)) * earlier_step:
+        state["whole_run_slower"] = {"ratio": step / earlier_step, "earlier_baseline_step_s": earlier_step,
+                                     "earlier_created": earlier.get("created")}
+    return result
+
+
 def state_line(result: Dict[str, Any]) -> str:
     """The rounds left out because the machine ran disturbed (bnbench.timing.summary), in words;
     empty where none was, or for a run made before they were."""
     state = result.get("undisturbed") or {}
+    whole = state.get("whole_run_slower")
+    if whole:
+        return (f"the whole run ran disturbed: the baseline's step was {whole['ratio']:.2f} times its step in the run "
+                f"of {whole['earlier_created']} on this machine, in every round; its ratios are not comparable "
+                f"(a framework the slow state spares reads that much faster)")
     if not state or state.get("rounds") == state.get("of"):
         return ""
     slower = state.get("left_out_slower")

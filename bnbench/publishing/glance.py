@@ -60,6 +60,8 @@ def table(run: Dict[str, object]) -> List[str]:
             f"{floor['ratio']:.3f} [{floor['ci_low']:.3f}, {floor['ci_high']:.3f}]: a row is resolved beyond "
             f"1 ± {floor['spread']:.3f}" if floor.get("ratio") is not None
             else f"{compare.rounds_text(run)}; no control in this run: a row is resolved when its interval excludes 1")
+    if (run.get("undisturbed") or {}).get("whole_run_slower"):
+        note += f"; **{compare.state_line(run)}**"
     return lines + ["", f"({run['created'][:10]}, machine `{run['machine_id']}`; {note}.)", ""]
 
 
