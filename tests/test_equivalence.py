@@ -44,7 +44,10 @@ def test_training_matches_reference(framework, mode, device, dtype, label):
     run_case(framework, mode, device, spec, params, X, y)
 
 
-@pytest.mark.parametrize("hidden, m", [((7,), 2), ((9, 6, 5), 512), ((16,), 64)], ids=["1layer-m2", "3layers-m512", "1layer-m64"])
+# One hidden layer at the smallest batch and a mid-sized one, beside the battery's two layers at
+# m=16 and three at m=256 (test_training_matches_reference). Three layers at m=512 repeated the
+# battery's three at m=256 and cost torch compiled 33 s of a cold machine's test time.
+@pytest.mark.parametrize("hidden, m", [((7,), 2), ((16,), 64)], ids=["1layer-m2", "1layer-m64"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("framework, mode, device", CASES, ids=CASE_IDS)
 def test_shapes_and_batch_sizes(framework, mode, device, dtype, hidden, m):
