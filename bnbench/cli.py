@@ -149,18 +149,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(row.status == "FAIL" for row in rows) else 0
 
 
-def _earlier_result(path: str):
-    """The result a run is about to replace at ``path``, or None (none there, or not readable)."""
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare
-    from bnbench.reference.io import atomic_write_json
+    from bnbench.reference.io import atomic_write_json, read_json
 
     _output_file(args.json)
     try:
@@ -170,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare.run(settings)
     except compare.CompareError as error:
         raise CliError(str(error)) from None
-    compare.against_earlier(result, _earlier_result(args.json))
+    compare.against_earlier(result, read_json(args.json))     # the run this one replaces, if any
     atomic_write_json(args.json, result)
     if args.quiet and (result.get("undisturbed") or {}).get("whole_run_slower"):
         print(f"bnbench compare: {compare.state_line(result)}", file=sys.stderr)

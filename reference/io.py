@@ -1,12 +1,13 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of one. At the bottom of the
-layers (the spec saves itself with it; every tool writes its results with it)."""
+"""Atomic writes: a reader sees the old file or the new one, never half of one; and the one read of
+a JSON file that may be missing or unreadable. At the bottom of the layers (the spec saves itself
+with it; every tool writes its results with it)."""
 from __future__ import annotations
 
 import io
 import json
 import os
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -45,3 +46,12 @@ def atomic_write_json(path: "os.PathLike[str] | str", data: Any) -> None:
 def atomic_save_npz(path: "os.PathLike[str] | str", arrays: Mapping[str, np.ndarray]) -> None:
     """np.savez to exactly ``path`` (no '.npz' appended), atomically."""
     _atomic_write(path, lambda stream: np.savez(stream, **arrays))
+
+
+def read_json(path: "os.PathLike[str] | str") -> Optional[Any]:
+    """The JSON at ``path``, or None where there is none or it cannot be read."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None

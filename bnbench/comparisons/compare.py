@@ -13,6 +13,7 @@ from bnbench.adapters.registry import local_class, names
 from bnbench.timing.participant import split_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
+from bnbench.timing.summary import UNDISTURBED_MARGIN
 from bnbench.timing.units import format_seconds
 
 
@@ -195,7 +196,7 @@ def against_earlier(result: Dict[str, Any], earlier: Optional[Dict[str, Any]]) -
     if earlier_step and before.get("whole_run_slower"):       # the earlier run was itself slow: its reference
         earlier_step = before["whole_run_slower"]["earlier_baseline_step_s"]
         earlier = dict(earlier, created=before["whole_run_slower"]["earlier_created"])
-    if same and step and earlier_step and step > (1.0 + state.get("margin", 0.25)) * earlier_step:
+    if same and step and earlier_step and step > (1.0 + state.get("margin", UNDISTURBED_MARGIN)) * earlier_step:
         state["whole_run_slower"] = {"ratio": step / earlier_step, "earlier_baseline_step_s": earlier_step,
                                      "earlier_created": earlier.get("created")}
     return result

@@ -18,6 +18,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from bnbench.publishing.figures import STYLES, finish, number, pyplot
+from bnbench.reference.io import read_json
 from bnbench.timing.machine import slug
 from bnbench.timing.peak import size_for
 from bnbench.timing.units import format_seconds
@@ -232,14 +233,6 @@ def load_verification(results: str, machine: str) -> Dict[Tuple[str, str, str, s
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
-
-
-def read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
 
 
 def _pick(frame, benchmark: str, framework: str, mode: str, device: str, dtype: str, size: str):

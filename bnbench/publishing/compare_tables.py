@@ -7,8 +7,9 @@ import os
 from typing import Dict, List, Tuple
 
 from bnbench.comparisons import compare, tunelog
-from bnbench.publishing.asv_tables import SIZES_M, load_verification, read_json
+from bnbench.publishing.asv_tables import SIZES_M, load_verification
 from bnbench.publishing.figures import finish, interval, number, pyplot, styles_for
+from bnbench.reference.io import read_json
 from bnbench.timing import machine as machines_module
 from bnbench.timing.units import format_seconds
 from bnbench.timing.workload import SIZE_ORDER

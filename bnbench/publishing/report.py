@@ -36,13 +36,12 @@ from bnbench.publishing.asv_tables import (  # noqa: F401
     plot_fraction_of_peak,
     plot_step_times,
     prune,
-    read_json,
 )
 from bnbench.publishing.compare_tables import COMPARE_COLUMNS, comparison_sections, verification_section
 from bnbench.publishing.glance import refresh_readme
 from bnbench.publishing.scale_tables import scale_sections
 from bnbench.publishing.sections import conventions_section, frameworks_section, lecture_section, tuning_logs_section
-from bnbench.reference.io import atomic_write_text
+from bnbench.reference.io import atomic_write_text, read_json
 
 
 def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str, object]:

@@ -7,8 +7,8 @@ from typing import List
 
 from bnbench.comparisons import tunelog
 from bnbench.equivalence import conventions
-from bnbench.publishing.asv_tables import read_json
 from bnbench.publishing.figures import interval, number
+from bnbench.reference.io import read_json
 
 LECTURE_TITLES = {"search": "Random against grid search at equal budgets", "scale": "Sampling on the right scale",
                   "batchnorm": "Batch norm on and off (learning rates, input shift, regularisation, hardmax)",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import platform
 import time
@@ -197,16 +196,9 @@ def default_path(machine: str, results: str = "results") -> str:
 def write(path: str, rows: List[Row], machine: str) -> None:
     """The record at ``path``, keeping the rows of earlier runs this one did not check (merge),
     written atomically; an unreadable earlier file is replaced by this run's complete result."""
-    from bnbench.reference.io import atomic_write_json
+    from bnbench.reference.io import atomic_write_json, read_json
 
-    previous = None
-    if os.path.exists(path):
-        try:
-            with open(path) as handle:
-                previous = json.load(handle)
-        except (OSError, ValueError):
-            previous = None
-    atomic_write_json(path, merge(previous, to_json(rows, machine)))
+    atomic_write_json(path, merge(read_json(path), to_json(rows, machine)))
 
 
 def counts(rows: List[Row]) -> str:
