@@ -100,6 +100,7 @@ def summary(result: Dict[str, Any], path: str) -> str:
     """The line under the printed table: rounds, how the run stopped, its settings, where it went."""
     peak = result["peak"]
     how = (f"every interval within +-{100 * result['target_half_width']:.1f}%" if result["stopped"] == "converged"
+           else f"{result.get('failure')}; the rounds before it are published" if result.get("failure")
            else "the budget ended first")
     gflops = "-" if not peak or "gflops" not in peak else f"{peak['gflops']:.4g} GFLOP/s"
     return (f"{rounds_text(result)} in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
@@ -114,8 +115,10 @@ def rounds_text(result: Dict[str, Any]) -> str:
 
 
 def failed(result: Dict[str, Any]) -> bool:
-    """A participant failed its check against the reference, or crashed (not one that cannot run here)."""
-    return any((row.get("not_timed") or "").startswith(("not verified", "failed:")) for row in result["rows"])
+    """A participant failed its check against the reference, or crashed, hung or broke the protocol
+    (not one that cannot run here); or the baseline failed and ended the rounds."""
+    return bool(result.get("failure")) or any((row.get("not_timed") or "").startswith(("not verified", "failed:"))
+                                              for row in result["rows"])
 
 
 def table(result: Dict[str, Any]) -> str:

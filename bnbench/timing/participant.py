@@ -27,7 +27,7 @@ from bnbench.adapters.registry import local_class
 from bnbench.equivalence.trace import check_equivalence
 from bnbench.timing import steps
 from bnbench.timing.peak import MatmulPeak, peak_framework
-from bnbench.timing.worker import Placement, WorkerError, remote_class, worker_for
+from bnbench.timing.worker import Placement, WorkerError, burst_deadline, remote_class, worker_for
 
 WARMUP_STEPS = 3
 # A burst is at least this many steps, whose median it keeps: the first step of a burst may pay
@@ -93,14 +93,26 @@ class Participant:
             raise AdapterError(f"{self.label} is not prepared in this process (in_process=False)")
         self.prepared.step()
 
+    def expected_step_s(self) -> Optional[float]:
+        """What one step is expected to take: its last burst's median, else its warm-up's steps."""
+        finite = [value for value in self.medians if np.isfinite(value)]
+        if finite:
+            return finite[-1]
+        if self.warmup_s:
+            return self.warmup_s / WARMUP_STEPS
+        return self.first_step_s
+
     def burst(self, seconds: float, *, how: str = "per_step", min_steps: int = MIN_BURST_STEPS,
               memory: bool = False) -> Dict[str, Any]:
+        """One burst; in a worker, within a deadline from its expected length (``burst_deadline``):
+        a worker past it is killed and WorkerFault raised."""
         if self.prepared is not None:
             return steps.burst(self.prepared, seconds, min_steps=min_steps, how=how, memory=memory)
+        deadline = burst_deadline(seconds, min_steps, self.expected_step_s())
         if self.adapter is not None:
-            return self.adapter.burst(seconds, min_steps=min_steps, how=how, memory=memory)
+            return self.adapter.burst(seconds, min_steps=min_steps, how=how, memory=memory, deadline_s=deadline)
         reply, _ = self.worker.call("burst", handle=self.handle, seconds=seconds, min_steps=min_steps, max_steps=10000,
-                                    how=how, memory=memory)
+                                    how=how, memory=memory, deadline_s=deadline)
         reply.pop("ok", None)
         return reply
 
@@ -125,7 +137,7 @@ def placement_for(framework: str, form: str, index) -> Placement:
     placement = adapter.placement()
     if placement is None:
         placement = Placement(python=sys.executable, env=tuple(adapter.process_variables()),
-                              where="a worker of this environment")
+                              where=f"{framework}'s worker (this environment)")
     mode, variant = split_form(form)
     extra = adapter.alternatives_of(mode)[variant].variables if variant else ()
     return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),))

@@ -206,12 +206,29 @@ def _seconds(value: Optional[float]) -> float:
     return float("nan") if value is None else float(value)
 
 
+class AnchorFailed(Exception):
+    """The baseline, or its control, failed in the rounds: no row can be divided by it any more."""
+
+    def __init__(self, participant: Participant, reason: str):
+        super().__init__(f"{participant.label} {reason}")
+        self.participant, self.reason = participant, reason
+
+
+def fault_reason(error: Exception) -> str:
+    """A worker's failure in a few words: what ``WorkerFault.reason`` says, else the first line."""
+    return getattr(error, "reason", None) or (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequence[int], settings: Settings,
-           rng: np.random.Generator) -> None:
+           rng: np.random.Generator, where: str = "") -> List[Participant]:
     """One round: every contender's burst between two of the baseline's (``schedule.chain``), each
-    after the workers went quiet; each participant's figures of the round appended to it."""
+    after the workers went quiet; each participant's figures of the round appended to it. A
+    contender whose worker fails (dies, runs past its burst's deadline, breaks the protocol) fails
+    its own row, saying why and in which round, and is returned among the failed; an anchor's
+    failure raises AnchorFailed before anything of the round is kept."""
     layout = schedule.chain(rng.permutation(len(contenders)), len(anchors), int(rng.integers(len(anchors))))
     values, latencies, counts = [], [], []
+    failed: List[Participant] = []
     previous = None
     for kind, index in layout:
         # Before every burst the workers go quiet (bnbench.timing.quiet): the previous
@@ -220,7 +237,15 @@ def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequ
         if previous is not None:
             previous.busy_after.append(max(0.0, waited - settings.settle_seconds))
         previous = anchors[index] if kind == schedule.ANCHOR else contenders[index]
-        median, latency, count = _measure(previous, settings)
+        try:
+            median, latency, count = _measure(previous, settings)
+        except WorkerError as error:
+            reason = f"{fault_reason(error)} in {where}round {len(previous.medians) + 1}"
+            if kind == schedule.ANCHOR:
+                raise AnchorFailed(previous, reason) from None
+            previous.problem = f"failed: {reason}"
+            failed.append(previous)
+            median, latency, count = float("nan"), float("nan"), 0
         values.append(median)
         latencies.append(latency)
         counts.append(count)
@@ -241,7 +266,7 @@ def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequ
     baseline = anchors[0]
     if len(anchors) == 1:
         baseline.references.append(baseline.medians[-1])
-        return
+        return failed
     # The control's reading of the round: the median, over every pair of neighbouring anchors (one
     # burst apart, as a row is from its anchors), of its process's burst over the copy's. The
     # baseline's own row stands against both of its processes, as every row does.
@@ -249,6 +274,7 @@ def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequ
     floor = float(np.median(schedule.anchor_pairs(layout, values)))
     control.references.append(control.medians[-1] / floor)
     baseline.references.append(float(np.sqrt(baseline.medians[-1] * control.medians[-1])))
+    return failed
 
 
 @dataclasses.dataclass
@@ -267,6 +293,14 @@ class _Team:
     @property
     def everyone(self) -> List[Participant]:
         return self.participants + ([self.control] if self.control is not None else [])
+
+    def drop(self, participant: Participant) -> None:
+        """A participant that failed leaves the rounds (its worker is gone)."""
+        self.contenders = [p for p in self.contenders if p is not participant]
+        self.pinned = [p for p in self.pinned if p is not participant]
+        pid = participant.process_id
+        if pid is not None and all(p.process_id != pid for p in self.anchors + self.contenders):
+            self.pids = [p for p in self.pids if p != pid]
 
 
 def _start_team(settings: Settings, index: int, cores: Sequence[int]) -> Tuple[_Team, Any, int]:
@@ -318,7 +352,9 @@ def _rounds(teams: List[_Team], counts: List[int], settings: Settings, share: fl
         while True:
             if rotating:
                 _pin(team.pinned, sum(counts), settings.threads, cores)
-            _round(team.contenders, team.anchors, team.pids, settings, rng)
+            where = f"set {len(teams)}, " if settings.sets > 1 else ""
+            for participant in _round(team.contenders, team.anchors, team.pids, settings, rng, where):
+                team.drop(participant)
             counts[-1] += 1
             elapsed = time.perf_counter() - began
             if counts[-1] >= MIN_ROUNDS and counts[-1] % CHECK_EVERY == 0:
@@ -349,28 +385,57 @@ def run(settings: Settings) -> Dict[str, Any]:
     rng = np.random.default_rng(settings.seed)
     teams: List[_Team] = []
     counts: List[int] = []
-    stopped, seconds = "budget", 0.0
+    stopped, seconds, failure = "budget", 0.0, None
     for index, share in enumerate(sets.shares(settings.budget, settings.sets)):
         last = index == settings.sets - 1
-        team, spec, m = _start_team(settings, index, cores)
+        try:
+            team, spec, m = _start_team(settings, index, cores)
+        except CompareError as error:
+            if not sum(counts):
+                raise
+            # a later set whose baseline cannot be started: the sets done so far are published
+            stopped, failure = "baseline failed", f"set {index + 1} could not start: {error}"
+            break
         teams.append(team)
         counts.append(0)
         try:
             stopped, elapsed = _rounds(teams, counts, settings, share, cores, rotating, rng)
             seconds += elapsed
             if settings.memory and last:
-                for participant in (p for p in team.participants if p.timed):
-                    reply = participant.burst(settings.burst_seconds, how="per_step", memory=True)
-                    participant.memory.append(reply.get("memory_bytes"))
-                    participant.memory_kind = reply.get("memory_kind")
+                _read_memory(team, settings)
+        except AnchorFailed as error:
+            stopped, failure = "baseline failed", str(error)
+            if not counts[-1]:       # a set without a round has nothing to join
+                teams.pop()
+                counts.pop()
+            if not sum(counts):
+                raise CompareError(f"--baseline {settings.baseline_label}: {error}; no round was completed, "
+                                   "nothing was timed") from None
         finally:
-            _stop(team.everyone, settings.keep_workers and last)
+            _stop(team.everyone, settings.keep_workers and last and failure is None)
+        if failure is not None:
+            break
     participants, control, peak, ceilings = _joined(teams, counts)
     baseline = next(p for p in participants if p.label == settings.baseline_label)
-    return summary.result(settings, participants, control, peak if peak is not None and peak.timed else None, baseline,
-                          spec, m, stopped, seconds, started, peak_problem=None if peak is None else peak.problem,
-                          ceilings=ceilings, placement=schedule.placement_of(rotating, cores, settings.threads),
-                          sets=sets.labels_of(counts))
+    result = summary.result(settings, participants, control, peak if peak is not None and peak.timed else None, baseline,
+                            spec, m, stopped, seconds, started, peak_problem=None if peak is None else peak.problem,
+                            ceilings=ceilings, placement=schedule.placement_of(rotating, cores, settings.threads),
+                            sets=sets.labels_of(counts))
+    if failure is not None:
+        result["failure"] = failure
+    return result
+
+
+def _read_memory(team: _Team, settings: Settings) -> None:
+    """One more burst per timed participant, reading its memory; a worker that fails then fails its row."""
+    for participant in (p for p in team.participants if p.timed):
+        try:
+            reply = participant.burst(settings.burst_seconds, how="per_step", memory=True)
+        except WorkerError as error:
+            participant.problem = f"failed: {fault_reason(error)} reading its memory after the rounds"
+            continue
+        participant.memory.append(reply.get("memory_bytes"))
+        participant.memory_kind = reply.get("memory_kind")
 
 
 def _stop(participants: Sequence[Participant], keep_workers: bool = False) -> None:

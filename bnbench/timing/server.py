@@ -1,7 +1,8 @@
-"""The worker side: ``python -m bnbench.timing.server``, started by bnbench.timing.worker with the
-interpreter of a framework's environment. It builds adapters by name, runs what the caller asks
-(trace operations, timing bursts, profiles, conventions) and answers over its stdin and a private
-copy of its stdout (bnbench.timing.protocol); whatever the framework prints goes to stderr.
+"""The worker side: ``python -m bnbench.timing.server IN OUT``, started by bnbench.timing.worker with
+the interpreter of a framework's environment. It builds adapters by name, runs what the caller asks
+(trace operations, timing bursts, profiles, conventions) and answers over the two pipes whose file
+descriptors it is given (bnbench.timing.protocol); its stdout and stderr are the worker's log, so
+whatever the framework prints, at import or later, never reaches the protocol.
 
 The code here must stay importable by the oldest interpreter a worker runs under (Python 3.9).
 """
@@ -113,13 +114,13 @@ class _Server:
         return {}, None
 
 
-def serve() -> int:
-    # The protocol gets a private copy of stdout; fd 1 then points at stderr so that anything a
-    # framework prints (C libraries included) cannot corrupt a message.
-    protocol_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    protocol_in = sys.stdin.buffer
+def serve(fd_in: int, fd_out: int) -> int:
+    # The protocol's pipes are this process's alone: a compiler or helper a framework starts must
+    # not hold them open after this process is gone.
+    for fd in (fd_in, fd_out):
+        os.set_inheritable(fd, False)
+    protocol_in = os.fdopen(fd_in, "rb")
+    protocol_out = os.fdopen(fd_out, "wb")
     server = _Server()
     known = error_classes()
     while True:
@@ -145,4 +146,6 @@ def serve() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m bnbench.timing.server FD_IN FD_OUT (started by bnbench.timing.worker)")
+    sys.exit(serve(int(sys.argv[1]), int(sys.argv[2])))

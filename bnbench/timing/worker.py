@@ -4,89 +4,247 @@ Caffe's Python 3.9 chroot, ...), and for every participant of a timing run, whic
 worker of its own.
 
 The worker is ``python -m bnbench.timing.server`` started with the framework environment's
-interpreter; it speaks bnbench.timing.protocol over its stdin and a private copy of its stdout,
-and whatever the framework prints goes to stderr (kept in a log that error messages quote).
+interpreter; it speaks bnbench.timing.protocol over two pipes of its own, and whatever the framework
+prints goes to a log that error messages quote. Every call has a deadline: a worker that dies, hangs
+or breaks the protocol raises ``WorkerFault`` and is killed, and its log and folder are removed.
 Workers are kept alive and shared per (interpreter, environment variables) for the life of the
 calling process, so that the price of importing a framework is paid once.
 """
 from __future__ import annotations
 
 import atexit
+import math
 import os
+import select
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Type
 
 import numpy as np
 
 from bnbench.adapters.contract import Adapter, Gradients
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: F401
-from bnbench.timing.protocol import PROTOCOL, WorkerError, error_classes, read_message, write_message
+from bnbench.timing.protocol import (PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes,  # noqa: F401
+                                     read_message)
+
+
+# Every call to a worker has a deadline. Starting, building, verifying, profiling: generous (a
+# framework's first import and compilation took up to a few minutes here), and configurable
+# (``--worker-deadline``, or this variable). A burst gets its own, from its expected length
+# (``burst_deadline``).
+DEADLINE_VARIABLE = "BNBENCH_WORKER_DEADLINE_S"
+DEFAULT_DEADLINE_S = 900.0
+BURST_DEADLINE_MARGIN = 10.0
+BURST_DEADLINE_CONSTANT_S = 20.0
+EXIT_WAIT_S = 10.0
+
+
+def call_deadline() -> float:
+    """The deadline of a call to a worker other than a burst, in seconds."""
+    text = os.environ.get(DEADLINE_VARIABLE)
+    if not text:
+        return DEFAULT_DEADLINE_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{DEADLINE_VARIABLE}={text!r} must be a positive number of seconds")
+    return value
+
+
+def burst_deadline(seconds: float, min_steps: int, step_s: Optional[float]) -> float:
+    """A burst's deadline: its expected length (``seconds``, or ``min_steps`` steps of ``step_s``
+    where those take longer) times a margin, plus a constant for a step that pays a late cost."""
+    expected = max(float(seconds), min_steps * float(step_s or 0.0))
+    return BURST_DEADLINE_MARGIN * expected + BURST_DEADLINE_CONSTANT_S
+
+
+class _PastDeadline(Exception):
+    pass
+
+
+def _exit_status(returncode: Optional[int]) -> str:
+    if returncode is None:
+        return "closed its protocol stream"
+    if returncode < 0:
+        try:
+            return f"died from signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"died from signal {-returncode}"
+    return f"died with exit status {returncode}"
 
 
 class WorkerProcess:
+    """One worker: ``python -m bnbench.timing.server IN OUT``, started in a folder of its own (so
+    that nothing in the caller's directory is imported) and in a process group of its own (so that a
+    worker past its deadline is killed with whatever it started). The protocol runs over two pipes
+    of its own, passed as file descriptors: the worker's stdout and stderr go to its log, so nothing
+    a framework prints, at import or later, can reach the protocol."""
+
     def __init__(self, placement: Placement):
         self.placement = placement
+        self.fault: Optional[str] = None
+        self.lock = threading.Lock()
+        self.pending_release: List[int] = []     # handles of adapters garbage-collected since the last call
+        self.folder = tempfile.mkdtemp(prefix="bnbench-worker-")
+        self.log_path = os.path.join(self.folder, "worker.log")
         env = dict(os.environ)
         env.update(dict(placement.env))
         env["BNBENCH_WORKER"] = "1"
         env.setdefault("PYTHONUNBUFFERED", "1")
-        self.log = tempfile.NamedTemporaryFile(prefix="bnbench-worker-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([placement.python, "-m", "bnbench.timing.server"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=self.log, env=env)
-        self.lock = threading.Lock()
-        self.pending_release = []       # handles of adapters garbage-collected since the last call
-        reply, _ = self.call("hello")
-        if reply.get("protocol") != PROTOCOL:
-            raise WorkerError(f"worker in {placement.where} speaks protocol {reply.get('protocol')}, expected {PROTOCOL}")
+        to_worker, from_us = os.pipe()
+        to_us, from_worker = os.pipe()
+        try:
+            with open(self.log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    [placement.python, "-m", "bnbench.timing.server", str(to_worker), str(from_worker)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.folder,
+                    pass_fds=(to_worker, from_worker), start_new_session=True)
+        except BaseException:
+            for fd in (from_us, to_us):
+                os.close(fd)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+        finally:
+            os.close(to_worker)
+            os.close(from_worker)
+        self._send_fd, self._receive_fd = from_us, to_us
+        os.set_blocking(self._send_fd, False)
+        try:
+            reply, _ = self.call("hello")
+            if reply.get("protocol") != PROTOCOL:
+                raise WorkerError(f"worker in {placement.where} speaks protocol {reply.get('protocol')}, expected {PROTOCOL}")
+        except BaseException:
+            self.close(wait_s=0.0)
+            raise
         self.python_version = reply["python"]
+
+    @property
+    def alive(self) -> bool:
+        return self.fault is None and self.process.poll() is None
 
     def log_tail(self, lines: int = 15) -> str:
         try:
-            with open(self.log.name, "r", errors="replace") as handle:
+            with open(self.log_path, "r", errors="replace") as handle:
                 return "".join(handle.readlines()[-lines:]).strip()
         except OSError:
             return ""
 
-    def call(self, op: str, arrays: Optional[Mapping[str, np.ndarray]] = None, **fields: Any):
+    # ---- the two streams, each step against the call's deadline
+    def _send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [self._send_fd], [], remaining)[1]:
+                raise _PastDeadline()
+            try:
+                view = view[os.write(self._send_fd, view):]
+            except BlockingIOError:
+                continue
+
+    def _receiver(self, deadline: float):
+        def read(n: int) -> bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._receive_fd], [], [], remaining)[0]:
+                raise _PastDeadline()
+            return os.read(self._receive_fd, n)
+        return read
+
+    def _exchange(self, header: Dict[str, Any], arrays, deadline: float):
+        self._send(encode_message(header, arrays), deadline)
+        return read_message(None, self._receiver(deadline))
+
+    def call(self, op: str, arrays: Optional[Mapping[str, np.ndarray]] = None, *, deadline_s: Optional[float] = None,
+             **fields: Any):
+        """Send ``op`` and wait for the reply, ``deadline_s`` at most (default ``call_deadline()``).
+        A worker that dies, runs past the deadline (it is then killed) or breaks the protocol raises
+        WorkerFault, whose ``reason`` says which in a few words."""
+        limit = call_deadline() if deadline_s is None else float(deadline_s)
         with self.lock:
+            if self.fault is not None:
+                raise self._faulted(self.fault, op, tail=False)
+            deadline = time.monotonic() + limit
             try:
                 while self.pending_release:
-                    write_message(self.process.stdin, {"op": "release", "handle": self.pending_release.pop()})
-                    read_message(self.process.stdout)
-                write_message(self.process.stdin, dict(fields, op=op), arrays)
-                reply, out = read_message(self.process.stdout)
-            except (EOFError, BrokenPipeError, OSError) as error:
-                self.process.poll()
-                raise WorkerError(f"the worker process in {self.placement.where} died during {op!r} "
-                                  f"(exit status {self.process.returncode}, {type(error).__name__}); its log ends:\n"
-                                  f"{self.log_tail()}") from None
+                    self._exchange({"op": "release", "handle": self.pending_release.pop()}, None, deadline)
+                reply, out = self._exchange(dict(fields, op=op), arrays, deadline)
+            except _PastDeadline:
+                self._kill()
+                raise self._faulted(f"timed out after {limit:.3g} s", op) from None
+            except ProtocolError as error:
+                self._kill()
+                raise self._faulted(str(error), op) from None
+            except (EOFError, OSError):
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._kill()
+                raise self._faulted(_exit_status(self.process.returncode), op) from None
         if not reply.get("ok"):
             cls = error_classes().get(reply.get("error"), WorkerError)
             raise cls(reply.get("message", "unknown worker error"))
         return reply, out
 
-    def ask_to_exit(self) -> None:
-        """Tell the worker to exit, without waiting for it."""
-        if self.process.poll() is None:
-            try:
-                with self.lock:
-                    write_message(self.process.stdin, {"op": "exit"})
-            except Exception:
-                self.process.kill()
+    def _faulted(self, what: str, op: str, tail: bool = True) -> WorkerFault:
+        """The error of a worker that failed (and its log and folder removed, the tail quoted)."""
+        first = self.fault is None
+        self.fault = self.fault or what
+        log = self.log_tail() if tail and first else ""
+        if first:
+            self._release_files()
+        error = WorkerFault(f"{self.placement.where or self.placement.python}: the worker {what} during {op!r}"
+                            + (f"; its log ends:\n{log}" if log else ""))
+        error.reason = f"{what} in {op!r}"
+        return error
 
-    def finish_closing(self) -> None:
-        """Wait for the worker to exit (killing it after 10 s), and remove its log."""
+    def _kill(self) -> None:
         try:
-            self.process.wait(timeout=10)
-        except Exception:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
             self.process.kill()
         try:
-            os.unlink(self.log.name)
-        except OSError:
+            self.process.wait(timeout=EXIT_WAIT_S)
+        except subprocess.TimeoutExpired:
             pass
+
+    def _release_files(self) -> None:
+        for fd in (self._send_fd, self._receive_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._send_fd = self._receive_fd = -1
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def ask_to_exit(self) -> None:
+        """Tell the worker to exit, without waiting for it."""
+        if self.alive:
+            try:
+                with self.lock:
+                    self._send(encode_message({"op": "exit"}), time.monotonic() + 1.0)
+            except Exception:
+                self._kill()
+
+    def finish_closing(self, wait_s: float = EXIT_WAIT_S) -> None:
+        """Wait for the worker to exit (killing it, and what it started, after ``wait_s``), and
+        remove its log and folder."""
+        try:
+            self.process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        if self.fault is None:
+            self.fault = "closed"
+            self._release_files()
+
+    def close(self, wait_s: float = EXIT_WAIT_S) -> None:
+        self.ask_to_exit()
+        self.finish_closing(wait_s)
 
 
 _workers: Dict[Placement, WorkerProcess] = {}
@@ -96,7 +254,9 @@ _workers_lock = threading.Lock()
 def worker_for(placement: Placement) -> WorkerProcess:
     with _workers_lock:
         worker = _workers.get(placement)
-        if worker is None or worker.process.poll() is not None:
+        if worker is None or not worker.alive:
+            if worker is not None:
+                worker.finish_closing(0.0)     # a dead one's log and folder go with it
             worker = WorkerProcess(placement)
             _workers[placement] = worker
         return worker
@@ -254,10 +414,10 @@ def remote_class(local: Type, placement: Placement) -> Type:
             return reply["profile"]
 
         def burst(self, seconds: float, *, min_steps: int = 1, max_steps: int = 10000, how: str = "per_step",
-                  memory: bool = False) -> Dict[str, Any]:
+                  memory: bool = False, deadline_s: Optional[float] = None) -> Dict[str, Any]:
             """One burst on the prepared batch, timed in the worker (bnbench.timing.steps.burst)."""
             reply, _ = self._remote.call("burst", handle=self._handle, seconds=seconds, min_steps=min_steps,
-                                         max_steps=max_steps, how=how, memory=memory)
+                                         max_steps=max_steps, how=how, memory=memory, deadline_s=deadline_s)
             reply.pop("ok", None)
             return reply
 
