@@ -232,12 +232,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         raise CliError("bnbench tune needs Optuna (pip install 'bnbench[tune]')") from None
     from bnbench.tuning import settings as tune_settings
     from bnbench.tuning import space, study, summary
+    from bnbench.tuning.storage import STORAGE_VARIABLE
 
     try:
         settings = tune_settings.Settings(
             framework=args.framework, trials=args.trials, strategy=args.strategy, style=args.style,
             study=args.study or f"{args.framework}-{args.style}-{args.strategy}" + ("-cuda" if args.device == "cuda" else ""),
-            storage=args.storage, seed=args.seed, epochs=args.epochs, rounds=args.rounds, results=args.results,
+            storage=args.storage or os.environ.get(STORAGE_VARIABLE) or None, seed=args.seed, epochs=args.epochs, rounds=args.rounds, results=args.results,
             space=space.load_space_file(args.space), progress=not args.quiet, workers=args.workers,
             heartbeat=args.heartbeat, summary=not args.worker, device=args.device, chunk=args.models)
         result = study.run(settings)
@@ -377,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="caviar: models asked, trained in one program and told together (default 16; 256 or more on a GPU)")
     tun.add_argument("--study", default=None, metavar="NAME", help="study name (default: FRAMEWORK-STYLE-STRATEGY); running it again resumes it")
     tun.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL shared by processes and machines, e.g. postgresql+psycopg2://user@host/db "
-                          "(default: SQLite in WAL mode under results/tuning/NAME/)")
+                          "(default: $BNBENCH_TUNE_STORAGE, which keeps a password off the command line, else SQLite "
+                          "in WAL mode under results/tuning/NAME/)")
     tun.add_argument("--seed", type=int, default=0, help="sampling and initial-parameter seed (default 0)")
     tun.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (default 10)")
     tun.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds (default 3)")

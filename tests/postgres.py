@@ -1,5 +1,6 @@
 """A throw-away PostgreSQL server for the tests: ``initdb`` in a temporary folder, a free port on
-localhost, trust authentication, stopped and deleted afterwards. PostgreSQL refuses to run as
+localhost, password authentication (scram-sha-256, a random password made for the server and
+given only in the URL: no local user is trusted), stopped and deleted afterwards. PostgreSQL refuses to run as
 root, so where the tests run as root the server runs as the ``postgres`` user (Debian's package
 creates it), through ``runuser``."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ import contextlib
 import glob
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -46,19 +48,28 @@ def postgres_server(database: str = "tune") -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     data, log = os.path.join(folder, "data"), os.path.join(folder, "server.log")
     port = _free_port()
+    password = secrets.token_hex(16)
+    password_file = os.path.join(folder, "password")
+    with open(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(password + "\n")
+    if as_user:
+        os.chown(password_file, user.pw_uid, user.pw_gid)
 
-    def run(*command: str) -> None:
-        done = subprocess.run(as_user + list(command), capture_output=True, text=True, timeout=120, cwd=folder)
+    def run(*command: str, env=None) -> None:
+        done = subprocess.run(as_user + list(command), capture_output=True, text=True, timeout=120, cwd=folder, env=env)
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise PostgresUnavailable(f"{os.path.basename(command[0])} failed: {' / '.join(tail)}")
 
     try:
-        run(f"{bin_dir}/initdb", "-D", data, "-U", "bnbench", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run(f"{bin_dir}/initdb", "-D", data, "-U", "bnbench", "--auth=scram-sha-256", f"--pwfile={password_file}",
+            "-E", "UTF8", "--no-sync")
+        os.unlink(password_file)
         run(f"{bin_dir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start",
             "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100")
-        run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "bnbench", database)
-        yield f"postgresql+psycopg2://bnbench@127.0.0.1:{port}/{database}"
+        run(f"{bin_dir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "bnbench", database,
+            env=dict(os.environ, PGPASSWORD=password))
+        yield f"postgresql+psycopg2://bnbench:{password}@127.0.0.1:{port}/{database}"
     finally:
         if os.path.exists(os.path.join(data, "postmaster.pid")):
             subprocess.run(as_user + [f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],

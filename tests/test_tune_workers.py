@@ -139,3 +139,70 @@ def test_a_storage_that_cannot_be_reached_is_one_clear_line(tmp_path, capsys):
                  "postgresql+psycopg2://someone:secret@127.0.0.1:1/nothing"]) == 1
     err = capsys.readouterr().err
     assert "cannot open the study" in err and "secret" not in err and err.count("\n") == 1
+
+
+def _children(pid):
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    if int(handle.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_no_child_of_workers_has_the_password_on_its_command_line(postgres_url, tmp_path):
+    """The URL reaches the parent through BNBENCH_TUNE_STORAGE and the children through their
+    environment: no /proc/<pid>/cmdline of theirs holds the password."""
+    from bnbench.tuning.storage import STORAGE_VARIABLE, secrets_of
+
+    password = secrets_of(postgres_url)[0]
+    command = worker_command(tmp_path, "secret", None, "--strategy", "random", "--workers", "2", "--trials", "6")
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, **{STORAGE_VARIABLE: postgres_url}))
+    seen = {}
+    try:
+        while parent.poll() is None:
+            for child in _children(parent.pid):
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as handle:
+                        line = handle.read().decode(errors="replace")
+                except OSError:
+                    continue
+                if line:            # empty once it has ended
+                    seen[child] = line
+            time.sleep(0.05)
+        _, err = parent.communicate(timeout=600)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 0, err[-2000:]
+    tune_children = [line for line in seen.values() if "bnbench.cli" in line and "--worker" in line]
+    assert len(tune_children) == 2, seen
+    assert not [line for line in seen.values() if password in line]
+
+
+@pytest.mark.slow
+def test_children_that_write_much_to_stderr_do_not_hang_the_study(tmp_path):
+    """PYTHONVERBOSE makes every child print each import to stderr, megabytes of it: a pipe read
+    only when the children end fills at 64 KB and hangs them."""
+    command = worker_command(tmp_path, "verbose", None, "--strategy", "random", "--workers", "2", "--trials", "4")
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
+                          env=dict(os.environ, PYTHONVERBOSE="1"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(done.stderr) > 1 << 16
+
+
+def test_every_password_of_a_storage_url_is_redacted():
+    from bnbench.tuning.storage import redacted, scrubbed
+
+    url = "postgresql+psycopg2://user:p%40ss@db.example:5432/tune?sslmode=require&password=hunter2&application_name=x"
+    assert redacted(url) == "postgresql+psycopg2://user:***@db.example:5432/tune?sslmode=require&password=***&application_name=x"
+    assert scrubbed("could not log in as user with p@ss (hunter2)", url) == "could not log in as user with *** (***)"
+    plain = "postgresql+psycopg2://user@db.example/tune"
+    assert redacted(plain) == plain

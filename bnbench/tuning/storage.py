@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+import urllib.parse
 import warnings
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 
@@ -93,13 +94,42 @@ def _unreachable(error: Exception) -> bool:
                                          "does not exist", "could not translate host name"))
 
 
+# The variable a storage URL reaches `tune --workers`'s children through (never their command
+# line, which any local user reads with ps); a user may set it too, to keep a password off theirs.
+STORAGE_VARIABLE = "BNBENCH_TUNE_STORAGE"
+# query parameters whose values are secrets (libpq's password, and the like)
+SECRET_PARAMETERS = ("password", "passwd", "pwd", "secret", "token", "sslpassword")
+
+
+def secrets_of(url: str) -> List[str]:
+    """The secrets in a storage URL: the password of its user part, and of any query parameter
+    named like one (``SECRET_PARAMETERS``), as written and as decoded."""
+    parts = urllib.parse.urlsplit(url)
+    found = []
+    head, at, _ = parts.netloc.rpartition("@")
+    if at and ":" in head:
+        found.append(head.split(":", 1)[1])
+    for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        if key.lower() in SECRET_PARAMETERS and value:
+            found.append(value)
+    out = []
+    for secret in found:
+        for form in (secret, urllib.parse.unquote(secret), urllib.parse.quote(secret, safe="")):
+            if form and form not in out:
+                out.append(form)
+    return sorted(out, key=len, reverse=True)
+
+
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, at, tail = url.rpartition("@")
-    if not at or ":" not in head.split("//", 1)[-1]:
-        return url
-    scheme, _, credentials = head.partition("//")
-    return f"{scheme}//{credentials.split(':', 1)[0]}:***@{tail}"
+    """The URL with every password (user part and query parameters) as ***, for messages, logs and results."""
+    return scrubbed(url, url)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a message, a child's stderr) with every secret of ``url`` replaced by ***."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
 
 
 def first_line(error: Exception) -> str:

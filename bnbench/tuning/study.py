@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -29,7 +31,7 @@ from bnbench.reference.io import atomic_write_json
 from bnbench.tuning.settings import Settings
 from bnbench.tuning.slots import ROUND_ATTR, Heartbeat, claim, complete_trials, fail_unbeaten_trials, finished_trials, held_count
 from bnbench.tuning.space import TuneError, spec_for
-from bnbench.tuning.storage import open_study
+from bnbench.tuning.storage import STORAGE_VARIABLE, open_study, scrubbed
 from bnbench.tuning.summary import summarise
 from bnbench.tuning.trial import train_caviar, train_panda
 
@@ -156,25 +158,40 @@ def run_workers(settings: Settings) -> Dict[str, object]:
     before = len(finished_trials(study))
     space_file = os.path.join(settings.folder, "space.json")
     atomic_write_json(space_file, {field: d.to_dict() for field, d in settings.space.items()})
+    # The children get the storage URL through the environment, never their command line; each
+    # writes its stderr to a file of its own (a pipe read only at the end fills at 64 KB and hangs
+    # the child); they start in a folder of their own, so nothing in the caller's is imported.
     command = [sys.executable, "-m", "bnbench.cli", "tune", "--framework", settings.framework, "--trials", str(settings.trials),
                "--strategy", settings.strategy, "--style", settings.style, "--study", settings.study,
-               "--storage", settings.storage_url, "--seed", str(settings.seed), "--epochs", str(settings.epochs),
-               "--rounds", str(settings.rounds), "--results", settings.results, "--heartbeat", str(settings.heartbeat),
-               "--space", space_file, "--worker", "--quiet"]
-    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for _ in range(settings.workers)]
-    bar = Progress(settings.trials, min(settings.trials, before), settings.progress)
+               "--seed", str(settings.seed), "--epochs", str(settings.epochs),
+               "--rounds", str(settings.rounds), "--results", os.path.abspath(settings.results),
+               "--heartbeat", str(settings.heartbeat), "--space", os.path.abspath(space_file), "--worker", "--quiet"]
+    env = dict(os.environ, **{STORAGE_VARIABLE: settings.storage_url})
+    private = tempfile.mkdtemp(prefix="bnbench-tune-")
+    logs = [open(os.path.join(private, f"worker-{index}.log"), "w+") for index in range(settings.workers)]
     try:
-        while any(worker.poll() is None for worker in workers):
-            finished = finished_trials(study)
-            bar.show(len(finished), max((t.value for t in complete_trials(study)), default=None))
-            time.sleep(POLL_SECONDS)
+        workers = [subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                    cwd=private) for log in logs]
+        bar = Progress(settings.trials, min(settings.trials, before), settings.progress)
+        try:
+            while any(worker.poll() is None for worker in workers):
+                finished = finished_trials(study)
+                bar.show(len(finished), max((t.value for t in complete_trials(study)), default=None))
+                time.sleep(POLL_SECONDS)
+        finally:
+            bar.close()
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+        errors = []
+        for worker, log in zip(workers, logs):
+            log.seek(0)
+            errors.append((worker.returncode, scrubbed(log.read().strip(), settings.storage_url)))
     finally:
-        bar.close()
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-    errors = [(worker.returncode, worker.stderr.read().strip()) for worker in workers]
+        for log in logs:
+            log.close()
+        shutil.rmtree(private, ignore_errors=True)
     failed = [(code, text) for code, text in errors if code != 0]
     if len(finished_trials(study)) < settings.trials:
         code, text = failed[0] if failed else (0, "")
