@@ -1,15 +1,40 @@
-"""Atomic writes: a reader sees the old file or the new one, never half of one; and the one read of
-a JSON file that may be missing or unreadable. At the bottom of the layers (the spec saves itself
-with it; every tool writes its results with it)."""
+"""Atomic writes: a reader sees the old file or the new one, never half of one, with the mode the
+file had (a new one: the umask's); the one read of a JSON file that may be missing or unreadable;
+and a private folder for a child process to start in. At the bottom of the layers (the spec saves
+itself with it; every tool writes its results with it)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import shutil
+import stat
 import tempfile
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)      # no /proc: read by setting it, and set back at once
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: str) -> int:
+    """The mode the file at ``path`` has, or a new file's (0666 less the umask)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def _atomic_write(path: "os.PathLike[str] | str", write: Callable[[io.BufferedWriter], None]) -> None:
@@ -21,6 +46,7 @@ def _atomic_write(path: "os.PathLike[str] | str", write: Callable[[io.BufferedWr
         with os.fdopen(handle, "wb") as stream:
             write(stream)
             stream.flush()
+            os.fchmod(stream.fileno(), _mode_for(path))    # mkstemp's 0600 would replace the file's own
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -55,3 +81,15 @@ def read_json(path: "os.PathLike[str] | str") -> Optional[Any]:
             return json.load(handle)
     except (OSError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def private_directory(prefix: str = "bnbench-") -> Iterator[str]:
+    """A new empty folder of this process's alone (0700), removed afterwards: where a child Python
+    starts, so that nothing in the caller's directory (``python -c`` and ``-m`` put it first on
+    sys.path) or in a folder others can write to is imported."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

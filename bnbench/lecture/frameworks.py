@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from bnbench.adapters import registry
 from bnbench.adapters.contract import Adapter
 from bnbench.lecture.common import figure, header, save_figure
+from bnbench.reference.io import private_directory
 
 
 # --------------------------------------------------------------------------- 6. frameworks
@@ -105,7 +106,9 @@ def _metadata(adapter_class) -> Dict[str, Optional[str]]:
     placement = adapter_class.placement() if adapter_class.environment else None
     python = placement.python if placement is not None else sys.executable
     try:
-        done = subprocess.run([python, "-c", script, *distributions], capture_output=True, text=True, timeout=60)
+        with private_directory() as folder:      # never the caller's directory, which -c puts on sys.path
+            done = subprocess.run([python, "-c", script, *distributions], capture_output=True, text=True, timeout=60,
+                                  cwd=folder)
         found = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         found = None

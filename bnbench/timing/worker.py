@@ -29,6 +29,7 @@ import numpy as np
 
 from bnbench.adapters.contract import Adapter, Gradients
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: F401
+from bnbench.reference.io import private_directory
 from bnbench.timing.protocol import (PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes,  # noqa: F401
                                      read_message)
 
@@ -340,8 +341,10 @@ def remote_class(local: Type, placement: Placement) -> Type:
             script = ("import sys; from bnbench.adapters.registry import local_class; "
                       "print(local_class(sys.argv[1]).installed_version() or '')")
             try:
-                done = subprocess.run([cls.worker_placement.python, "-c", script, cls.name], capture_output=True,
-                                      text=True, timeout=60, env=dict(os.environ, **dict(cls.worker_placement.env)))
+                with private_directory() as folder:     # never the caller's directory, which -c puts on sys.path
+                    done = subprocess.run([cls.worker_placement.python, "-c", script, cls.name], capture_output=True,
+                                          text=True, timeout=60, env=dict(os.environ, **dict(cls.worker_placement.env)),
+                                          cwd=folder)
             except (OSError, subprocess.SubprocessError):
                 return None
             return done.stdout.strip() or None if done.returncode == 0 else None

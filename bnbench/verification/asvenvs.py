@@ -14,10 +14,12 @@ import dataclasses
 import os
 import subprocess
 import sys
-import tempfile
 from typing import Dict, List, Optional
 
-from bnbench.reference.io import atomic_write_json
+from bnbench.reference.io import atomic_write_json, private_directory
+
+# `bnbench verify` of one framework's every mode and dtype in an asv environment: minutes; a hung one ends here
+VERIFY_DEADLINE_S = 1800
 
 
 @dataclasses.dataclass
@@ -60,8 +62,14 @@ def verify(machine: str, grid: str, results: str = "results", config: str = "asv
         if threads:
             variables["OMP_NUM_THREADS"] = str(threads)
         print(f"verify in the asv environment of {env.group}: {' '.join(command[1:])}", flush=True)
-        # not from the checkout: its bnbench/ folder would shadow the environment's installed bnbench
-        failures += subprocess.call(command, env=variables, cwd=tempfile.gettempdir()) != 0
+        # not from the checkout (its bnbench/ folder would shadow the environment's installed bnbench),
+        # nor from a folder others can write to: a folder of its own; and a deadline
+        with private_directory() as folder:
+            try:
+                failures += subprocess.call(command, env=variables, cwd=folder, timeout=VERIFY_DEADLINE_S) != 0
+            except subprocess.TimeoutExpired:
+                print(f"verify in the asv environment of {env.group}: timed out after {VERIFY_DEADLINE_S} s", file=sys.stderr)
+                failures += 1
     return 1 if failures else 0
 
 
