@@ -195,3 +195,15 @@ def test_a_run_wholly_in_the_slow_state_is_told_against_the_run_it_replaces():
     published = glance.table(dict(slow, rows=[], floor=None, rounds=10, process_sets=2, m=256,
                                   machine={"cpu": "AMD EPYC", "cores": 2}))
     assert "**the whole run ran disturbed: the baseline's step was 1.60 times" in published[-2]
+
+
+@pytest.mark.parametrize("earlier", [[1, 2, 3], "a string", 7, {"undisturbed": [1]},
+                                     {"undisturbed": {"baseline_step_s": 0.005, "whole_run_slower": "yes"}}])
+def test_an_earlier_file_that_is_not_a_result_counts_as_absent(earlier):
+    """valid JSON that is not a result object at the --json path crashed compare after its run,
+    and the run's result was lost"""
+    from bnbench.comparisons import compare
+
+    result = {"machine_id": "m", "size": "tiny", "dtype": "float32", "device": "cpu", "baseline": "numpy:eager",
+              "undisturbed": {"baseline_step_s": 0.004, "margin": 0.25}}
+    assert "whole_run_slower" not in compare.against_earlier(result, earlier)["undisturbed"]

@@ -118,3 +118,35 @@ def test_older_result_files_read_through_a_newer_benchmarks_json(tmp_path):
     inference, worker = read_result_file(str(path), units, names)
     assert inference["unit"] == "GFLOP/s" and inference["framework"] == "numpy" and inference["mode"] == "eager"
     assert worker["framework"] == "chainer" and worker["group"] == WORKER_GROUP and worker["size"] == "tiny"
+
+
+def test_the_report_deletes_only_a_result_file_that_a_newer_one_supersedes(results):
+    """A newest run whose benchmarks all failed is the latest record of its environment: kept. An
+    all-failed run older than a used run of the same machine and environment group: removed."""
+    alpha = results / "asv" / "alpha"
+    template = json.loads((alpha / "aaaa1111-virtualenv-py3.11-torch.json").read_text())
+
+    def failed_run(name, date, group):
+        data = dict(template, date=date, env_name=f"virtualenv-py3.11-{group}", env_vars={"BNBENCH_ENV": group})
+        data["results"] = {key: [[None] * len(value[0])] + value[1:] for key, value in template["results"].items()}
+        (alpha / name).write_text(json.dumps(data))
+
+    failed_run("ffff9999-virtualenv-py3.11-mxnet.json", 5000, "mxnet")      # newest, nothing newer beside it
+    failed_run("eeee8888-virtualenv-py3.11-torch.json", 10, "torch")        # older than aaaa1111's torch run
+    summary = report.build(str(results))
+    assert (alpha / "ffff9999-virtualenv-py3.11-mxnet.json").exists()
+    assert sorted(summary["removed"]) == ["alpha/0ld0ld00-virtualenv-py3.11-torch.json",
+                                          "alpha/eeee8888-virtualenv-py3.11-torch.json"]
+
+
+def test_result_files_missing_a_key_are_skipped_naming_the_file_and_the_key(results):
+    """A compare JSON without machine_id crashed the report (a KeyError); a sweep without its points too."""
+    for folder, name, data in (("compare", "cpu-tiny-float32.json", {"tool": "bnbench compare", "rows": [], "device": "cpu",
+                                                                     "dtype": "float32", "size": "tiny", "created": "x",
+                                                                     "baseline": "numpy:eager"}),
+                               ("scale", "cpu-batch-float32.json", {"tool": "bnbench scale", "machine_id": "alpha"})):
+        (results / folder / "alpha").mkdir(parents=True, exist_ok=True)
+        (results / folder / "alpha" / name).write_text(json.dumps(data))
+    summary = report.build(str(results))
+    assert "compare/alpha/cpu-tiny-float32.json: no 'machine_id'; skipped" in summary["problems"]
+    assert "scale/alpha/cpu-batch-float32.json: no 'device'; skipped" in summary["problems"]

@@ -191,14 +191,20 @@ def against_earlier(result: Dict[str, Any], earlier: Optional[Dict[str, Any]]) -
     of that run, so a run wholly in the slow state keeps every round: NumPy's step at medium was
     8.2 ms through one whole `make bench` run against 5.1 ms the run before, while MXNet's and
     MLX's stayed put, and MXNet's ratio read 1.27 instead of 2.06."""
+    if not isinstance(earlier, dict):       # none, or a file that is not a result: nothing to tell against
+        earlier = None
     state = result.get("undisturbed") or {}
-    before = (earlier or {}).get("undisturbed") or {}
+    before = (earlier or {}).get("undisturbed")
+    before = before if isinstance(before, dict) else {}
+    slow_before = before.get("whole_run_slower")
     same = earlier is not None and all(result.get(key) == earlier.get(key)
                                        for key in ("machine_id", "size", "dtype", "device", "baseline"))
     step, earlier_step = state.get("baseline_step_s"), before.get("baseline_step_s")
-    if earlier_step and before.get("whole_run_slower"):       # the earlier run was itself slow: its reference
-        earlier_step = before["whole_run_slower"]["earlier_baseline_step_s"]
-        earlier = dict(earlier, created=before["whole_run_slower"]["earlier_created"])
+    if earlier_step and isinstance(slow_before, dict):       # the earlier run was itself slow: its reference
+        earlier_step = slow_before.get("earlier_baseline_step_s")
+        earlier = dict(earlier, created=slow_before.get("earlier_created"))
+    if not isinstance(step, (int, float)) or not isinstance(earlier_step, (int, float)):
+        return result
     if same and step and earlier_step and step > (1.0 + state.get("margin", UNDISTURBED_MARGIN)) * earlier_step:
         state["whole_run_slower"] = {"ratio": step / earlier_step, "earlier_baseline_step_s": earlier_step,
                                      "earlier_created": earlier.get("created")}

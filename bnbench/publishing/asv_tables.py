@@ -71,6 +71,14 @@ STEP_BENCHMARKS = ("time_train_step", "track_worker_step_seconds")
 FIRST_STEP = {"time_train_step": "track_first_step_seconds", "track_worker_step_seconds": "track_worker_first_step_seconds"}
 
 
+def environment_group(data: Dict[str, object]) -> str:
+    """The framework group of an asv result file: an asv-built environment names it (BNBENCH_ENV);
+    the environments `make test` builds run as asv's "existing" one, verified as a whole by
+    `bnbench verify` (results/verify/<id>/main.json)."""
+    return (data.get("env_vars") or {}).get("BNBENCH_ENV") or (MAIN_GROUP if str(data["env_name"]).startswith("existing")
+                                                               else data["env_name"])
+
+
 def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, object]]:
     """The measurements of one asv result file as tidy rows (NaN = skipped and null = failed are
     dropped). Raises ReportError (with the reason) when the file is not an asv result file.
@@ -90,8 +98,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         machine = machine_key(data["params"])
         # an asv-built environment names its framework group (BNBENCH_ENV); the environments `make test`
         # builds run as asv's "existing" one, verified as a whole by `bnbench verify` (results/verify/<id>/main.json)
-        group = (data.get("env_vars") or {}).get("BNBENCH_ENV") or (MAIN_GROUP if data["env_name"].startswith("existing")
-                                                                     else data["env_name"])
+        group = environment_group(data)
         base = {"machine": machine, "env_group": group, "group": group, "environment": data["env_name"], "commit": data["commit_hash"][:8],
                 "date": int(data["date"]), "source": os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))}
         rows = []
@@ -404,12 +411,26 @@ def plot_fraction_of_peak(frame, machine: str, dtype: str, path: str) -> bool:
 
 
 def prune(results: str, read: List[str], frame) -> List[str]:
-    """Remove the asv result files none of whose measurements the tables use any more (every one
-    was replaced by a newer run of the same machine and environment group); returns them."""
+    """Remove the asv result files that a newer file supersedes: none of their measurements is used
+    any more, and a file used by the tables, of the same machine folder and environment group, is
+    newer. A file whose benchmarks all failed, with nothing newer beside it, is kept: it is the
+    latest record of that environment. Returns what was removed."""
     used = set(frame["source"]) if len(frame) else set()
+    newest: Dict[Tuple[str, str], int] = {}
+    for _, row in (frame.drop_duplicates("source").iterrows() if len(frame) else []):
+        key = (row["source"].split(os.sep)[0], row["env_group"])
+        newest[key] = max(newest.get(key, row["date"]), row["date"])
     removed = []
     for source in read:
-        if source not in used:
-            os.remove(os.path.join(history_dir(results), source))
+        if source in used:
+            continue
+        path = os.path.join(history_dir(results), source)
+        data = read_json(path)
+        try:
+            key, date = (source.split(os.sep)[0], environment_group(data)), int(data["date"])
+        except (KeyError, TypeError, ValueError):
+            continue                     # not a result file that can be told superseded: kept
+        if key in newest and newest[key] > date:
+            os.remove(path)
             removed.append(source)
     return removed

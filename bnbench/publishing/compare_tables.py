@@ -38,6 +38,10 @@ COMPARE_COLUMNS = ["machine", "device", "dtype", "size", "baseline", "created", 
                    "verified", "source"]
 
 
+# what every table and sort reads of a run; a file without one of them is skipped, saying which
+REQUIRED_KEYS = ("machine_id", "device", "dtype", "size", "baseline", "created")
+
+
 def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
     """Every ``bnbench compare`` result under results/compare/<machine>/, one run per file.
     A file holds one run on one machine: its values are never combined with another file's."""
@@ -46,6 +50,10 @@ def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
         data = read_json(path)
         if not isinstance(data, dict) or data.get("tool") != "bnbench compare" or not isinstance(data.get("rows"), list):
             problems.append(f"{os.path.relpath(path, results)}: not a `bnbench compare` result; skipped")
+            continue
+        missing = next((key for key in REQUIRED_KEYS if not isinstance(data.get(key), str)), None)
+        if missing is not None:
+            problems.append(f"{os.path.relpath(path, results)}: no {missing!r}; skipped")
             continue
         data["source"] = os.path.relpath(path, results)
         runs.append(data)

@@ -4,30 +4,23 @@ with its interval, from results/compare/ (``bnbench compare``'s files, one run e
 between markers by ``make generate`` and by ``bnbench report``, never typed."""
 from __future__ import annotations
 
-import glob
-import json
 import os
 import re
 from typing import Dict, List, Optional
 
 from bnbench.comparisons import compare
+from bnbench.publishing.compare_tables import load_comparisons
 
 # the size each device's glance table shows
 GLANCE_SIZES = {"cpu": "medium", "cuda": "large"}
 
 
 def _newest(results: str, device: str, size: str) -> Optional[Dict[str, object]]:
-    """The newest float32 comparison of ``device`` at ``size`` on any machine (by its creation time)."""
-    runs = []
-    for path in glob.glob(os.path.join(results, "compare", "*", f"{device}-{size}-float32.json")):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("tool") == "bnbench compare":
-            runs.append(data)
-    return max(runs, key=lambda run: (run.get("created", ""), run.get("machine_id", ""))) if runs else None
+    """The newest float32 comparison of ``device`` at ``size`` on any machine (by its creation time),
+    read as the results tables read it (``load_comparisons``: a file missing a key is skipped)."""
+    runs = [run for run in load_comparisons(results)[0]
+            if (run["device"], run["size"], run["dtype"]) == (device, size, "float32")]
+    return max(runs, key=lambda run: (run["created"], run["machine_id"])) if runs else None
 
 
 def _machine_words(info: Dict[str, object], device: str) -> str:

@@ -14,6 +14,10 @@ from bnbench.publishing.figures import finish, pyplot, styles_for
 from bnbench.timing.units import format_seconds
 
 
+# what the sections and plots read of a sweep; a file without one of them is skipped, saying which
+REQUIRED_KEYS = {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str, "points": list, "fits": list}
+
+
 def load_sweeps(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
     sweeps, problems = [], []
     for path in sorted(glob.glob(os.path.join(results, "scale", "*", "*.json"))):
@@ -25,6 +29,10 @@ def load_sweeps(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
             continue
         if not isinstance(data, dict) or data.get("tool") != "bnbench scale":
             problems.append(f"{os.path.relpath(path, results)}: not a `bnbench scale` result; skipped")
+            continue
+        missing = next((key for key, kind in REQUIRED_KEYS.items() if not isinstance(data.get(key), kind)), None)
+        if missing is not None:
+            problems.append(f"{os.path.relpath(path, results)}: no {missing!r}; skipped")
             continue
         data["source"] = os.path.relpath(path, results)
         sweeps.append(data)
