@@ -60,3 +60,30 @@ def test_unsupported_combinations_are_not_passes(tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert {row["status"] for row in rows} == {"unsupported"}
     assert all(row["passed"] == 0 and "BIT64_TO_BIT32_DTYPE" in row["reason"] for row in rows)
+
+
+def _write_rows(path, first, count, barrier):
+    from bnbench.verification import verify
+
+    barrier.wait(timeout=60)       # every writer starts at once
+    for index in range(first, first + count):
+        verify.write(path, [verify.Row(framework=f"framework-{index}", mode="eager", device="cpu", dtype="float32",
+                                       status="pass")], "test-machine")
+
+
+def test_two_verify_runs_writing_at_once_lose_no_row(tmp_path):
+    """verify reads, merges and rewrites its record: without a lock, of two runs one's rows were lost."""
+    import json
+    import multiprocessing
+
+    path = str(tmp_path / "main.json")
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    writers = [context.Process(target=_write_rows, args=(path, 25 * k, 25, barrier)) for k in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+        assert writer.exitcode == 0
+    rows = json.loads(open(path).read())["rows"]
+    assert sorted(row["framework"] for row in rows) == sorted(f"framework-{i}" for i in range(100))

@@ -195,10 +195,22 @@ def default_path(machine: str, results: str = "results") -> str:
 
 def write(path: str, rows: List[Row], machine: str) -> None:
     """The record at ``path``, keeping the rows of earlier runs this one did not check (merge),
-    written atomically; an unreadable earlier file is replaced by this run's complete result."""
+    written atomically; an unreadable earlier file is replaced by this run's complete result. The
+    read, merge and write hold a lock on ``path``.lock: of two runs writing at once, neither's rows
+    are lost."""
+    import fcntl
+
     from bnbench.reference.io import atomic_write_json, read_json
 
-    atomic_write_json(path, merge(read_json(path), to_json(rows, machine)))
+    current = to_json(rows, machine)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            previous = read_json(path)
+            atomic_write_json(path, merge(previous if isinstance(previous, dict) else None, current))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def counts(rows: List[Row]) -> str:
