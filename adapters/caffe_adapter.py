@@ -118,14 +118,15 @@ class CaffeAdapter(Adapter):
         # ----------------------------------------------------------------------------------------
         self.scale = 1.0 / (1.0 - spec.bn_momentum)
         train, test = self._net_spec(L, P, training=True), self._net_spec(L, P, training=False)
-        self._folder = tempfile.mkdtemp(prefix="bnbench-caffe-")
-        paths = {}
-        for name, net in (("train", train), ("test", test)):
-            paths[name] = os.path.join(self._folder, f"{name}.prototxt")
-            with open(paths[name], "w") as handle:
-                handle.write(str(net.to_proto()))
-        self.net = caffe.Net(paths["train"], caffe.TRAIN)
-        self.test_net = caffe.Net(paths["test"], caffe.TEST)
+        # Caffe reads a net's definition from a file; the folder goes once both nets are built
+        with tempfile.TemporaryDirectory(prefix="bnbench-caffe-") as folder:
+            paths = {}
+            for name, net in (("train", train), ("test", test)):
+                paths[name] = os.path.join(folder, f"{name}.prototxt")
+                with open(paths[name], "w") as handle:
+                    handle.write(str(net.to_proto()))
+            self.net = caffe.Net(paths["train"], caffe.TRAIN)
+            self.test_net = caffe.Net(paths["test"], caffe.TEST)
         self.test_net.share_with(self.net)
         self.names = trainable_names(spec)
         for name, array in params.items():

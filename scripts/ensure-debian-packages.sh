@@ -13,7 +13,9 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
     exit 0
 fi
 echo "ensure-debian-packages: installing ${missing[*]}"
-log=/tmp/bnbench-apt-packages.log
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" > $log 2>&1 \
-    || { apt-get update -q > /dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" > $log 2>&1; } \
-    || { tail -20 $log >&2; echo "ensure-debian-packages: could not install ${missing[*]}; the adapters that link them run without" >&2; }
+# a log of its own (a fixed name in /tmp, written as root, is a link anyone could plant first)
+log=$(mktemp -t bnbench-apt-packages.XXXXXX)
+trap 'rm -f "$log"' EXIT
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" > "$log" 2>&1 \
+    || { apt-get update -q > /dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" > "$log" 2>&1; } \
+    || { tail -20 "$log" >&2; echo "ensure-debian-packages: could not install ${missing[*]}; the adapters that link them run without" >&2; }

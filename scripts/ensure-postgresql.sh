@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get > /dev/null; then
     exit 1
 fi
 echo "ensure-postgresql: installing Debian's postgresql package"
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql > /tmp/bnbench-apt-postgresql.log 2>&1 \
-    || { apt-get update -q > /dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql > /tmp/bnbench-apt-postgresql.log 2>&1; } \
-    || { tail -20 /tmp/bnbench-apt-postgresql.log >&2; exit 1; }
+# a log of its own (a fixed name in /tmp, written as root, is a link anyone could plant first)
+log=$(mktemp -t bnbench-apt-postgresql.XXXXXX)
+trap 'rm -f "$log"' EXIT
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql > "$log" 2>&1 \
+    || { apt-get update -q > /dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql > "$log" 2>&1; } \
+    || { tail -20 "$log" >&2; exit 1; }
