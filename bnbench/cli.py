@@ -272,21 +272,53 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_most(limit: int, why: str):
+    """An argparse type: a positive integer no larger than ``limit`` (``why`` says what bounds it)."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text!r} is more than {limit} ({why})")
+        return value
+
+    return parse
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def _budget(text: str) -> float:
+    """Seconds of rounds: a finite positive number, at most MAX_BUDGET_S (nan and inf never stop)."""
+    from bnbench.timing.rounds import MAX_BUDGET_S
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (0 < value <= MAX_BUDGET_S):     # False for nan
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
+    return value
+
+
 # --------------------------------------------------------------------------- the parser
 def _timing_flags(parser, *, budget: float, threads_help: str) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="default float32 (true float32); tf32: float32 with TF32 matmuls, on a GPU")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
-    parser.add_argument("--budget", type=float, default=budget, metavar="SECONDS",
+    parser.add_argument("--budget", type=_budget, default=budget, metavar="SECONDS",
                         help="rounds' time, unless every interval is within +-2.5%% sooner (default %(default)g)")
-    parser.add_argument("--threads", type=_positive_int, default=2, help=threads_help)
+    parser.add_argument("--threads", type=_at_most(_cores(), "the machine's cores"), default=2, help=threads_help)
+    parser.add_argument("--worker-deadline", type=_budget, default=None, metavar="SECONDS",
+                        help="how long a worker may take to start, build and verify before its row fails "
+                             "(default $BNBENCH_WORKER_DEADLINE_S, else 900); a burst's own deadline comes from its length")
     parser.add_argument("--seed", type=int, default=0, help="round order and bootstrap seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from bnbench.timing.rounds import DEFAULT_BUDGET  # numpy and the suite's statistics only: no framework
-    from bnbench.timing.sets import DEFAULT_SETS
+    from bnbench.timing.sets import DEFAULT_SETS, MAX_SETS
     from bnbench.timing.workload import SIZE_ORDER
 
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
@@ -335,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--queued", action="store_true",
                      help="queue every burst's steps and synchronise once, with the latency beside, on the CPU too "
                           "(the GPU run's dry run; on a GPU it is always so)")
-    com.add_argument("--sets", type=_positive_int, default=DEFAULT_SETS, metavar="N",
+    com.add_argument("--sets", type=_at_most(MAX_SETS, "each set starts every worker again"), default=DEFAULT_SETS, metavar="N",
                      help="split the rounds over N sets of freshly started workers, each with its share of the budget: "
                           "what stays fixed within a process shows in the intervals (default %(default)d)")
     _timing_flags(com, budget=DEFAULT_BUDGET, threads_help="compute threads of every participant (default 2)")
@@ -386,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--space", default=None, metavar="SPACE.json", help='search space, e.g. {"learning_rate": {"scale": "log", "low": 1e-4, "high": 1}}')
     tun.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     tun.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
-    tun.add_argument("--workers", type=_positive_int, default=1,
+    tun.add_argument("--workers", type=_at_most(_cores(), "the machine's cores"), default=1,
                      help="worker processes on this machine sharing the study (default 1); processes on other machines "
                           "join it with the same --study and --storage")
     tun.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
@@ -409,6 +441,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "worker_deadline", None):
+            from bnbench.timing.worker import DEADLINE_VARIABLE
+
+            os.environ[DEADLINE_VARIABLE] = repr(args.worker_deadline)     # read by every call to a worker
         return int(args.handler(args) or 0)
     except CliError as error:
         if debug:

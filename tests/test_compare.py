@@ -70,15 +70,34 @@ def test_torch_is_timed_in_its_own_worker_and_verified(tmp_path):
     (["--frameworks", "numpy:eager+"], "is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE"),
     (["--frameworks", "numpy:eager+fast"], "numpy (eager) has no alternative 'fast'; alternatives: reference, blas-sleeps, malloc-default, no-malloc-reuse, no-hugepages"),
     (["--frameworks", "numpy", "--baseline", "numpy,numpy"], "must name one framework"),
-    (["--frameworks", "numpy", "--budget", "0"], "--budget 0.0 must be a positive number"),
+    (["--frameworks", "numpy", "--budget", "0"], "--budget: '0' must be more than 0 and at most 86400 seconds"),
+    (["--frameworks", "numpy", "--budget", "nan"], "--budget: 'nan' must be more than 0 and at most 86400 seconds"),
+    (["--frameworks", "numpy", "--budget", "inf"], "--budget: 'inf' must be more than 0 and at most 86400 seconds"),
+    (["--frameworks", "numpy", "--budget", "lots"], "--budget: 'lots' is not a number of seconds"),
     (["--frameworks", "numpy", "--size", "huge"], "invalid choice: 'huge'"),
     (["--frameworks", "numpy", "--sets", "0"], "--sets: '0' must be at least 1"),
+    (["--frameworks", "numpy", "--sets", "100000"], "--sets: '100000' is more than 16 (each set starts every worker again)"),
+    (["--frameworks", "numpy", "--threads", "1000000"], f"--threads: '1000000' is more than {os.cpu_count()} (the machine's cores)"),
+    (["--frameworks", "numpy", "--worker-deadline", "-1"], "--worker-deadline: '-1' must be more than 0"),
     (["--frameworks", "numpy", "--device", "cuda"], "--frameworks: numpy has no device 'cuda'"),
 ])
 def test_bad_flags_are_named(tmp_path, capsys, args, message):
     status, result = run_compare(tmp_path, *args)
     assert status == 1 and result is None
     assert message in capsys.readouterr().err
+
+
+def test_a_tune_with_more_workers_than_cores_is_refused(tmp_path, capsys):
+    assert main(["tune", "--framework", "numpy", "--results", str(tmp_path), "--workers", "1000"]) == 1
+    assert f"--workers: '1000' is more than {os.cpu_count()} (the machine's cores)" in capsys.readouterr().err
+
+
+def test_a_budget_that_never_ends_is_refused_by_the_rounds_too():
+    from bnbench.timing import rounds
+
+    for budget in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(rounds.CompareError, match="--budget"):
+            rounds.run(rounds.Settings(items=[("numpy", "eager")], size="tiny", budget=budget, progress=False))
 
 
 def test_output_folder_must_exist(tmp_path, capsys):

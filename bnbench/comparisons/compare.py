@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.registry import local_class, names
 from bnbench.timing.participant import split_form
-from bnbench.timing.rounds import DEFAULT_BUDGET, CompareError, Settings, run  # noqa: F401 (the command's entry points)
+from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
 from bnbench.timing.summary import UNDISTURBED_MARGIN
 from bnbench.timing.units import format_seconds
@@ -81,8 +81,8 @@ def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", d
             progress: bool = True, queued: Optional[bool] = None, sets: int = DEFAULT_SETS) -> Settings:
     """The run the command's flags ask for: the participants (default: every framework installed
     here in its best mode), the baseline among them (it always takes part), the settings."""
-    if budget <= 0:
-        raise CompareError(f"--budget {budget!r} must be a positive number of seconds")
+    if not 0 < budget <= MAX_BUDGET_S:        # False for nan: a budget that never ends
+        raise CompareError(f"--budget {budget!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
     if frameworks is None:
         items, left_out = default_items(device)
     else:

@@ -50,6 +50,7 @@ from bnbench.timing.workload import batch_size, spec_for, timing_batches, unavai
 # (16 rounds) moved a row by 11-13% at the most; of 300 s (31 rounds), by 6.5% (bnbench.timing.summary),
 # and by 2-5% split over sets of workers (bnbench.timing.sets).
 DEFAULT_BUDGET = 300.0
+MAX_BUDGET_S = 86400.0          # a day of rounds: a budget of nan or inf never ended
 BURST_SECONDS = 0.15
 SETTLE_SECONDS = 0.05
 MIN_ROUNDS = 10
@@ -377,8 +378,10 @@ def run(settings: Settings) -> Dict[str, Any]:
     problem = unavailable_on(settings.size, settings.device)
     if problem and settings.spec is None:
         raise CompareError(f"--size {settings.size}: {problem}")
-    if settings.sets < 1:
-        raise CompareError(f"--sets {settings.sets!r} must be at least 1")
+    if not 1 <= settings.sets <= sets.MAX_SETS:
+        raise CompareError(f"--sets {settings.sets!r} must be from 1 to {sets.MAX_SETS}")
+    if not 0 < settings.budget <= MAX_BUDGET_S:
+        raise CompareError(f"--budget {settings.budget!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
     started = time.time()
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     rotating = settings.rotate and schedule.core_sets(0, 1, cores, settings.threads) is not None

@@ -31,12 +31,15 @@ from bnbench.timing.participant import Participant
 # and 3.3% over two (three pairs), by 2.6% and 6.9% over four (1.9% and 4.8% over their own rows'
 # undisturbed rounds: bnbench.timing.summary).
 DEFAULT_SETS = 4
+# Each set starts, builds and verifies every worker again (every framework at medium: about 45 s on
+# 2 cores): 16 sets spend 12 minutes on that alone; --sets 100000 was accepted (about 4 days).
+MAX_SETS = 16
 
 
 def shares(budget: float, sets: int) -> List[float]:
     """The seconds of rounds of each set: the budget split evenly."""
-    if sets < 1:
-        raise ValueError(f"sets {sets!r} must be at least 1")
+    if not 1 <= sets <= MAX_SETS:
+        raise ValueError(f"sets {sets!r} must be from 1 to {MAX_SETS}")
     return [budget / sets] * sets
 
 
