@@ -16,6 +16,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from bnbench.arguments import at_most, cores, positive_int, seconds
+
 DTYPES = ("float32", "float64", "tf32")     # tf32: a float32 spec with TF32 matmuls, on a GPU that offers them
 
 
@@ -262,54 +264,15 @@ def cmd_study(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _at_most(limit: int, why: str):
-    """An argparse type: a positive integer no larger than ``limit`` (``why`` says what bounds it)."""
-
-    def parse(text: str) -> int:
-        value = _positive_int(text)
-        if value > limit:
-            raise argparse.ArgumentTypeError(f"{text!r} is more than {limit} ({why})")
-        return value
-
-    return parse
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
-
-
-def _budget(text: str) -> float:
-    """Seconds of rounds: a finite positive number, at most MAX_BUDGET_S (nan and inf never stop)."""
-    from bnbench.timing.rounds import MAX_BUDGET_S
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (0 < value <= MAX_BUDGET_S):     # False for nan
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
-    return value
-
-
 # --------------------------------------------------------------------------- the parser
 def _timing_flags(parser, *, budget: float, threads_help: str) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="default float32 (true float32); tf32: float32 with TF32 matmuls, on a GPU")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
-    parser.add_argument("--budget", type=_budget, default=budget, metavar="SECONDS",
+    parser.add_argument("--budget", type=seconds, default=budget, metavar="SECONDS",
                         help="rounds' time, unless every interval is within +-2.5%% sooner (default %(default)g)")
-    parser.add_argument("--threads", type=_at_most(_cores(), "the machine's cores"), default=2, help=threads_help)
-    parser.add_argument("--worker-deadline", type=_budget, default=None, metavar="SECONDS",
+    parser.add_argument("--threads", type=at_most(cores(), "the machine's cores"), default=2, help=threads_help)
+    parser.add_argument("--worker-deadline", type=seconds, default=None, metavar="SECONDS",
                         help="how long a worker may take to start, build and verify before its row fails "
                              "(default $BNBENCH_WORKER_DEADLINE_S, else 900); a burst's own deadline comes from its length")
     parser.add_argument("--seed", type=int, default=0, help="round order and bootstrap seed (default 0)")
@@ -319,6 +282,7 @@ def _timing_flags(parser, *, budget: float, threads_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from bnbench.timing.rounds import DEFAULT_BUDGET  # numpy and the suite's statistics only: no framework
     from bnbench.timing.sets import DEFAULT_SETS, MAX_SETS
+    from bnbench.tuning.settings import WORKERS_PER_CORE
     from bnbench.timing.workload import SIZE_ORDER
 
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
@@ -367,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     com.add_argument("--queued", action="store_true",
                      help="queue every burst's steps and synchronise once, with the latency beside, on the CPU too "
                           "(the GPU run's dry run; on a GPU it is always so)")
-    com.add_argument("--sets", type=_at_most(MAX_SETS, "each set starts every worker again"), default=DEFAULT_SETS, metavar="N",
+    com.add_argument("--sets", type=at_most(MAX_SETS, "each set starts every worker again"), default=DEFAULT_SETS, metavar="N",
                      help="split the rounds over N sets of freshly started workers, each with its share of the budget: "
                           "what stays fixed within a process shows in the intervals (default %(default)d)")
     _timing_flags(com, budget=DEFAULT_BUDGET, threads_help="compute threads of every participant (default 2)")
@@ -388,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(bnbench.comparisons.scale.AXES)")
     sca.add_argument("--frameworks", default=None, metavar="NAME[:MODE],...",
                      help="participants (default: the best mode of every framework of the main environment)")
-    sca.add_argument("--points", type=_positive_int, default=None, help="points of the sweep, log-spaced (default: every power of 2)")
+    sca.add_argument("--points", type=positive_int, default=None, help="points of the sweep, log-spaced (default: every power of 2)")
     sca.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     _timing_flags(sca, budget=20.0, threads_help="compute threads of every participant (default 2)")
     sca.set_defaults(handler=cmd_scale)
@@ -401,27 +365,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     tun = commands.add_parser("tune", help="random search (coarse to fine) on digits, panda or caviar, with Optuna")
     tun.add_argument("--framework", required=True, metavar="NAME", help="adapter that trains the models (caviar: a framework that declares trains_many)")
-    tun.add_argument("--trials", type=_positive_int, default=32, help="trials the study should hold finished, complete or pruned, by all its workers (default 32)")
+    tun.add_argument("--trials", type=positive_int, default=32, help="trials the study should hold finished, complete or pruned, by all its workers (default 32)")
     tun.add_argument("--strategy", choices=("random", "coarse-to-fine"), default="coarse-to-fine")
     tun.add_argument("--style", choices=("panda", "caviar"), default="panda",
                      help="panda: one model at a time, pruned by its learning curve; caviar: many at once (vectorised)")
     tun.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models train (default cpu)")
-    tun.add_argument("--models", type=_positive_int, default=16, metavar="N",
+    tun.add_argument("--models", type=positive_int, default=16, metavar="N",
                      help="caviar: models asked, trained in one program and told together (default 16; 256 or more on a GPU)")
     tun.add_argument("--study", default=None, metavar="NAME", help="study name (default: FRAMEWORK-STYLE-STRATEGY); running it again resumes it")
     tun.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL shared by processes and machines, e.g. postgresql+psycopg2://user@host/db "
                           "(default: $BNBENCH_TUNE_STORAGE, which keeps a password off the command line, else SQLite "
                           "in WAL mode under results/tuning/NAME/)")
     tun.add_argument("--seed", type=int, default=0, help="sampling and initial-parameter seed (default 0)")
-    tun.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (default 10)")
-    tun.add_argument("--rounds", type=_positive_int, default=3, help="coarse-to-fine rounds (default 3)")
+    tun.add_argument("--epochs", type=positive_int, default=10, help="epochs per trial (default 10)")
+    tun.add_argument("--rounds", type=positive_int, default=3, help="coarse-to-fine rounds (default 3)")
     tun.add_argument("--space", default=None, metavar="SPACE.json", help='search space, e.g. {"learning_rate": {"scale": "log", "low": 1e-4, "high": 1}}')
     tun.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     tun.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
-    tun.add_argument("--workers", type=_at_most(_cores(), "the machine's cores"), default=1,
+    tun.add_argument("--workers", type=at_most(WORKERS_PER_CORE * cores(), f"{WORKERS_PER_CORE} per core"), default=1,
                      help="worker processes on this machine sharing the study (default 1); processes on other machines "
                           "join it with the same --study and --storage")
-    tun.add_argument("--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+    tun.add_argument("--heartbeat", type=positive_int, default=10, metavar="SECONDS",
                      help="a running trial beats this often; one silent for 3 beats (its worker died, on any machine) "
                           "is failed and tried again (default 10)")
     tun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # started by --workers: no summary

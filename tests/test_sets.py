@@ -94,7 +94,7 @@ def test_a_row_not_timed_in_every_set_is_not_timed():
 
 def test_the_budget_is_shared_evenly():
     assert sets.shares(300.0, 2) == [150.0, 150.0] and sets.shares(90.0, 1) == [90.0]
-    with pytest.raises(ValueError, match="sets 0 must be at least 1"):
+    with pytest.raises(ValueError, match="sets 0 must be from 1 to 16"):
         sets.shares(10.0, 0)
 
 

@@ -114,7 +114,7 @@ def test_a_tuning_log_is_timed_verified_and_written(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--framework", "nosuch"], "unknown framework(s) nosuch"),
     (["--framework", "numpy", "--sizes", "tiny,huge"], "--sizes: unknown size 'huge'"),
-    (["--framework", "numpy", "--budget", "-1"], "--budget -1.0 must be a positive number"),
+    (["--framework", "numpy", "--budget", "-1"], "--budget: '-1' must be more than 0 and at most 86400 seconds"),
 ])
 def test_bad_tunelog_flags_are_named(tmp_path, capsys, args, message):
     assert main(["tunelog", "--results", str(tmp_path), "--quiet", *args]) == 1

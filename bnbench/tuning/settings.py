@@ -10,6 +10,10 @@ from bnbench.adapters import names, registry
 from bnbench.tuning.space import DEFAULT_SPACE, Dimension, TuneError
 from bnbench.tuning.trial import caviar_frameworks
 
+# Worker processes per core of this machine at most: more only queue for the cores and the storage's
+# locks (each is a Python process holding its framework); a --workers of 1000 was accepted.
+WORKERS_PER_CORE = 4
+
 
 # --------------------------------------------------------------------------- the study
 @dataclasses.dataclass
@@ -58,8 +62,9 @@ class Settings:
             raise TuneError(f"--epochs {self.epochs} must be at least 1")
         if self.rounds < 1:
             raise TuneError(f"--rounds {self.rounds} must be at least 1")
-        if self.workers < 1:
-            raise TuneError(f"--workers {self.workers} must be at least 1")
+        if not 1 <= self.workers <= WORKERS_PER_CORE * (os.cpu_count() or 1):
+            raise TuneError(f"--workers {self.workers} must be from 1 to {WORKERS_PER_CORE * (os.cpu_count() or 1)} "
+                            f"({WORKERS_PER_CORE} per core)")
         if self.heartbeat < 1:
             raise TuneError(f"--heartbeat {self.heartbeat} must be at least 1 (seconds)")
         if self.chunk < 1:
