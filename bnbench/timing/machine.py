@@ -4,6 +4,12 @@ Two machines can share a host name (every VM here is called ``vm``) and differ i
 memory or GPU; their timings must never share a table. ``identify()`` reads the hardware without
 importing a framework (Linux: /proc; the GPU from nvidia-smi or the driver's /proc entries) and
 derives an id from it, which names the results folder and keys every table.
+
+A model name is not an identity: two VMs both reporting "AMD EPYC" were a family 25 CPU with AVX2
+and a family 26 one with AVX-512, and one's `make bench` replaced the other's tables. The id also
+carries the CPU's own facts (``cpu_facts``): its family, model and stepping (on ARM: implementer,
+part, variant and revision) and its widest vector extension. Results under an id made before
+(``LEGACY_ID``: no such facts in it) stay where they are, and the tables say what such an id lacks.
 """
 from __future__ import annotations
 
@@ -25,6 +31,52 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+# the widest vector extension first (x86, then ARM)
+VECTOR_EXTENSIONS = ("avx512f", "avx2", "avx", "sse4_2", "sse2", "sve2", "sve", "asimd", "neon")
+LEGACY_NOTE = "an id from before CPU facts (family, model, vector extension) were part of it"
+
+
+def cpu_facts(cpuinfo: str) -> Dict[str, object]:
+    """The CPU's own facts from the text of /proc/cpuinfo (its first processor): vendor, family,
+    model and stepping on x86, implementer, part, variant and revision on ARM; the widest vector
+    extension among its flags. Missing facts are left out."""
+    fields: Dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break           # the first processor's block has ended
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(" ".join(key.split()).lower(), value.strip())
+    names = {"vendor_id": "vendor", "cpu family": "family", "model": "model", "stepping": "stepping",
+             "cpu implementer": "implementer", "cpu part": "part", "cpu variant": "variant", "cpu revision": "revision"}
+    facts: Dict[str, object] = {ours: fields[theirs] for theirs, ours in names.items() if fields.get(theirs)}
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    widest = next((extension for extension in VECTOR_EXTENSIONS if extension in flags), None)
+    if widest:
+        facts["vector"] = widest
+    return facts
+
+
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _facts_part(facts: Dict[str, object]) -> str:
+    """'f25m1s1-avx2' (x86) or 'i0x41p0xd0cv1r1-sve' (ARM): the id's part from the CPU's facts."""
+    if "family" in facts:
+        core = f"f{facts['family']}m{facts.get('model', '')}s{facts.get('stepping', '')}"
+    elif "part" in facts:
+        core = f"i{facts.get('implementer', '')}p{facts['part']}v{facts.get('variant', '')}r{facts.get('revision', '')}"
+    else:
+        core = ""
+    return "-".join(slug(str(part)) for part in (core, facts.get("vector", "")) if part)
 
 
 def _memory_bytes() -> Optional[int]:
@@ -70,12 +122,13 @@ def slug(text: str) -> str:
 
 
 def machine_id(info: Dict[str, object]) -> str:
-    """cpu-Nc-Mg[-gpu]: the same for the same hardware, different wherever the hardware differs. The host
-    name is left out: VMs of different hardware share one (``vm``), and a lent GPU machine has a new
-    one every time."""
+    """cpu-facts-Nc-Mg[-gpu]: the same for the same hardware, different wherever the hardware differs
+    (two CPU generations behind one model name too: ``cpu_facts``). The host name is left out: VMs
+    of different hardware share one (``vm``), and a lent GPU machine has a new one every time."""
     memory = info.get("memory_bytes")
     memory_part = f"{round(int(memory) / 2 ** 30)}g" if isinstance(memory, (int, float)) else ""
-    parts = [slug(str(info.get("cpu") or "cpu")), f"{info.get('cores')}c", memory_part]
+    facts = info.get("cpu_facts") if isinstance(info.get("cpu_facts"), dict) else {}
+    parts = [slug(str(info.get("cpu") or "cpu")), _facts_part(facts), f"{info.get('cores')}c", memory_part]
     gpu_names = info.get("gpus") or []
     if gpu_names:
         parts.append(slug(str(gpu_names[0])) + (f"x{len(gpu_names)}" if len(gpu_names) > 1 else ""))
@@ -86,6 +139,7 @@ def identify() -> Dict[str, object]:
     info: Dict[str, object] = {
         "hostname": platform.node() or "unknown",
         "cpu": _cpu_model(),
+        "cpu_facts": cpu_facts(_cpuinfo()),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_bytes": _memory_bytes(),
         "gpus": gpus(),
@@ -96,9 +150,17 @@ def identify() -> Dict[str, object]:
     return info
 
 
+def legacy(info: Dict[str, object]) -> bool:
+    """Whether ``info`` (a result's machine) was identified before the CPU's facts were part of its id."""
+    return not isinstance(info.get("cpu_facts"), dict)
+
+
 def describe(info: Dict[str, object]) -> str:
     memory = info.get("memory_bytes")
     memory_text = f"{int(memory) / 2 ** 30:.0f} GiB" if isinstance(memory, (int, float)) else "? GiB"
     gpu_names = info.get("gpus") or []
     gpu_text = ", ".join(gpu_names) if gpu_names else "no GPU"
-    return f"{info.get('cpu', '?')}, {info.get('cores', '?')} cores, {memory_text} memory, {gpu_text}"
+    facts = info.get("cpu_facts") if isinstance(info.get("cpu_facts"), dict) else None
+    facts_text = (" (" + ", ".join(f"{key} {value}" for key, value in facts.items()) + ")") if facts else ""
+    return (f"{info.get('cpu', '?')}{facts_text}, {info.get('cores', '?')} cores, {memory_text} memory, {gpu_text}"
+            + ("" if facts else f"; {LEGACY_NOTE}"))
