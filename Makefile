@@ -99,6 +99,9 @@ test-quick: $(STAMP)
 # there, the measured conventions, the published tables and asv's HTML; the exit status is asv's,
 # or verify's. Both name the machine by its hardware (bnbench.timing.machine).
 MACHINE_ID = $$($(VENV)/bin/python -c 'from bnbench.timing.machine import identify; print(identify()["id"])')
+# asv's timed processes run the machine's own kernels: the variables that force a BLAS or oneDNN
+# kernel are unset for it (bnbench.timing.kernels; run-info.json records what was removed)
+UNSET_KERNEL_OVERRIDES = $$($(VENV)/bin/python -c 'from bnbench.timing.kernels import OVERRIDES; print(" ".join("-u " + name for name in OVERRIDES))')
 bench: system-packages $(STAMP) $(ENV_STAMPS)
 ifeq ($(GRID),quick)
 	@id=$(MACHINE_ID) && mkdir -p results/compare/$$id; \
@@ -113,7 +116,7 @@ ifeq ($(GRID),quick)
 else
 	@id=$(MACHINE_ID); $(VENV)/bin/asv machine --yes --machine $$id > /dev/null && \
 	$(VENV)/bin/python -m bnbench.verification.asvenvs runinfo --machine $$id --grid $(GRID) --threads $(THREADS) && \
-	BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $$id \
+	env $(UNSET_KERNEL_OVERRIDES) BNBENCH_ENVS=$(CURDIR)/$(ENVS) BNBENCH_GRID=$(GRID) BNBENCH_THREADS=$(THREADS) $(VENV)/bin/asv run --machine $$id \
 		--environment existing:$(CURDIR)/$(VENV)/bin/python --set-commit-hash $$(git rev-parse HEAD) --show-stderr \
 		-b "$(BENCH_REGEX)" $(ASV_ARGS); asv_status=$$?; \
 	$(VENV)/bin/bnbench verify --machine $$id --json results/verify/$$id/main.json --dtype float32 --dtype float64 \

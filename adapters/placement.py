@@ -17,6 +17,8 @@ class Placement:
     env: Tuple[Tuple[str, str], ...] = ()
     where: str = ""                 # for people: "its own venv .envs/<name>"
     setup_hint: str = ""            # how to create the environment when it is missing
+    # started without the environment's BLAS kernel overrides (the timed processes: the tools decide)
+    native_kernels: bool = False
 
     def missing(self) -> Optional[str]:
         if not os.path.exists(self.python):

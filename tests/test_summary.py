@@ -113,3 +113,19 @@ def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_an
     assert rows["jax:jit"]["ratio"] is None and rows["jax:jit"]["not_timed"].startswith("no round counted: the baseline")
     assert rows["mxnet:hybrid"]["ratio"] == pytest.approx(2.1) and rows["mxnet:hybrid"]["rounds_counted"] == 10
     assert rows["mxnet:hybrid"]["versus_next_faster"]["label"] == "numpy:eager"
+
+
+def test_a_fraction_of_peak_above_one_is_an_error_in_the_peak_and_never_published():
+    """keras-jax read 1.06 of a peak that an environment's forced Haswell kernel had halved."""
+    from bnbench.timing.summary import refuse_fractions_above_one
+
+    rows = [{"label": "keras-jax:compiled", "fraction_of_peak": 1.06, "fraction_ci_low": 1.01, "fraction_ci_high": 1.1},
+            {"label": "numpy:eager", "fraction_of_peak": 0.5, "fraction_ci_low": 0.48, "fraction_ci_high": 0.52},
+            {"label": "mlx:eager", "not_timed": "not installed", "fraction_of_peak": None}]
+    peak = {"gflops": 207.0}
+    refuse_fractions_above_one(rows, peak)
+    assert "keras-jax:compiled 1.06" in peak["error"] and "not the machine's fastest matmul" in peak["error"]
+    assert all(row["fraction_of_peak"] is None for row in rows) and rows[0]["fraction_ci_low"] is None
+    fine = [{"label": "numpy:eager", "fraction_of_peak": 0.5}]
+    refuse_fractions_above_one(fine, peak := {"gflops": 400.0})
+    assert "error" not in peak and fine[0]["fraction_of_peak"] == 0.5

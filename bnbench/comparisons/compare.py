@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.registry import local_class, names
+from bnbench.timing.kernels import describe as describe_kernels
 from bnbench.timing.participant import split_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
@@ -126,11 +127,11 @@ def table(result: Dict[str, Any]) -> str:
     unconverged rows under it."""
     device = result.get("device") != "cpu" or result.get("timing", "").startswith("steps queued")
     header = (["framework", "mode", f"ratio to {result['baseline']} [95% CI]", "vs baseline", "vs next faster",
-               "median step"] + (["latency"] if device else []) + ["of peak", "first step", "verified"])
+               "median step"] + (["latency"] if device else []) + ["of peak", "first step", "BLAS loaded", "verified"])
     lines = []
     for row in result["rows"]:
         if row.get("median_step_s") is None:
-            lines.append([row["framework"], row["mode"]] + ["-"] * (len(header) - 3)
+            lines.append([row["framework"], row["mode"]] + ["-"] * (len(header) - 4) + [kernel_text(row)]
                          + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed', '')}"[:90]])
             continue
         versus = row.get("versus_next_faster")
@@ -143,16 +144,33 @@ def table(result: Dict[str, Any]) -> str:
             format_seconds(row["median_step_s"])]
             + ([format_seconds(row.get("latency_s"))] if device else [])
             + ["-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
-               format_seconds(row["first_step_s"]), "yes"])
+               format_seconds(row["first_step_s"]), kernel_text(row), "yes"])
     widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
     fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines] + footer(result))
 
 
+def kernel_text(row: Dict[str, Any]) -> str:
+    """The BLAS kernel a row's process ran ('openblas 0.3.31 Haswell'), and where it ran under the
+    machine's setting because its native kernel failed the check (bnbench.timing.kernels)."""
+    found = row.get("kernels") or {}
+    text = describe_kernels(found.get("blas") or []) or "-"
+    return text + (" (machine's setting: the native kernel failed)" if found.get("native_failed") else "")
+
+
+def kernels_line(result: Dict[str, Any]) -> str:
+    """What the environment forced and the timed processes ran without; the peak's error, if any."""
+    removed = result.get("kernel_overrides_removed") or {}
+    line = ("timed with the machine's own kernels, without " + ", ".join(f"{k}={v}" for k, v in sorted(removed.items()))
+            if removed else "")
+    error = (result.get("peak") or {}).get("error")
+    return "; ".join(part for part in (line, f"peak: {error}" if error else "") if part)
+
+
 def footer(result: Dict[str, Any]) -> List[str]:
-    """The lines under a comparison's table: its noise floor, and the rows whose interval is still
-    wider than the target, with the budget that would have converged them."""
-    lines = [floor_line(result), state_line(result)]
+    """The lines under a comparison's table: its noise floor, the kernels, and the rows whose
+    interval is still wider than the target, with the budget that would have converged them."""
+    lines = [floor_line(result), state_line(result), kernels_line(result)]
     wide = result.get("unconverged") or []
     if wide:
         target = 100 * result.get("target_half_width", 0.025)

@@ -61,6 +61,13 @@ def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
     return runs, problems
 
 
+def _flags(row: Dict[str, object]) -> str:
+    """A row's flags, and the BLAS kernel its process really ran (bnbench.timing.kernels)."""
+    kernel = compare.kernel_text(row) if row.get("kernels") else ""
+    return "; ".join(part for part in (str(row.get("flags") or ""), f"BLAS: {kernel}" if kernel not in ("", "-") else "")
+                     if part)
+
+
 def tuning_log_link(results: str, machine_id: str, framework: str) -> str:
     path = tunelog.path_for(results, machine_id, framework, "md")
     return f" ([tuning log]({os.path.relpath(path, results)}))" if os.path.exists(path) else ""
@@ -83,7 +90,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     timing = run.get("timing") or ("each step synchronised" if not device else "each step synchronised (made before "
                                    "queued bursts: median step and latency are one measurement)")
     precision = " (a float32 spec, its matmuls in TF32)" if run["dtype"] == "tf32" else ""
-    state = compare.state_line(run)
+    state = "; ".join(part for part in (compare.state_line(run), compare.kernels_line(run)) if part)
     lines = [f"#### {run['device']}, {run['dtype']}{precision}, `{run['size']}` (m={run.get('m', SIZES_M.get(run['size'], '?'))})", "",
              f"Baseline `{run['baseline']}`; {compare.rounds_text(run)} in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
@@ -97,7 +104,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
         if row.get("median_step_s") is None:
             lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | not timed | - | - | - | "
                          + ("- | " if device else "") + "- | - | - | "
-                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed', '')} | {row.get('flags', '')} |")
+                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed', '')} | {_flags(row)} |")
             continue
         versus = row.get("versus_next_faster")
         versus_text = "-" if not versus else (f"{versus['ratio']:.3f} vs {versus['label']} "
@@ -113,7 +120,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
         lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
                      f"{interval(row['ratio'], row['ci_low'], row['ci_high'])}{wide} | {baseline_text} | {versus_text} | {step} | "
                      f"{latency}{number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {checked} | "
-                     f"{row.get('flags', '')}{tuning_log_link(results, run['machine_id'], row['framework'])} |")
+                     f"{_flags(row)}{tuning_log_link(results, run['machine_id'], row['framework'])} |")
     unconverged = run.get("unconverged") or []
     if unconverged:
         lines += ["", "Rows whose interval was still wider than the target when the budget ended: "

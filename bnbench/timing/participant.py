@@ -26,8 +26,9 @@ from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
 from bnbench.equivalence.trace import check_equivalence
 from bnbench.timing import steps
+from bnbench.timing.kernels import loaded_blas
 from bnbench.timing.peak import MatmulPeak, peak_framework
-from bnbench.timing.worker import Placement, WorkerError, burst_deadline, remote_class, worker_for
+from bnbench.timing.worker import Placement, WorkerError, WorkerFault, burst_deadline, remote_class, worker_for
 
 WARMUP_STEPS = 3
 # A burst is at least this many steps, whose median it keeps: the first step of a burst may pay
@@ -70,6 +71,9 @@ class Participant:
     memory: List[Optional[int]] = dataclasses.field(default_factory=list)
     memory_kind: Optional[str] = None
     unplaced: Optional[str] = None   # why its worker could not be placed on the cores the rounds rotate
+    # the BLAS its process loaded and under which setting (bnbench.timing.kernels): {native, removed,
+    # blas, problem, native_failed}
+    kernels: Dict[str, Any] = dataclasses.field(default_factory=dict)
     busy_after: List[float] = dataclasses.field(default_factory=list)  # seconds the workers stayed busy after a burst
 
     @property
@@ -129,10 +133,11 @@ def form_flags(adapter, form: str) -> str:
     return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning_of(mode)
 
 
-def placement_for(framework: str, form: str, index) -> Placement:
+def placement_for(framework: str, form: str, index, *, native: bool = True) -> Placement:
     """A worker placement of its own for participant ``index``: the framework's environment
     (or this interpreter), with the variables its alternative form starts with, and one that
-    keeps the worker apart from every other one."""
+    keeps the worker apart from every other one; ``native``: without the environment's BLAS kernel
+    overrides (bnbench.timing.kernels)."""
     adapter = local_class(framework)
     placement = adapter.placement()
     if placement is None:
@@ -140,7 +145,8 @@ def placement_for(framework: str, form: str, index) -> Placement:
                               where=f"{framework}'s worker (this environment)")
     mode, variant = split_form(form)
     extra = adapter.alternatives_of(mode)[variant].variables if variant else ()
-    return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),))
+    return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),),
+                               native_kernels=native)
 
 
 def labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
@@ -154,10 +160,23 @@ def labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
     return out
 
 
-def adapter_class_for(framework: str, form: str, index, *, in_process: bool = False):
-    """The class a participant is built from: the framework's own in this process, or a worker proxy."""
+def adapter_class_for(framework: str, form: str, index, *, in_process: bool = False, native: bool = True):
+    """The class a participant is built from: the framework's own in this process, or a worker proxy
+    (``native``: its worker without the environment's BLAS kernel overrides)."""
     local = local_class(framework)
-    return local if in_process else remote_class(local, placement_for(framework, form, index))
+    return local if in_process else remote_class(local, placement_for(framework, form, index, native=native))
+
+
+def kernels_of(adapter_class, in_process: bool) -> Dict[str, Any]:
+    """The BLAS a participant's process loaded, and the overrides its start removed."""
+    if in_process or not hasattr(adapter_class, "loaded_blas"):
+        blas, problem = loaded_blas()
+        return {"native": False, "removed": {}, "blas": blas, "problem": problem}
+    try:
+        found = adapter_class.loaded_blas()
+    except WorkerError as error:
+        return {"native": True, "removed": {}, "blas": [], "problem": (str(error).splitlines() or [""])[0]}
+    return dict(found, native=adapter_class.worker_placement.native_kernels)
 
 
 def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, mode: str,
@@ -178,7 +197,25 @@ def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.nda
 def start(framework: str, form: str, label: str, *, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray,
           device: str, threads: int, flops: float, adapter_class=None, index=0, in_process: bool = False,
           warmup: int = WARMUP_STEPS, precision: Optional[str] = None) -> Participant:
-    """Build, warm and verify one participant (module docstring); its ``problem`` says why not."""
+    """Build, warm and verify one participant (module docstring); its ``problem`` says why not. One
+    whose worker ran without the environment's kernel overrides and then failed its check against
+    the reference, or crashed, is started again under the machine's setting: its row says so
+    (``kernels.native_failed``), and a wrong number is never timed."""
+    arguments = dict(spec=spec, params=params, X=X, y=y, device=device, threads=threads, flops=flops, index=index,
+                     in_process=in_process, warmup=warmup, precision=precision)
+    participant = _start_once(framework, form, label, adapter_class=adapter_class, **arguments)
+    removed = participant.kernels.get("removed")
+    if participant.timed or not removed or not participant.problem.startswith(("not verified", "failed:")):
+        return participant
+    machine = adapter_class_for(framework, form, index, native=False)
+    again = _start_once(framework, form, label, adapter_class=machine, **arguments)
+    again.kernels.update(native_failed=participant.problem, overrides_kept=removed)
+    return again
+
+
+def _start_once(framework: str, form: str, label: str, *, spec, params: Dict[str, np.ndarray], X: np.ndarray,
+                y: np.ndarray, device: str, threads: int, flops: float, adapter_class, index, in_process: bool,
+                warmup: int, precision: Optional[str]) -> Participant:
     local = local_class(framework)
     mode, variant = split_form(form)
     participant = Participant(framework, mode, label, variant=variant, flags=form_flags(local, form), flops=float(flops))
@@ -197,13 +234,19 @@ def start(framework: str, form: str, label: str, *, spec, params: Dict[str, np.n
             warm = lambda adapter: steps.prepare(adapter, X[0], y[0], warmup)  # noqa: E731
         else:
             warm = lambda adapter: timed_warm_up(adapter, X[0], y[0], warmup)  # noqa: E731
-        participant.adapter, prepared = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
-                                                       variant=variant, precision=precision, prepare=warm)
+        try:
+            participant.adapter, prepared = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
+                                                           variant=variant, precision=precision, prepare=warm)
+        finally:       # what the process loaded (its framework's BLAS is loaded by now), passed or not
+            participant.kernels = kernels_of(adapter_class, in_process)
         if in_process:
             participant.prepared, participant.first_step_s, participant.warmup_s = prepared
         else:
             participant.first_step_s, participant.warmup_s = prepared
         participant.verified = True
+    except WorkerFault as error:    # its worker died, hung or broke the protocol
+        participant.adapter = participant.prepared = None
+        participant.problem = f"failed: {getattr(error, 'reason', None) or (str(error).splitlines() or [''])[0]}"
     except (AdapterError, WorkerError) as error:
         participant.adapter = participant.prepared = None
         participant.problem = (str(error).splitlines() or [""])[0]
@@ -224,13 +267,17 @@ def start_peak(device: str, dtype: str, threads: int, *, worker=None, framework:
     framework's own matmul in ``worker`` (its kept form's): a bare timed participant."""
     mode = "own-matmul" if framework else "matmul"
     try:
-        if worker is None:
+        if worker is None:      # the machine's own kernels: the peak is the machine's, not the environment's
             worker = worker_for(Placement(python=sys.executable, env=(("BNBENCH_PARTICIPANT", PEAK),),
-                                          where="the peak's worker"))
+                                          where="the peak's worker", native_kernels=True))
             worker.call("set_threads", framework=peak_framework(device).name, n_threads=threads)
         reply, _ = worker.call("build_peak", device=device, dtype=dtype, framework=framework)
+        blas, _ = worker.call("blas")
+        kernels = {"native": worker.placement.native_kernels, "removed": dict(worker.kernel_overrides_removed),
+                   "blas": blas["blas"], "problem": blas["problem"]}
         return Participant(framework or PEAK, mode, label, worker=worker, handle=reply["handle"], version=reply["library"],
-                           verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}")
+                           verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}",
+                           kernels=kernels)
     except (WorkerError, AdapterError, ValueError) as error:    # no peak: the rows say so, the run goes on
         return Participant(framework or PEAK, mode, label, problem=(str(error).splitlines() or [""])[0])
 

@@ -17,7 +17,7 @@ import numpy as np
 from bnbench.adapters import registry
 from bnbench.equivalence import conventions
 from bnbench.reference.spec import Spec
-from bnbench.timing import steps
+from bnbench.timing import kernels, steps
 from bnbench.timing.peak import MatmulPeak
 from bnbench.timing.protocol import PROTOCOL, WorkerError, error_classes, read_message, write_message
 
@@ -65,6 +65,9 @@ class _Server:
             return reply, None
         if op == "set_threads":
             return {"threads": registry.local_class(header["framework"]).set_threads(int(header["n_threads"]))}, None
+        if op == "blas":
+            blas, problem = kernels.loaded_blas()
+            return {"blas": blas, "problem": problem}, None
         if op == "set_affinity":
             return {"cores": set_affinity([int(core) for core in header["cores"]])}, None
         if op == "conventions":

@@ -251,6 +251,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
             "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
             **({"unplaced": participant.unplaced} if participant.unplaced else {}),
             "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
+            "kernels": participant.kernels,
             **_of_own_matmul(participant, ceilings, kept),
             "versus_next_faster": None if versus is None else {
                 "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
@@ -262,12 +263,14 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
                          "variant": participant.variant, "version": participant.version, "verified": participant.verified,
                          "flags": participant.flags, "median_step_s": None, "latency_s": None, "ratio": None,
                          "ci_low": None, "ci_high": None, "resolved": None, "fraction_of_peak": None,
-                         "not_timed": participant.problem, "first_step_s": participant.first_step_s})
+                         "not_timed": participant.problem, "first_step_s": participant.first_step_s,
+                         "kernels": participant.kernels})
     peak_entry = None if peak_problem is None else {"problem": peak_problem}
     if peak is not None:
         peak_step = kept.of(peak).interval(peak.medians)
         peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
-                      "gflops": peak.flops / peak_step.estimate / 1e9}
+                      "gflops": peak.flops / peak_step.estimate / 1e9, "kernels": peak.kernels}
+    refuse_fractions_above_one(rows, peak_entry)
     ceiling_rows = []
     for ceiling in ceilings:
         row = {"framework": ceiling.framework, "label": ceiling.label, "library": ceiling.version, "flags": ceiling.flags}
@@ -309,6 +312,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
                       if floor is not None else "each burst between two of the baseline's copy: a row's ratio in a "
                       "round is its burst over their geometric mean"),
         "placement": placement,
+        # what the environment forced and the timed processes ran without (bnbench.timing.kernels)
+        "kernel_overrides_removed": baseline.kernels.get("removed", {}),
         "spec": spec.to_dict(), "m": m, "peak": peak_entry, "floor": floor_entry, "rows": rows,
         "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
         # every participant's figure per round, and the baseline's beside it (its ratio of the round is
@@ -318,6 +323,22 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "undisturbed_rounds": [bool(k) for k in kept.mask],
         "round_sets": [int(s) for s in sets],
     }
+
+
+def refuse_fractions_above_one(rows: List[Dict[str, Any]], peak_entry: Optional[Dict[str, Any]]) -> None:
+    """A step faster than the matmul peak: the peak is not the machine's fastest kernel (an
+    environment forced a slower one, or a framework's matmul beats the peak's library). That is an
+    error in the peak, said in its entry; no fraction of peak of the run is published."""
+    above = [row for row in rows if (row.get("fraction_of_peak") or 0.0) > 1.0]
+    if not above or peak_entry is None:
+        return
+    peak_entry["error"] = ("a fraction of peak above 1 (" + ", ".join(f"{row['label']} {row['fraction_of_peak']:.2f}"
+                                                                      for row in above)
+                           + "): the peak is not the machine's fastest matmul; no fraction of peak is published")
+    for row in rows:
+        for key in ("fraction_of_peak", "fraction_ci_low", "fraction_ci_high"):
+            if key in row:
+                row[key] = None
 
 
 def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], kept: Kept) -> Dict[str, Any]:

@@ -30,6 +30,7 @@ import numpy as np
 from bnbench.adapters.contract import Adapter, Gradients
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: F401
 from bnbench.reference.io import private_directory
+from bnbench.timing.kernels import without_overrides
 from bnbench.timing.protocol import (PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes,  # noqa: F401
                                      read_message)
 
@@ -96,6 +97,11 @@ class WorkerProcess:
         self.folder = tempfile.mkdtemp(prefix="bnbench-worker-")
         self.log_path = os.path.join(self.folder, "worker.log")
         env = dict(os.environ)
+        # a timed process runs the machine's own kernels: the environment's overrides are removed
+        # and said (bnbench.timing.kernels); the placement's own variables still apply
+        self.kernel_overrides_removed: Dict[str, str] = {}
+        if placement.native_kernels:
+            env, self.kernel_overrides_removed = without_overrides(env)
         env.update(dict(placement.env))
         env["BNBENCH_WORKER"] = "1"
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -359,6 +365,13 @@ def remote_class(local: Type, placement: Placement) -> Type:
         def set_threads(cls, n_threads: int) -> int:
             reply, _ = cls._worker().call("set_threads", framework=cls.name, n_threads=n_threads)
             return reply["threads"]
+
+        @classmethod
+        def loaded_blas(cls) -> Dict[str, Any]:
+            """The BLAS libraries the worker has loaded, and the kernel overrides its start removed
+            (bnbench.timing.kernels): {blas, problem, removed}."""
+            reply, _ = cls._worker().call("blas")
+            return {"blas": reply["blas"], "problem": reply["problem"], "removed": dict(cls._worker().kernel_overrides_removed)}
 
         @classmethod
         def set_affinity(cls, cores: List[int]) -> List[int]:

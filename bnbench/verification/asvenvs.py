@@ -17,6 +17,7 @@ import sys
 from typing import Dict, List, Optional
 
 from bnbench.reference.io import atomic_write_json, private_directory
+from bnbench.timing.kernels import without_overrides
 
 # `bnbench verify` of one framework's every mode and dtype in an asv environment: minutes; a hung one ends here
 VERIFY_DEADLINE_S = 1800
@@ -108,6 +109,8 @@ def write_run_info(machine: str, grid: str, threads: int, config: str = "asv.con
 
     atomic_write_json(os.path.join(results_dir, machine, "run-info.json"), {
         "asv_version": asv.__version__, "grid": grid, "threads": threads,
+        # make bench runs asv without them (bnbench.timing.kernels): the machine's own kernels
+        "kernel_overrides_removed": without_overrides(os.environ)[1],
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")})
     return 0
 
