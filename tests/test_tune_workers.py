@@ -206,3 +206,17 @@ def test_every_password_of_a_storage_url_is_redacted():
     assert scrubbed("could not log in as user with p@ss (hunter2)", url) == "could not log in as user with *** (***)"
     plain = "postgresql+psycopg2://user@db.example/tune"
     assert redacted(plain) == plain
+
+
+def test_the_test_server_trusts_no_local_user(postgres_url):
+    """The throw-away server used to trust every local connection as its superuser: without the
+    password it made, a connection is refused."""
+    import psycopg2
+
+    from bnbench.tuning.storage import secrets_of
+
+    password = secrets_of(postgres_url)[0]
+    dsn = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    with pytest.raises(psycopg2.OperationalError, match="password"):
+        psycopg2.connect(dsn.replace(f":{password}@", "@"), connect_timeout=10)
+    psycopg2.connect(dsn, connect_timeout=10).close()
