@@ -106,7 +106,7 @@ def test_a_framework_that_prints_at_import_cannot_reach_the_protocol(tmp_path, m
 def test_a_baseline_that_dies_stops_the_rounds_and_publishes_what_was_done(tmp_path, monkeypatch):
     fault_at_burst(monkeypatch, "numpy:eager", 6, lambda pid: os.kill(pid, signal.SIGKILL))
     status, result, _ = compare(tmp_path, monkeypatch, budget="30")
-    assert result["stopped"] == "baseline failed" and result["rounds"] == 5
+    assert result["stopped"] == "baseline failed" and result["rounds"] == 5 and result["seconds"] > 0
     assert "numpy:eager died from signal SIGKILL in 'burst' in round 6" in result["failure"]
     assert rows_by_label(result)[TWIN]["ratio"] is not None and status == 1
 

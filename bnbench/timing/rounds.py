@@ -354,8 +354,12 @@ def _rounds(teams: List[_Team], counts: List[int], settings: Settings, share: fl
             if rotating:
                 _pin(team.pinned, sum(counts), settings.threads, cores)
             where = f"set {len(teams)}, " if settings.sets > 1 else ""
-            for participant in _round(team.contenders, team.anchors, team.pids, settings, rng, where):
-                team.drop(participant)
+            try:
+                for participant in _round(team.contenders, team.anchors, team.pids, settings, rng, where):
+                    team.drop(participant)
+            except AnchorFailed as error:
+                error.elapsed = time.perf_counter() - began      # the set's rounds until then still count
+                raise
             counts[-1] += 1
             elapsed = time.perf_counter() - began
             if counts[-1] >= MIN_ROUNDS and counts[-1] % CHECK_EVERY == 0:
@@ -408,6 +412,7 @@ def run(settings: Settings) -> Dict[str, Any]:
                 _read_memory(team, settings)
         except AnchorFailed as error:
             stopped, failure = "baseline failed", str(error)
+            seconds += getattr(error, "elapsed", 0.0)
             if not counts[-1]:       # a set without a round has nothing to join
                 teams.pop()
                 counts.pop()
