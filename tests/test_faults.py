@@ -56,13 +56,13 @@ def rows_by_label(result):
 
 @pytest.mark.slow
 def test_a_worker_that_dies_mid_rounds_fails_its_own_row(tmp_path, monkeypatch):
-    fault_at_burst(monkeypatch, TWIN, 4, lambda pid: os.kill(pid, signal.SIGKILL))
+    fault_at_burst(monkeypatch, TWIN, 2, lambda pid: os.kill(pid, signal.SIGKILL))
     status, result, took = compare(tmp_path, monkeypatch)
     rows = rows_by_label(result)
-    assert rows[TWIN]["not_timed"].startswith("failed: died from signal SIGKILL in 'burst' in round 4"), rows[TWIN]
+    assert rows[TWIN]["not_timed"].startswith("failed: died from signal SIGKILL in 'burst' in round 2"), rows[TWIN]
     assert rows[TWIN]["framework"] == "numpy" and rows[TWIN]["mode"] == "eager"
     assert rows["numpy:eager"]["ratio"] is not None and result["peak"]["gflops"] > 0
-    assert result["rounds"] >= 4 and status == 1       # a row failed: the exit status says so
+    assert result["rounds"] >= 2 and status == 1       # a row failed: the exit status says so
 
 
 @pytest.mark.slow
@@ -74,11 +74,11 @@ def test_a_worker_that_hangs_is_killed_at_its_burst_s_deadline(tmp_path, monkeyp
         os.kill(pid, signal.SIGSTOP)
         stopped.append(pid)
 
-    fault_at_burst(monkeypatch, TWIN, 4, stop)
+    fault_at_burst(monkeypatch, TWIN, 2, stop)        # its first burst had the calls' deadline (it may compile)
     status, result, took = compare(tmp_path, monkeypatch)
     deadline = worker_module.burst_deadline(FAST["burst_seconds"], rounds.participants_module.MIN_BURST_STEPS, None)
     rows = rows_by_label(result)
-    assert rows[TWIN]["not_timed"].startswith(f"failed: timed out after {deadline:.3g} s in 'burst' in round 4"), rows[TWIN]
+    assert rows[TWIN]["not_timed"].startswith(f"failed: timed out after {deadline:.3g} s in 'burst' in round 2"), rows[TWIN]
     assert rows["numpy:eager"]["ratio"] is not None and status == 1
     with pytest.raises(ProcessLookupError):      # killed, not left stopped
         for _ in range(50):
@@ -104,10 +104,10 @@ def test_a_framework_that_prints_at_import_cannot_reach_the_protocol(tmp_path, m
 
 @pytest.mark.slow
 def test_a_baseline_that_dies_stops_the_rounds_and_publishes_what_was_done(tmp_path, monkeypatch):
-    fault_at_burst(monkeypatch, "numpy:eager", 6, lambda pid: os.kill(pid, signal.SIGKILL))
+    fault_at_burst(monkeypatch, "numpy:eager", 3, lambda pid: os.kill(pid, signal.SIGKILL))
     status, result, _ = compare(tmp_path, monkeypatch, budget="30")
-    assert result["stopped"] == "baseline failed" and result["rounds"] == 5 and result["seconds"] > 0
-    assert "numpy:eager died from signal SIGKILL in 'burst' in round 6" in result["failure"]
+    assert result["stopped"] == "baseline failed" and result["rounds"] == 2 and result["seconds"] > 0
+    assert "numpy:eager died from signal SIGKILL in 'burst' in round 3" in result["failure"]
     assert rows_by_label(result)[TWIN]["ratio"] is not None and status == 1
 
 

@@ -74,6 +74,7 @@ class Participant:
     # the BLAS its process loaded and under which setting (bnbench.timing.kernels): {native, removed,
     # blas, problem, native_failed}
     kernels: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    burst_kinds: set = dataclasses.field(default_factory=set)    # the kinds of burst it has run (per_step, queued)
     busy_after: List[float] = dataclasses.field(default_factory=list)  # seconds the workers stayed busy after a burst
 
     @property
@@ -109,10 +110,13 @@ class Participant:
     def burst(self, seconds: float, *, how: str = "per_step", min_steps: int = MIN_BURST_STEPS,
               memory: bool = False) -> Dict[str, Any]:
         """One burst; in a worker, within a deadline from its expected length (``burst_deadline``):
-        a worker past it is killed and WorkerFault raised."""
+        a worker past it is killed and WorkerFault raised. A participant's first burst of each kind
+        gets the calls' generous deadline: it may compile (torch.compile's queued form did, for
+        more than 20 s on a loaded machine)."""
         if self.prepared is not None:
             return steps.burst(self.prepared, seconds, min_steps=min_steps, how=how, memory=memory)
-        deadline = burst_deadline(seconds, min_steps, self.expected_step_s())
+        deadline = burst_deadline(seconds, min_steps, self.expected_step_s()) if how in self.burst_kinds else None
+        self.burst_kinds.add(how)
         if self.adapter is not None:
             return self.adapter.burst(seconds, min_steps=min_steps, how=how, memory=memory, deadline_s=deadline)
         reply, _ = self.worker.call("burst", handle=self.handle, seconds=seconds, min_steps=min_steps, max_steps=10000,

@@ -210,10 +210,6 @@ def _seconds(value: Optional[float]) -> float:
 class AnchorFailed(Exception):
     """The baseline, or its control, failed in the rounds: no row can be divided by it any more."""
 
-    def __init__(self, participant: Participant, reason: str):
-        super().__init__(f"{participant.label} {reason}")
-        self.participant, self.reason = participant, reason
-
 
 def fault_reason(error: Exception) -> str:
     """A worker's failure in a few words: what ``WorkerFault.reason`` says, else the first line."""
@@ -243,7 +239,7 @@ def _round(contenders: List[Participant], anchors: List[Participant], pids: Sequ
         except WorkerError as error:
             reason = f"{fault_reason(error)} in {where}round {len(previous.medians) + 1}"
             if kind == schedule.ANCHOR:
-                raise AnchorFailed(previous, reason) from None
+                raise AnchorFailed(f"{previous.label} {reason}") from None
             previous.problem = f"failed: {reason}"
             failed.append(previous)
             median, latency, count = float("nan"), float("nan"), 0
@@ -353,12 +349,12 @@ def _rounds(teams: List[_Team], counts: List[int], settings: Settings, share: fl
         while True:
             if rotating:
                 _pin(team.pinned, sum(counts), settings.threads, cores)
-            where = f"set {len(teams)}, " if settings.sets > 1 else ""
             try:
-                for participant in _round(team.contenders, team.anchors, team.pids, settings, rng, where):
+                for participant in _round(team.contenders, team.anchors, team.pids, settings, rng,
+                                          f"set {len(teams)}, " if settings.sets > 1 else ""):
                     team.drop(participant)
-            except AnchorFailed as error:
-                error.elapsed = time.perf_counter() - began      # the set's rounds until then still count
+            except AnchorFailed as error:       # the set's rounds until then still count
+                error.elapsed = time.perf_counter() - began
                 raise
             counts[-1] += 1
             elapsed = time.perf_counter() - began
@@ -414,8 +410,7 @@ def run(settings: Settings) -> Dict[str, Any]:
             stopped, failure = "baseline failed", str(error)
             seconds += getattr(error, "elapsed", 0.0)
             if not counts[-1]:       # a set without a round has nothing to join
-                teams.pop()
-                counts.pop()
+                teams, counts = teams[:-1], counts[:-1]
             if not sum(counts):
                 raise CompareError(f"--baseline {settings.baseline_label}: {error}; no round was completed, "
                                    "nothing was timed") from None
