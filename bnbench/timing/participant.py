@@ -173,14 +173,20 @@ def adapter_class_for(framework: str, form: str, index, *, in_process: bool = Fa
 
 def kernels_of(adapter_class, in_process: bool) -> Dict[str, Any]:
     """The BLAS a participant's process loaded, and the overrides its start removed."""
-    if in_process or not hasattr(adapter_class, "loaded_blas"):
+    if in_process or not hasattr(adapter_class, "worker_placement"):
         blas, problem = loaded_blas()
         return {"native": False, "removed": {}, "blas": blas, "problem": problem}
     try:
-        found = adapter_class.loaded_blas()
+        return worker_kernels(worker_for(adapter_class.worker_placement))
     except WorkerError as error:
         return {"native": True, "removed": {}, "blas": [], "problem": (str(error).splitlines() or [""])[0]}
-    return dict(found, native=adapter_class.worker_placement.native_kernels)
+
+
+def worker_kernels(worker) -> Dict[str, Any]:
+    """What a worker loaded and under which setting: {native, removed, blas, problem}."""
+    reply, _ = worker.call("blas")
+    return {"native": worker.placement.native_kernels, "removed": dict(worker.kernel_overrides_removed),
+            "blas": reply["blas"], "problem": reply["problem"]}
 
 
 def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, mode: str,
@@ -276,9 +282,7 @@ def start_peak(device: str, dtype: str, threads: int, *, worker=None, framework:
                                           where="the peak's worker", native_kernels=True))
             worker.call("set_threads", framework=peak_framework(device).name, n_threads=threads)
         reply, _ = worker.call("build_peak", device=device, dtype=dtype, framework=framework)
-        blas, _ = worker.call("blas")
-        kernels = {"native": worker.placement.native_kernels, "removed": dict(worker.kernel_overrides_removed),
-                   "blas": blas["blas"], "problem": blas["problem"]}
+        kernels = worker_kernels(worker)
         return Participant(framework or PEAK, mode, label, worker=worker, handle=reply["handle"], version=reply["library"],
                            verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}",
                            kernels=kernels)

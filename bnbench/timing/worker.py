@@ -367,13 +367,6 @@ def remote_class(local: Type, placement: Placement) -> Type:
             return reply["threads"]
 
         @classmethod
-        def loaded_blas(cls) -> Dict[str, Any]:
-            """The BLAS libraries the worker has loaded, and the kernel overrides its start removed
-            (bnbench.timing.kernels): {blas, problem, removed}."""
-            reply, _ = cls._worker().call("blas")
-            return {"blas": reply["blas"], "problem": reply["problem"], "removed": dict(cls._worker().kernel_overrides_removed)}
-
-        @classmethod
         def set_affinity(cls, cores: List[int]) -> List[int]:
             """Every thread of the worker onto ``cores``; the cores it runs on now."""
             reply, _ = cls._worker().call("set_affinity", cores=list(cores))
