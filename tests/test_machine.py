@@ -2,15 +2,7 @@
 id (bnbench.timing.machine)."""
 from bnbench.timing import machine
 
-ZEN3 = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 1
-model name\t: AMD EPYC
-stepping\t: 1
-flags\t\t: fpu sse2 sse4_2 avx avx2 fma
-
-processor\t: 1
+PROCESSOR = """processor\t: {}
 vendor_id\t: AuthenticAMD
 cpu family\t: 25
 model\t\t: 1
@@ -18,6 +10,7 @@ model name\t: AMD EPYC
 stepping\t: 1
 flags\t\t: fpu sse2 sse4_2 avx avx2 fma
 """
+ZEN3 = PROCESSOR.format(0) + "\n" + PROCESSOR.format(1)     # two processors: the first one's facts are read
 ZEN5 = ZEN3.replace("cpu family\t: 25", "cpu family\t: 26").replace("model\t\t: 1", "model\t\t: 2").replace(
     "avx2 fma", "avx2 fma avx512f avx512bw")
 GRAVITON = """processor\t: 0
