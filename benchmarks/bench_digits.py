@@ -15,6 +15,7 @@ from .common import (
     prepare_digits,
     require_supported,
     skip_reason,
+    split_impl,
     threads,
 )
 
@@ -51,11 +52,11 @@ class DigitsAccuracy:
         reason = skip_reason(impl, "cpu", "float32", None)
         if reason:
             raise NotImplementedError(reason)
-        framework, mode = impl.split(":")
+        framework, mode = split_impl(impl)
         require_supported(get(framework), digits_spec("float32"), mode, "cpu")
 
     def track_test_accuracy_digits(self, impl):
-        framework, mode = impl.split(":")
+        framework, mode = split_impl(impl)
         adapter_class = get(framework)
         adapter_class.set_threads(threads())
         spec = digits_spec("float32")

@@ -34,11 +34,12 @@ from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
 from bnbench.timing import participant as participants
 from bnbench.timing.flops import step_flops
+from bnbench.timing.form import Form
 from bnbench.timing.frameworks import get
 from bnbench.timing.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches, unavailable_on
 
 QUICK_SIZES = ("tiny", "medium")
-IMPLS: List[str] = [f"{name}:{mode}" for name in names() for mode in get(name).modes]
+IMPLS: List[str] = [str(Form(name, mode)) for name in names() for mode in get(name).modes]
 DEVICES = ["cpu", "cuda"]
 DTYPES = ["float32", "float64"]
 DIGITS_HIDDEN = (64, 64)
@@ -55,6 +56,12 @@ WORKER_BURST_SECONDS = 0.3
 _RUNNABLE = [local_class(name) for name in names() if local_class(name).modes]
 ENV_FRAMEWORKS = {adapter.name: {adapter.name} for adapter in _RUNNABLE if adapter.timed_by == "asv"}
 WORKER_TIMED = tuple(adapter.name for adapter in _RUNNABLE if adapter.timed_by == "worker")
+
+
+def split_impl(impl: str) -> Tuple[str, str]:
+    """An asv parameter 'FRAMEWORK:MODE' -> (FRAMEWORK, MODE)."""
+    form = Form.parse(impl)
+    return form.framework, form.mode
 
 
 def threads() -> int:
@@ -87,7 +94,7 @@ def in_this_environment(framework: str) -> Optional[str]:
 
 def skip_reason(impl: str, device: str, dtype: str, size: Optional[str]) -> Optional[str]:
     """Why this combination is not run here (cheap checks first; imports the framework last)."""
-    framework, mode = impl.split(":")
+    framework, mode = split_impl(impl)
     sizes, dtypes, modes = _narrowed("BNBENCH_SIZES"), _narrowed("BNBENCH_DTYPES"), _narrowed("BNBENCH_MODES")
     if modes is not None and mode not in modes and not ("best" in modes and mode == get(framework).best_mode):
         return f"BNBENCH_MODES={','.join(modes)}: mode {mode} not requested"
@@ -138,7 +145,7 @@ def require_supported(adapter_class, spec: Spec, mode: str, device: str) -> None
 def pinned_threads(impl: str, device: str, dtype: str, size: str) -> int:
     """The skips of a combination, and its framework's threads pinned (BNBENCH_THREADS): what it
     reports it uses. Builds nothing."""
-    framework, mode = impl.split(":")
+    framework, mode = split_impl(impl)
     require_supported(local_class(framework), spec_for(size, dtype), mode, device)
     reason = skip_reason(impl, device, dtype, size)
     if reason:
@@ -156,7 +163,7 @@ def prepare(impl: str, device: str, dtype: str, size: str) -> participants.Parti
     worker. NotImplementedError (a skip) with the reason when it cannot run or is not verified."""
     key = (impl, device, dtype, size)
     if key not in _PARTICIPANTS:
-        framework, mode = impl.split(":")
+        framework, mode = split_impl(impl)
         spec = spec_for(size, dtype)
         require_supported(local_class(framework), spec, mode, device)     # spec logic: before any worker starts
         reason = skip_reason(impl, device, dtype, size)
@@ -176,7 +183,7 @@ def runs_in_process(impl: str) -> bool:
     """Whether ``impl``'s framework runs in this process (True) or in its worker, decided from its
     declaration before anything is built: each benchmark skips the other's participants without
     starting them (a worker, or a framework imported and compiled here, only to be skipped)."""
-    return local_class(impl.split(":")[0]).placement() is None
+    return local_class(split_impl(impl)[0]).placement() is None
 
 
 def prepare_in_process(impl: str, device: str, dtype: str, size: str) -> participants.Participant:
@@ -240,7 +247,7 @@ def prepare_digits(impl: str, device: str, dtype: str):
         reason = skip_reason(impl, device, dtype, None)
         if reason:
             raise NotImplementedError(reason)
-        framework, mode = impl.split(":")
+        framework, mode = split_impl(impl)
         adapter_class = local_class(framework)
         if adapter_class.placement() is not None:
             raise NotImplementedError(f"{impl} runs in a worker process here: an epoch is timed in its own environment")

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.registry import local_class, names
 from bnbench.timing.kernels import describe as describe_kernels
-from bnbench.timing.participant import split_form
+from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
 from bnbench.timing.summary import UNDISTURBED_MARGIN
@@ -28,10 +28,10 @@ def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[s
         item = raw.strip()
         if not item:
             continue
-        name, _, mode = item.partition(":")
-        if not name or (":" in item and not mode) or mode.startswith("+") or mode.endswith("+"):
-            raise CompareError(f"{flag} item {item!r} is not NAME, NAME:MODE or NAME:MODE+ALTERNATIVE")
-        items.append((name, mode or None))
+        try:
+            items.append(parse_item(item))
+        except FormError as error:
+            raise CompareError(f"{flag} {error}") from None
     if not items:
         raise CompareError(f"{flag} {text!r} names no framework")
     return items
@@ -48,7 +48,7 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
         adapter = local_class(name)
         if not adapter.modes:
             raise CompareError(f"{flag}: {name} cannot run here: {adapter.missing_requirement()}")
-        mode, variant = split_form(mode or adapter.best_mode or adapter.modes[0])
+        mode, variant = split_mode_form(mode or adapter.best_mode or adapter.modes[0])
         if mode not in adapter.modes:
             raise CompareError(f"{flag}: {name} has no mode {mode!r}; modes: {', '.join(adapter.modes)}")
         alternatives = adapter.alternatives_of(mode)
@@ -57,7 +57,7 @@ def resolve_items(items: Sequence[Tuple[str, Optional[str]]], device: str, flag:
                                f"alternatives: {', '.join(alternatives)}")
         if device not in adapter.devices:
             raise CompareError(f"{flag}: {name} has no device {device!r}; devices: {', '.join(adapter.devices)}")
-        out.append((name, f"{mode}+{variant}" if variant else mode))
+        out.append((name, Form(name, mode, variant).mode_form))
     return out
 
 
@@ -137,7 +137,7 @@ def table(result: Dict[str, Any]) -> str:
         versus = row.get("versus_next_faster")
         wide = "" if row.get("converged", True) else " *"
         lines.append([
-            row["label"].split(":")[0], row["label"].split(":", 1)[1],
+            Form.parse(row["label"]).framework, Form.parse(row["label"]).mode_label,
             f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{wide}",
             "baseline" if row["resolved"] is None else ("resolved" if row["resolved"] else "not resolved"),
             "-" if versus is None else f"{versus['ratio']:.3f} ({'resolved' if versus['resolved'] else 'not resolved'})",

@@ -21,6 +21,7 @@ import numpy as np
 from bnbench.adapters.registry import local_class, names
 from bnbench.comparisons import fit as fitting
 from bnbench.comparisons.compare import parse_items, resolve_items
+from bnbench.timing.form import Form
 from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
 from bnbench.timing import machine, rounds, stats, summary
@@ -143,7 +144,7 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
     return {"schema": SCHEMA, "tool": "bnbench scale", "machine": info, "machine_id": info["id"], "created": started,
             "device": device, "axis": axis, "dtype": dtype, "swept": AXES[axis]["swept"],
             "fixed": {key: value for key, value in AXES[axis].items() if key not in ("swept", "values")},
-            "baseline": f"{settings['baseline'][0]}:{settings['baseline'][1]}", "budget_per_point": settings["budget"],
+            "baseline": str(Form.of(*settings["baseline"])), "budget_per_point": settings["budget"],
             "threads": settings["threads"], "peak_gflops": peak, "points": points, "fits": fits,
             "crossovers": _crossovers(points, runs, fits, settings["seed"]), "left_out": settings["left_out"],
             "fit_model": "median step time = t0 + FLOPs / R, weighted by relative error; intervals: a bootstrap over "
@@ -181,8 +182,8 @@ def framework_fits(points: List[Dict[str, Any]], seed: int) -> List[Dict[str, An
         if any(not np.isfinite(values).any() for values in series):
             continue        # no round counted at a point: that point's row says so (bnbench.timing.summary.counted)
         result = fitting.fit([point["flops"] for point in points], series, seed=seed)
-        framework, mode = label.split(":", 1)
-        out.append({"framework": framework, "mode": mode, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
+        form = Form.parse(label)
+        out.append({"framework": form.framework, "mode": form.mode_label, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
                     "t0_high": result.t0_high, "rate_flops": result.rate, "rate_low": result.rate_low,
                     "rate_high": result.rate_high, "worst_fit_error": result.worst_error,
                     "fit_errors": result.errors, "breaks": [points[i]["size"] for i in result.breaks]})

@@ -27,7 +27,8 @@ from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.spec import initial_parameters
 from bnbench.timing import rounds
 from bnbench.timing.flops import matmul_flops
-from bnbench.timing.participant import adapter_class_for, form_flags, split_form
+from bnbench.timing.form import Form, split_mode_form
+from bnbench.timing.participant import adapter_class_for, form_flags
 from bnbench.timing.units import format_seconds
 from bnbench.timing.worker import WorkerError
 from bnbench.timing.workload import SIZE_ORDER, batch_size, spec_for, timing_batches, unavailable_on
@@ -76,7 +77,7 @@ def forms(framework: str, device: str = "cpu") -> List[str]:
         raise TunelogError(f"--device {device}: {framework} has no such device (devices: {', '.join(adapter.devices)})")
     kept = adapter.best_mode or adapter.modes[0]
     return ([kept] + [mode for mode in adapter.modes if mode != kept]
-            + [f"{kept}+{name}" for name in adapter.alternatives_of(kept)])
+            + [Form(framework, kept, name).mode_form for name in adapter.alternatives_of(kept)])
 
 
 def default_sizes(device: str) -> Tuple[str, ...]:
@@ -127,7 +128,7 @@ def profile_kept(framework: str, kept: str, *, size: str = "large", dtype: str =
     spec = spec_for(size, dtype)
     X, y = timing_batches(spec, batch_size(size))
     adapter_class = adapter_class_for(framework, kept, 0)
-    mode, variant = split_form(kept)
+    mode, variant = split_mode_form(kept)
     try:
         adapter_class.set_threads(threads)
         adapter = adapter_class(spec, initial_parameters(spec), mode=mode, device=device, variant=variant)
@@ -138,7 +139,7 @@ def profile_kept(framework: str, kept: str, *, size: str = "large", dtype: str =
 
 
 def _row(comparison: Dict[str, Any], framework: str, form: str) -> Optional[Dict[str, Any]]:
-    label = f"{framework}:{form}"
+    label = str(Form.of(framework, form))
     return next((row for row in comparison["rows"] if row["label"] == label), None)
 
 

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from bnbench.publishing.figures import STYLES, finish, number, pyplot
 from bnbench.reference.io import read_json
+from bnbench.timing.form import Form, is_label
 from bnbench.timing.machine import slug
 from bnbench.timing.peak import size_for
 from bnbench.timing.units import format_seconds
@@ -122,11 +123,12 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
                 values = dict(zip(names, combo))
-                if benchmark.startswith("track_worker") and ":" not in str(values.get("impl", ":")):
+                if benchmark.startswith("track_worker") and "impl" in values and not is_label(values["impl"]):
                     # an older worker benchmark, parametrised by the framework alone
                     values["framework"] = values.pop("impl", values.get("framework", ""))
                 if "impl" in values:
-                    framework, _, mode = str(values["impl"]).partition(":")
+                    impl = Form.parse(str(values["impl"]))
+                    framework, mode = impl.framework, impl.mode_label
                     row_group = base["group"]
                 elif benchmark.startswith("track_worker"):   # timed inside the framework's own worker process
                     framework, mode, row_group = str(values.get("framework", "")), WORKER_MODE, WORKER_GROUP

@@ -8,6 +8,7 @@ import io
 from typing import Optional
 
 from bnbench.reference.io import atomic_write_bytes
+from bnbench.timing.form import Form, FormError
 
 # --------------------------------------------------------------------------- formatting
 # Plot styles: a colour and a marker per series; the first 8 series differ in colour, and no two of
@@ -24,13 +25,16 @@ def style_for(label: str) -> "tuple[str, str]":
     sweeps, and no two series of one plot share both."""
     from bnbench.adapters.registry import local_class, names
 
-    framework, _, form = label.partition(":")
+    try:
+        form = Form.parse(label)
+    except FormError:           # a series that is no form (a fit, a bound): styled by its whole name
+        form = Form(label.replace(":", "-").replace("+", "-").replace("#", "-") or "-", "-")
+    framework = form.framework
     known = names()
     index = known.index(framework) if framework in known else len(known) + sum(map(ord, framework))
     forms = list(local_class(framework).modes) if framework in known else []
-    mode = form.partition("+")[0].partition("#")[0]
-    form_index = forms.index(mode) if mode in forms else 0
-    form_index += 2 * ("+" in form) + 4 * ("#" in form)
+    form_index = forms.index(form.mode) if form.mode in forms else 0
+    form_index += 2 * (form.variant is not None) + 4 * (form.copy is not None)
     return COLOURS[index % len(COLOURS)], MARKERS[(3 * (index // len(COLOURS)) + form_index) % len(MARKERS)]
 
 

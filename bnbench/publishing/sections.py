@@ -8,6 +8,7 @@ from typing import List
 from bnbench.comparisons import tunelog
 from bnbench.equivalence import conventions
 from bnbench.publishing.figures import interval, number
+from bnbench.timing.form import Form
 from bnbench.reference.io import read_json
 
 LECTURE_TITLES = {"search": "Random against grid search at equal budgets", "scale": "Sampling on the right scale",
@@ -76,15 +77,15 @@ def tuning_logs_section(results: str) -> List[str]:
 
         def fastest(size: str) -> str:
             rows = [row for row in log["compare"].get(size, {}).get("rows", [])
-                    if row.get("ratio") is not None and row["label"] != f"{framework}:{kept}"]
+                    if row.get("ratio") is not None and row["label"] != str(Form.of(framework, kept))]
             if not rows:
                 return "-"
             best = min(rows, key=lambda row: row["ratio"])
-            return f"{best['label'].split(':', 1)[1]} {interval(best['ratio'], best['ci_low'], best['ci_high'])}"
+            return f"{Form.parse(best['label']).mode_label} {interval(best['ratio'], best['ci_low'], best['ci_high'])}"
 
         verdict = tunelog.verdict(log)
         large = log["compare"].get("large", {})
-        kept_row = next((row for row in large.get("rows", []) if row["label"] == f"{framework}:{kept}"), {})
+        kept_row = next((row for row in large.get("rows", []) if row["label"] == str(Form.of(framework, kept))), {})
         ceiling = next((c for c in large.get("ceilings", []) if "gflops" in c), {})
         timed = sum(1 for row in log["compare"][log["sizes"][0]]["rows"] if row.get("ratio") is not None) - 1
         link = f"[{framework}]({log['source'][:-len('json')]}md)"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
 from bnbench.equivalence.trace import check_equivalence
 from bnbench.timing import steps
+from bnbench.timing.form import split_mode_form
 from bnbench.timing.kernels import loaded_blas
 from bnbench.timing.peak import MatmulPeak, peak_framework
 from bnbench.timing.worker import Placement, WorkerError, WorkerFault, burst_deadline, remote_class, worker_for
@@ -125,15 +126,9 @@ class Participant:
         return reply
 
 
-def split_form(form: str) -> Tuple[str, Optional[str]]:
-    """'MODE+ALTERNATIVE' -> (MODE, ALTERNATIVE); 'MODE' -> (MODE, None)."""
-    mode, _, variant = form.partition("+")
-    return mode, variant or None
-
-
 def form_flags(adapter, form: str) -> str:
     """What a form publishes: its mode's tuning flags, or what its alternative changes."""
-    mode, variant = split_form(form)
+    mode, variant = split_mode_form(form)
     return adapter.alternatives_of(mode)[variant].what if variant else adapter.tuning_of(mode)
 
 
@@ -147,21 +142,10 @@ def placement_for(framework: str, form: str, index, *, native: bool = True) -> P
     if placement is None:
         placement = Placement(python=sys.executable, env=tuple(adapter.process_variables()),
                               where=f"{framework}'s worker (this environment)")
-    mode, variant = split_form(form)
+    mode, variant = split_mode_form(form)
     extra = adapter.alternatives_of(mode)[variant].variables if variant else ()
     return dataclasses.replace(placement, env=tuple(placement.env) + tuple(extra) + (("BNBENCH_PARTICIPANT", str(index)),),
                                native_kernels=native)
-
-
-def labels(pairs: Sequence[Tuple[str, str]]) -> List[str]:
-    """framework:form for each pair, with #2, #3, ... for a pair named again (the A/A check)."""
-    seen: Dict[str, int] = {}
-    out = []
-    for name, form in pairs:
-        base = f"{name}:{form}"
-        seen[base] = seen.get(base, 0) + 1
-        out.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    return out
 
 
 def adapter_class_for(framework: str, form: str, index, *, in_process: bool = False, native: bool = True):
@@ -227,7 +211,7 @@ def _start_once(framework: str, form: str, label: str, *, spec, params: Dict[str
                 y: np.ndarray, device: str, threads: int, flops: float, adapter_class, index, in_process: bool,
                 warmup: int, precision: Optional[str]) -> Participant:
     local = local_class(framework)
-    mode, variant = split_form(form)
+    mode, variant = split_mode_form(form)
     participant = Participant(framework, mode, label, variant=variant, flags=form_flags(local, form), flops=float(flops))
     try:
         reason = local.unsupported(spec, mode, device)

@@ -42,7 +42,8 @@ from bnbench.reference import initial_parameters
 from bnbench.timing import participant as participants_module
 from bnbench.timing import quiet, schedule, sets, stats, summary
 from bnbench.timing.flops import step_flops
-from bnbench.timing.participant import Participant, labels, queued_device, start, start_peak
+from bnbench.timing.form import Form, numbered, split_mode_form
+from bnbench.timing.participant import Participant, queued_device, start, start_peak
 from bnbench.timing.worker import WorkerError, close_workers
 from bnbench.timing.workload import batch_size, spec_for, timing_batches, unavailable_on
 
@@ -56,7 +57,6 @@ SETTLE_SECONDS = 0.05
 MIN_ROUNDS = 10
 CHECK_EVERY = 5
 BUILDS_AT_ONCE = 4
-CONTROL = "control"
 
 
 class CompareError(ValueError):
@@ -98,7 +98,7 @@ class Settings:
 
     @property
     def baseline_label(self) -> str:
-        return f"{self.baseline[0]}:{self.baseline[1]}"
+        return str(Form.of(*self.baseline))
 
     @property
     def spec_dtype(self) -> str:
@@ -132,10 +132,10 @@ def _start(settings: Settings, bar, *, together: int = 1) -> Tuple[List[Particip
     params = initial_parameters(spec)
     X, y = timing_batches(spec, m)
     items = list(settings.items)
-    names = labels(items)
+    names = [str(form) for form in numbered(items)]
     if settings.control:
         items.append(settings.baseline)
-        names.append(f"{settings.baseline_label}#{CONTROL}")
+        names.append(str(Form.of(*settings.baseline).control))
     classes = [participants_module.adapter_class_for(name, form, index) for index, (name, form) in enumerate(items)]
     flops = float(step_flops(spec, m))
 
@@ -159,7 +159,7 @@ def _start(settings: Settings, bar, *, together: int = 1) -> Tuple[List[Particip
     # the others' load, and the result publishes the first set's (sets.join).
     bar.set_description("starting the workers")
     runnable = [c for index, (c, (_, form)) in enumerate(zip(classes, items))
-                if index != first and c.unsupported(spec, participants_module.split_form(form)[0], settings.device) is None]
+                if index != first and c.unsupported(spec, split_mode_form(form)[0], settings.device) is None]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
         list(pool.map(lambda adapter_class: adapter_class.import_error(), runnable))
     rest = [index for index in range(len(items)) if index != first]
