@@ -51,3 +51,19 @@ def test_an_id_from_before_cpu_facts_is_told_as_such():
     assert machine.machine_id(old) == "amd-epyc-2c-24g" and machine.legacy(old)
     assert machine.LEGACY_NOTE in machine.describe(old)
     assert not machine.legacy(machine.identify()) and machine.identify()["id"] != "amd-epyc-2c-24g"
+
+
+def test_asv_results_and_comparisons_share_one_machine_key():
+    """asv's result files name the machine by what asv was told: make bench tells it the id; an
+    older run's host name ('vm') gives the id of the hardware asv recorded (a legacy id, as the
+    comparisons of that time have), never the host name, which machines of different hardware share."""
+    asv_machine_id, identify = machine.asv_machine_id, machine.identify
+    here = identify()
+    params = {"cpu": here["cpu"], "num_cpu": str(here["cores"]), "ram": str(here["memory_bytes"])}
+    assert asv_machine_id(dict(params, machine=here["id"])) == here["id"]
+    legacy = asv_machine_id(dict(params, machine="vm"))
+    assert legacy != here["id"] and legacy == machine.machine_id({"cpu": here["cpu"], "cores": here["cores"],
+                                                           "memory_bytes": here["memory_bytes"]})
+    assert asv_machine_id(dict(params, machine="vm", num_cpu="64")) != legacy
+    assert machine.asv_legacy(dict(params, machine="vm")) and not machine.asv_legacy(dict(params, machine=here["id"]))
+    assert asv_machine_id({"machine": "some host"}) == "some-host"

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 from bnbench.publishing.figures import STYLES, finish, number, pyplot
 from bnbench.reference.io import read_json
 from bnbench.timing.form import Form, is_label
-from bnbench.timing.machine import slug
+from bnbench.timing.machine import LEGACY_NOTE, asv_legacy, asv_machine_id
 from bnbench.timing.peak import size_for
 from bnbench.timing.units import format_seconds
 from bnbench.timing.workload import SIZE_ORDER, SIZES
@@ -96,7 +96,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         if data.get("version") != 2:
             raise ReportError(f"asv result format version {data.get('version')!r}, expected 2")
         columns = data["result_columns"]
-        machine = machine_key(data["params"])
+        machine = asv_machine_id(data["params"])
         # an asv-built environment names its framework group (BNBENCH_ENV); the environments `make test`
         # builds run as asv's "existing" one, verified as a whole by `bnbench verify` (results/verify/<id>/main.json)
         group = environment_group(data)
@@ -145,23 +145,6 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         raise
     except (KeyError, TypeError, IndexError, AttributeError) as error:
         raise ReportError(f"not an asv result file ({type(error).__name__}: {error})") from None
-
-
-def machine_key(params: Dict[str, object]) -> str:
-    """A machine is its hardware: asv's machine name with the CPU, cores and memory that asv
-    recorded in the result file, so that two machines sharing a host name never share a table."""
-    name = str(params["machine"])
-    if not params.get("cpu"):
-        return name
-    try:
-        memory = f", {int(params['ram']) / 2 ** 30:.0f} GiB"
-    except (KeyError, TypeError, ValueError):
-        memory = ""
-    return f"{name} ({params['cpu']}, {params.get('num_cpu', '?')} cores{memory})"
-
-
-def file_name_part(key: str) -> str:
-    return key if key.replace("-", "").replace("_", "").isalnum() else slug(key)
 
 
 ASV_DIR = "asv"     # asv.conf.json's results_dir, under the results folder (the catalogue writes it)
@@ -340,7 +323,8 @@ def machine_header(machine: str, info: Dict[str, object], frame) -> List[str]:
     gpu = "CUDA rows present" if len(cuda_rows) else "none used (no CUDA row ran)"
     return [f"## Machine `{machine}`", "",
             f"CPU {info.get('cpu', '?')}, {info.get('num_cpu', '?')} cores, {ram_text} memory, "
-            f"{info.get('os', '?')} ({info.get('arch', '?')}); GPU: {gpu}.", ""]
+            f"{info.get('os', '?')} ({info.get('arch', '?')}); GPU: {gpu}."
+            + (f" A legacy id: {LEGACY_NOTE}." if asv_legacy(info) else ""), ""]
 
 
 def how_measured(machine: str, frame, run_info: Optional[dict]) -> List[str]:

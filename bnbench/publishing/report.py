@@ -26,7 +26,6 @@ from typing import Dict, List
 from bnbench.publishing.asv_tables import (  # noqa: F401
     STEP_BENCHMARKS,
     ReportError,
-    file_name_part,
     history_dir,
     how_measured,
     load,
@@ -81,8 +80,8 @@ def build(results: str = "results", *, prune_old_runs: bool = True) -> Dict[str,
         lines += how_measured(machine, frame, read_json(os.path.join(history_dir(results), folder, "run-info.json")))
         data = frame[frame.machine == machine]
         for dtype in sorted(data[data.benchmark.isin(STEP_BENCHMARKS)].dtype.unique()):
-            step_plot = os.path.join("plots", f"{file_name_part(machine)}-step-time-{dtype}.png")
-            peak_plot = os.path.join("plots", f"{file_name_part(machine)}-fraction-of-peak-large-{dtype}.png")
+            step_plot = os.path.join("plots", f"{machine}-step-time-{dtype}.png")
+            peak_plot = os.path.join("plots", f"{machine}-fraction-of-peak-large-{dtype}.png")
             links = []
             if plot_step_times(frame, machine, dtype, os.path.join(results, step_plot)):
                 links.append(f"![step time against batch size, {dtype}]({step_plot})")

@@ -150,6 +150,30 @@ def identify() -> Dict[str, object]:
     return info
 
 
+def asv_machine_id(params: Dict[str, object]) -> str:
+    """The id of the machine an asv result file (its ``params``) was made on, the key the asv tables
+    and the comparisons share: asv's machine name where ``make bench`` named the machine by its id,
+    else the id the hardware asv recorded gives (a legacy id: asv records no CPU facts), so that two
+    machines sharing a host name never share a table."""
+    name = str(params.get("machine", ""))
+    try:
+        memory: Optional[int] = int(params["ram"])      # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError):
+        memory = None
+    cpu, cores = str(params.get("cpu") or ""), params.get("num_cpu", "?")
+    if cpu and name.startswith(slug(cpu) + "-") and f"-{cores}c-" in name + "-":
+        return name         # an id of this hardware, with the CPU facts asv does not record
+    if not cpu:
+        return slug(name or "unknown")
+    return machine_id({"cpu": cpu, "cores": cores, "memory_bytes": memory})
+
+
+def asv_legacy(params: Dict[str, object]) -> bool:
+    """Whether an asv result's machine key is a legacy id: made from the hardware asv recorded, the
+    run's machine not named by its id."""
+    return asv_machine_id(params) != str(params.get("machine", ""))
+
+
 def legacy(info: Dict[str, object]) -> bool:
     """Whether ``info`` (a result's machine) was identified before the CPU's facts were part of its id."""
     return not isinstance(info.get("cpu_facts"), dict)
