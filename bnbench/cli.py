@@ -151,9 +151,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if any(row.status == "FAIL" for row in rows) else 0
 
 
+def _earlier(path: str):
+    """The comparison a run's JSON replaces, read as every reader reads it; None where there is none
+    or it cannot be read as one (it is replaced all the same)."""
+    from bnbench.timing import records
+
+    try:
+        return records.read(path, records.COMPARISON) if os.path.exists(path) else None
+    except records.RecordError:
+        return None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare
-    from bnbench.reference.io import atomic_write_json, read_json
+    from bnbench.reference.io import atomic_write_json
 
     _output_file(args.json)
     try:
@@ -163,7 +174,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare.run(settings)
     except compare.CompareError as error:
         raise CliError(str(error)) from None
-    compare.against_earlier(result, read_json(args.json))     # the run this one replaces, if any
+    compare.against_earlier(result, _earlier(args.json))     # the run this one replaces, if any
     atomic_write_json(args.json, result)
     if args.quiet and (result.get("undisturbed") or {}).get("whole_run_slower"):
         print(f"bnbench compare: {compare.state_line(result)}", file=sys.stderr)

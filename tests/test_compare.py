@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from bnbench.cli import main
-from bnbench.timing import sets, stats
+from bnbench.timing import records, sets, stats
 from tests.conftest import require_adapter
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -20,7 +20,11 @@ ROW_KEYS = {"framework", "mode", "median_step_s", "ratio", "ci_low", "ci_high", 
 def run_compare(tmp_path, *args):
     out = tmp_path / "out.json"
     status = main(["compare", "--quiet", "--json", str(out), *args])
-    return status, (json.loads(out.read_text()) if out.exists() else None)
+    if not out.exists():
+        return status, None
+    result = records.read(str(out), records.COMPARISON)     # what every reader reads: its kind's current schema
+    assert "upgraded_from" not in result and result["schema"] == records.COMPARISON.schema
+    return status, result
 
 
 @pytest.mark.slow
@@ -161,13 +165,14 @@ def test_report_keeps_machines_with_one_hostname_apart(two_machines_one_hostname
     assert all(r["verified"] and 0 < r["fraction_of_peak"] < 1 for r in gpu)
     assert "not resolved" in text or "resolved" in text
     assert "plots/compare-intel-xeon-16c-126g-nvidia-h200-cuda-float32.png" in summary["plots"]
-    # asv results: the same asv machine name on two CPUs gives two machines, never one table
-    assert "alpha (AMD EPYC, 2 cores, 24 GiB)" in summary["machines"]
-    assert "alpha (Intel Xeon, 2 cores, 24 GiB)" in summary["machines"]
-    for row in summary["rows"]:
-        if row["machine"].startswith("alpha ("):
-            expected = "AMD EPYC" if row["framework"] == "numpy" else "Intel Xeon"
-            assert expected in row["machine"]
+    # asv results: the same asv machine name on two CPUs gives two machines, never one table, keyed
+    # as the comparisons key them (the legacy id of the hardware asv recorded: no CPU facts there)
+    assert {"amd-epyc-2c-24g", "intel-xeon-2c-24g"} <= set(summary["machines"])
+    two = [row for row in summary["rows"] if row["machine"] in ("amd-epyc-2c-24g", "intel-xeon-2c-24g")]
+    assert {row["framework"] for row in two} >= {"numpy", "torch"}
+    for row in two:
+        assert row["machine"] == ("amd-epyc-2c-24g" if row["framework"] == "numpy" else "intel-xeon-2c-24g")
+    assert text.count("A legacy id:") >= 2
     assert (results / "compare.csv").read_text().startswith("machine,device,dtype,size,baseline")
 
 

@@ -148,5 +148,5 @@ def test_result_files_missing_a_key_are_skipped_naming_the_file_and_the_key(resu
         (results / folder / "alpha").mkdir(parents=True, exist_ok=True)
         (results / folder / "alpha" / name).write_text(json.dumps(data))
     summary = report.build(str(results))
-    assert "compare/alpha/cpu-tiny-float32.json: no 'machine_id'; skipped" in summary["problems"]
-    assert "scale/alpha/cpu-batch-float32.json: no 'device'; skipped" in summary["problems"]
+    assert "compare/alpha/cpu-tiny-float32.json: no 'machine_id' (str); skipped" in summary["problems"]
+    assert "scale/alpha/cpu-batch-float32.json: no 'device' (str); skipped" in summary["problems"]

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.registry import local_class, names
 from bnbench.timing.kernels import describe as describe_kernels
+from bnbench.timing import records
 from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
@@ -135,7 +136,7 @@ def table(result: Dict[str, Any]) -> str:
                          + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed', '')}"[:90]])
             continue
         versus = row.get("versus_next_faster")
-        wide = "" if row.get("converged", True) else " *"
+        wide = "" if row.get("converged") is not False else " *"
         lines.append([
             Form.parse(row["label"]).framework, Form.parse(row["label"]).mode_label,
             f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{wide}",
@@ -249,14 +250,11 @@ def state_line(result: Dict[str, Any]) -> str:
 def main(paths: List[str]) -> int:
     """``python -m bnbench.comparisons.compare RESULT.json ...`` (the end of ``make bench``): each
     run's rows whose interval was still wider than the target, with the budget that would converge them."""
-    import json
-
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as handle:
-                result = json.load(handle)
-        except (OSError, ValueError) as error:
-            print(f"{path}: not readable ({error})")
+            result = records.read(path, records.COMPARISON)
+        except records.RecordError as error:
+            print(error)
             continue
         wide = result.get("unconverged") or []
         print(f"{result['size']}: " + ("every interval within the target" if not wide else "; ".join(footer(result)[1:]))

@@ -8,7 +8,7 @@ after its rounds. Over the sweep, each framework gets two numbers (bnbench.compa
 fixed cost per step t0 and a sustained rate R, with intervals, the fit's worst error and the
 points where it breaks; each pair of frameworks, the points where the faster one changes.
 
-Written to results/scale/<machine>/<device>-<axis>-<dtype>.json (fixed keys: SCHEMA below).
+Written to results/scale/<machine>/<device>-<axis>-<dtype>.json (its schema and required keys: bnbench.timing.records.SWEEP).
 """
 from __future__ import annotations
 
@@ -21,14 +21,13 @@ import numpy as np
 from bnbench.adapters.registry import local_class, names
 from bnbench.comparisons import fit as fitting
 from bnbench.comparisons.compare import parse_items, resolve_items
-from bnbench.timing.form import Form
 from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
-from bnbench.timing import machine, rounds, stats, summary
+from bnbench.timing import machine, records, rounds, stats, summary
+from bnbench.timing.form import Form
 from bnbench.timing.flops import step_flops
 from bnbench.timing.units import format_seconds
 
-SCHEMA = 1
 # axis -> (the swept quantity, its log-spaced values: powers of two, the fixed ones)
 AXES = {
     "batch": {"swept": "m", "values": [2 ** k for k in range(3, 12)], "width": 512},
@@ -141,7 +140,7 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
     for entry in fits:
         entry["fraction_of_peak"] = entry["rate_flops"] / (peak * 1e9) if np.isfinite(peak) else None
     info = machine.identify()
-    return {"schema": SCHEMA, "tool": "bnbench scale", "machine": info, "machine_id": info["id"], "created": started,
+    return {**records.SWEEP.stamp(), "machine": info, "machine_id": info["id"], "created": started,
             "device": device, "axis": axis, "dtype": dtype, "swept": AXES[axis]["swept"],
             "fixed": {key: value for key, value in AXES[axis].items() if key not in ("swept", "values")},
             "baseline": str(Form.of(*settings["baseline"])), "budget_per_point": settings["budget"],

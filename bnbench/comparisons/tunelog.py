@@ -16,16 +16,15 @@ A log is one run on one machine: results/tuning-logs/<machine>/<framework>.json 
 from __future__ import annotations
 
 import datetime
-import glob
-import json
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.spec import initial_parameters
-from bnbench.timing import rounds
+from bnbench.timing import records, rounds
 from bnbench.timing.flops import matmul_flops
 from bnbench.timing.form import Form, split_mode_form
 from bnbench.timing.participant import adapter_class_for, form_flags
@@ -33,7 +32,6 @@ from bnbench.timing.units import format_seconds
 from bnbench.timing.worker import WorkerError
 from bnbench.timing.workload import SIZE_ORDER, batch_size, spec_for, timing_batches, unavailable_on
 
-SCHEMA = 2
 # An alternative counts as faster (or slower) than the kept form when its whole interval lies
 # beyond the run's own noise floor: the spread around 1 of the kept form against its own control,
 # timed in the same rounds (bnbench.timing.rounds). Logs made before every run had a control
@@ -108,7 +106,7 @@ def run(framework: str, *, sizes: Optional[Sequence[str]] = None, dtype: str = "
         comparisons[size] = rounds.run(settings)
     profile = profile_kept(framework, kept, dtype=dtype, device=device, threads=threads) if "large" in sizes else None
     first = comparisons[sizes[0]]
-    log = {"schema": SCHEMA, "tool": "bnbench tunelog", "framework": framework, "kept": kept, "created": started,
+    log = {**records.TUNING_LOG.stamp(), "framework": framework, "kept": kept, "created": started,
            "machine_id": first["machine_id"], "machine": first["machine"], "dtype": dtype, "device": device,
            "threads": threads, "budget": budget, "sizes": list(sizes),
            "forms": [{"form": form, "what": form_flags(local_class(framework), form)} for form in all_forms],
@@ -312,12 +310,9 @@ def render_all(results: str, logs: Optional[List[Dict[str, Any]]] = None) -> Lis
 
 
 def load_logs(results: str) -> List[Dict[str, Any]]:
-    """Every committed tuning log (JSON) under results/tuning-logs/<machine>/."""
-    logs = []
-    for path in sorted(glob.glob(os.path.join(results, "tuning-logs", "*", "*.json"))):
-        with open(path) as handle:
-            data = json.load(handle)
-        if isinstance(data, dict) and data.get("tool") == "bnbench tunelog":
-            data["source"] = os.path.relpath(path, results)
-            logs.append(data)
+    """Every committed tuning log (JSON) under results/tuning-logs/<machine>/; a file that is not
+    one is skipped with a warning naming it and the key (bnbench.timing.records)."""
+    logs, problems = records.read_all(results, "tuning-logs", records.TUNING_LOG)
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
     return logs

@@ -14,6 +14,7 @@ from bnbench.adapters import registry
 from bnbench.adapters.contract import Adapter
 from bnbench.lecture.common import figure, header, save_figure
 from bnbench.reference.io import private_directory
+from bnbench.timing import records
 
 
 # --------------------------------------------------------------------------- 6. frameworks
@@ -123,8 +124,7 @@ def _speed_ratios(results: str) -> Tuple[Dict[str, Tuple[float, str]], Optional[
     paths = sorted(glob.glob(os.path.join(results, "compare", "*", "cpu-medium-float32.json")), key=os.path.getmtime)
     if not paths:
         return {}, None
-    with open(paths[-1], encoding="utf-8") as handle:
-        compared = json.load(handle)
+    compared = records.read(paths[-1], records.COMPARISON)
     ratios = {row["framework"]: (row["ratio"], f"{row['ratio']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]")
               for row in compared["rows"] if row.get("ratio") is not None}
     return ratios, os.path.relpath(paths[-1], results)

@@ -2,15 +2,14 @@
 tables and plots: one table per run, never two runs or two machines in one."""
 from __future__ import annotations
 
-import glob
 import os
 from typing import Dict, List, Tuple
 
 from bnbench.comparisons import compare, tunelog
 from bnbench.publishing.asv_tables import SIZES_M, load_verification
 from bnbench.publishing.figures import finish, interval, number, pyplot, styles_for
-from bnbench.reference.io import read_json
 from bnbench.timing import machine as machines_module
+from bnbench.timing import records
 from bnbench.timing.units import format_seconds
 from bnbench.timing.workload import SIZE_ORDER
 
@@ -38,25 +37,10 @@ COMPARE_COLUMNS = ["machine", "device", "dtype", "size", "baseline", "created", 
                    "verified", "source"]
 
 
-# what every table and sort reads of a run; a file without one of them is skipped, saying which
-REQUIRED_KEYS = ("machine_id", "device", "dtype", "size", "baseline", "created")
-
-
 def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
     """Every ``bnbench compare`` result under results/compare/<machine>/, one run per file.
     A file holds one run on one machine: its values are never combined with another file's."""
-    runs, problems = [], []
-    for path in sorted(glob.glob(os.path.join(results, "compare", "*", "*.json"))):
-        data = read_json(path)
-        if not isinstance(data, dict) or data.get("tool") != "bnbench compare" or not isinstance(data.get("rows"), list):
-            problems.append(f"{os.path.relpath(path, results)}: not a `bnbench compare` result; skipped")
-            continue
-        missing = next((key for key in REQUIRED_KEYS if not isinstance(data.get(key), str)), None)
-        if missing is not None:
-            problems.append(f"{os.path.relpath(path, results)}: no {missing!r}; skipped")
-            continue
-        data["source"] = os.path.relpath(path, results)
-        runs.append(data)
+    runs, problems = records.read_all(results, "compare", records.COMPARISON)
     runs.sort(key=lambda r: (r["machine_id"], r["device"], r["dtype"], SIZE_ORDER.index(r["size"]) if r["size"] in SIZE_ORDER else 9))
     return runs, problems
 
@@ -115,7 +99,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
                                                           f"({record.get('passed')}/{record.get('checked')})" if record else "")
         step = f"{format_seconds(row['median_step_s'])} [{format_seconds(row['step_ci_low'])}, {format_seconds(row['step_ci_high'])}]"
         fraction = interval(row.get("fraction_of_peak"), row.get("fraction_ci_low"), row.get("fraction_ci_high"), ".2g")
-        wide = "" if row.get("converged", True) else " (wide: ±{:.1f}%)".format(100 * row.get("half_width", 0))
+        wide = "" if row.get("converged") is not False else " (wide: ±{:.1f}%)".format(100 * row.get("half_width", 0))
         latency = (f"{format_seconds(row.get('latency_s'))} | " if device else "")
         lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
                      f"{interval(row['ratio'], row['ci_low'], row['ci_high'])}{wide} | {baseline_text} | {versus_text} | {step} | "

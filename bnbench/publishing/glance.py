@@ -41,7 +41,7 @@ def table(run: Dict[str, object]) -> List[str]:
     for row in run["rows"]:
         if row.get("ratio") is None:
             continue
-        wide = "" if row.get("converged", True) else " (wide)"
+        wide = "" if row.get("converged") is not False else " (wide)"
         cells = [f"{row['ratio']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{wide}"]
         if gpu:
             latency = row.get("latency_s")

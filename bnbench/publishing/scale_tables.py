@@ -4,39 +4,18 @@ framework in the colours and markers of the comparison plots), memory against th
 model's own minimum, and a table of each framework's fixed cost t0 and rate R with the crossovers."""
 from __future__ import annotations
 
-import glob
-import json
 import os
 from typing import Dict, List, Tuple
 
 from bnbench.comparisons.scale import resolved_crossovers
 from bnbench.publishing.figures import finish, pyplot, styles_for
+from bnbench.timing import records
 from bnbench.timing.units import format_seconds
 
 
-# what the sections and plots read of a sweep; a file without one of them is skipped, saying which
-REQUIRED_KEYS = {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str, "points": list, "fits": list}
-
-
 def load_sweeps(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
-    sweeps, problems = [], []
-    for path in sorted(glob.glob(os.path.join(results, "scale", "*", "*.json"))):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as error:
-            problems.append(f"{os.path.relpath(path, results)}: not readable ({error}); skipped")
-            continue
-        if not isinstance(data, dict) or data.get("tool") != "bnbench scale":
-            problems.append(f"{os.path.relpath(path, results)}: not a `bnbench scale` result; skipped")
-            continue
-        missing = next((key for key, kind in REQUIRED_KEYS.items() if not isinstance(data.get(key), kind)), None)
-        if missing is not None:
-            problems.append(f"{os.path.relpath(path, results)}: no {missing!r}; skipped")
-            continue
-        data["source"] = os.path.relpath(path, results)
-        sweeps.append(data)
-    return sweeps, problems
+    """Every ``bnbench scale`` sweep under results/scale/<machine>/, and a warning per file skipped."""
+    return records.read_all(results, "scale", records.SWEEP)
 
 
 def _series(sweep: Dict[str, object]) -> Dict[str, List[Dict[str, object]]]:

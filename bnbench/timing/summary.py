@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from bnbench.timing import machine, quiet, stats
+from bnbench.timing import machine, quiet, records, stats
 from bnbench.timing.participant import Participant
 
 # A round whose baseline ran this much slower than its fastest tenth of the run is disturbed: within
@@ -49,7 +49,6 @@ UNDISTURBED_MARGIN = 0.25
 # tenth is one round, too rough a limit for two bursts (a short run on a loaded machine lost every
 # burst of a row to it); such a run keeps the rounds' rule alone (``undisturbed.per_burst``).
 PER_BURST_MIN_ROUNDS = 10
-SCHEMA = 2
 
 
 def disturbed_above(baseline: Participant) -> float:
@@ -295,7 +294,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     every = ([*timed] + ([peak] if peak is not None else []) + ([control] if control is not None and control.timed else [])
              + [c for c in ceilings if c.timed])
     return {
-        "schema": SCHEMA, "tool": "bnbench compare", "machine": info, "machine_id": info["id"],
+        **records.COMPARISON.stamp(), "machine": info, "machine_id": info["id"],
         "created": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "size": settings.size, "dtype": settings.dtype, "device": settings.device, "baseline": baseline.label,
         "rounds": rounds, "undisturbed": state_of(baseline, kept.mask, disturbed_above(baseline), kept.per_burst), "seconds": round(seconds, 2),

@@ -1,0 +1,130 @@
+"""The suite's result files, read by one reader: each kind's tool, schema number, required keys and
+the upgrades of its older schemas (as asv checks its results' ``api_version`` on load).
+
+A writer stamps ``tool`` and ``schema`` from its ``Kind``; every reader goes through ``read`` (one
+file) or ``read_all`` (a folder's files). An older schema is upgraded step by step and says so
+(``upgraded_from``); a newer or unknown one, a file of another tool, or one without a required key
+is refused with a ``RecordError`` naming the file and the key, and ``read_all`` skips it with that
+message as its warning. Never a KeyError."""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from bnbench.timing.form import Form, FormError
+
+
+class RecordError(ValueError):
+    """A result file that cannot be read as its kind; the message names the file and the key."""
+
+
+Upgrade = Callable[[Dict[str, Any]], Dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    tool: str                                   # the command that writes it, its files' "tool"
+    schema: int                                 # the schema its writer stamps now
+    required: Mapping[str, type]                # what every reader may rely on, by type
+    upgrades: Mapping[int, Upgrade] = dataclasses.field(default_factory=dict)   # schema n -> n + 1
+
+    def stamp(self) -> Dict[str, Any]:
+        """The keys a writer of this kind starts its JSON with."""
+        return {"schema": self.schema, "tool": self.tool}
+
+
+# --------------------------------------------------------------------------- upgrades
+def _comparison_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 1 (before 2026-11-27): no control, no process sets, no per-round masks, no latency or
+    memory in a row. What it lacks is written as unknown (None, or nothing counted), never guessed."""
+    for key, value in (("floor", None), ("ceilings", []), ("unconverged", []), ("process_sets", 1),
+                       ("round_sets", []), ("undisturbed_rounds", []), ("round_references", {})):
+        data.setdefault(key, value)
+    for row in data.get("rows", []):
+        if not isinstance(row, dict):
+            continue
+        try:
+            row.setdefault("variant", Form.parse(str(row.get("label"))).variant)
+        except FormError:
+            row.setdefault("variant", None)
+        for key in ("latency_s", "latency_ci_low", "latency_ci_high", "memory_bytes", "memory_kind",
+                    "busy_after_burst_s", "half_width"):
+            row.setdefault(key, None)
+        row.setdefault("converged", None)       # schema 1 had no target: not known
+    return data
+
+
+def _tuning_log_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 1: its comparisons are read as comparisons (upgraded the same way); a comparison
+    without a control keeps the legacy margin (bnbench.comparisons.tunelog.margin)."""
+    data["compare"] = {size: upgraded(COMPARISON, comparison, f"compare[{size!r}]")
+                       for size, comparison in (data.get("compare") or {}).items()}
+    return data
+
+
+COMPARISON = Kind("bnbench compare", 2, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
+                                         "created": str, "rows": list}, {1: _comparison_1_to_2})
+SWEEP = Kind("bnbench scale", 1, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
+                                  "points": list, "fits": list})
+TUNING_LOG = Kind("bnbench tunelog", 2, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
+                  {1: _tuning_log_1_to_2})
+
+
+def upgraded(kind: Kind, data: Any, name: str) -> Dict[str, Any]:
+    """``data`` as ``kind``'s current schema; RecordError naming ``name`` and the key otherwise."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{name}: not a JSON object")
+    if data.get("tool", kind.tool) != kind.tool:
+        raise RecordError(f"{name}: 'tool' is {data.get('tool')!r}, not {kind.tool!r}")
+    schema = data.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise RecordError(f"{name}: 'schema' {schema!r} is not a schema number")
+    if schema > kind.schema:
+        raise RecordError(f"{name}: 'schema' {schema} is newer than this suite reads ({kind.tool} writes "
+                          f"{kind.schema}); update bnbench to read it")
+    start = schema
+    while schema < kind.schema:
+        if schema not in kind.upgrades:
+            raise RecordError(f"{name}: 'schema' {schema} of {kind.tool} has no upgrade to {schema + 1}")
+        try:
+            data = kind.upgrades[schema](dict(data))
+        except RecordError as error:        # a part of it (a tuning log's comparison) refused
+            raise RecordError(f"{name}: {error}") from None
+        schema += 1
+    data = dict(data, tool=kind.tool, schema=schema)
+    if start != schema:
+        data["upgraded_from"] = start
+    for key, expected in kind.required.items():
+        if not isinstance(data.get(key), expected):
+            raise RecordError(f"{name}: no {key!r} ({expected.__name__})" if key not in data else
+                              f"{name}: {key!r} is {type(data[key]).__name__}, not {expected.__name__}")
+    return data
+
+
+def read(path: str, kind: Kind, *, root: Optional[str] = None) -> Dict[str, Any]:
+    """One result file as ``kind``'s current schema, its ``source`` relative to ``root``;
+    RecordError naming the file otherwise."""
+    name = os.path.relpath(path, root) if root else path
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise RecordError(f"{name}: not readable ({error})") from None
+    data = upgraded(kind, data, name)
+    data["source"] = name
+    return data
+
+
+def read_all(root: str, folder: str, kind: Kind) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Every ``<root>/<folder>/<machine>/*.json`` of ``kind``, and a warning for each file skipped,
+    naming it and why ("...; skipped")."""
+    records, problems = [], []
+    for path in sorted(glob.glob(os.path.join(root, folder, "*", "*.json"))):
+        try:
+            records.append(read(path, kind, root=root))
+        except RecordError as error:
+            problems.append(f"{error}; skipped")
+    return records, problems
