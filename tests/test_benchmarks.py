@@ -34,6 +34,7 @@ def test_every_adapter_mode_is_benchmarked_in_an_environment():
     for entry in config["include"]:
         assert "python" in entry, "an asv include entry must name its python"
     torch_envs = [entry for entry in config["include"] if "torch" in entry["req"]]
+    assert torch_envs, "asv.conf.json has no torch environment"
     assert all(entry["req"]["torch"] == "2.13.0" for entry in torch_envs), "torch stays pinned (its CPU wheel is local)"
 
 

@@ -80,10 +80,23 @@ def test_frameworks_probe_imports_and_asks_devices(capsys):
 
 
 def test_frameworks_table(capsys):
+    """The table says, for every framework the JSON lists, what the JSON says: available or not,
+    its version, its modes and devices, each in its column."""
+    assert main(["frameworks", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
     assert main(["frameworks"]) == 0
-    text = capsys.readouterr().out
-    assert text.splitlines()[0].split()[:3] == ["framework", "available", "version"]
-    assert "numpy" in text and "torch" in text
+    lines = capsys.readouterr().out.splitlines()
+    header, rule, body = lines[0], lines[1], lines[2:]
+    assert header.split()[:5] == ["framework", "available", "version", "modes", "devices"]
+    starts = [index for index, char in enumerate(rule) if char == "-" and (index == 0 or rule[index - 1] == " ")]
+    cells = lambda line: [line[a:b].strip() for a, b in zip(starts, starts[1:] + [len(line)])]  # noqa: E731
+    table = {cells(line)[0]: cells(line) for line in body if line.strip()}
+    assert len(listed) > 2 and set(table) == {row["name"] for row in listed}
+    for row in listed:
+        name, available, version, modes, devices = table[row["name"]][:5]
+        assert available == ("yes" if row["available"] else "no"), name
+        assert version == (row["version"] or "-"), name
+        assert (modes, devices) == (", ".join(row["modes"]), ", ".join(row["devices"])), name
 
 
 # Each case in one dtype, two in each: what a case adds here is the command's path and the

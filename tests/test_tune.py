@@ -211,6 +211,7 @@ def test_caviar_equals_training_one_by_one(framework):
     specs = [tune_space.spec_for(dict(learning_rate=lr, beta1=b1, bn_momentum=bm, hidden_units=64, n_layers=2), seed=1)
              for lr, b1, bm in ((0.3, 0.9, 0.9), (0.01, 0.99, 0.95), (0.001, 0.95, 0.999))]
     curves, losses = trial.train_caviar(framework, specs, data, epochs=2, seed=5)
+    assert len(curves) == len(losses) == len(specs) and all(len(curve) == 2 for curve in curves)
     for spec, curve, loss in zip(specs, curves, losses):
         adapter = get(framework)(spec, initial_parameters(spec), mode=get(framework).best_mode)
         for epoch in range(2):

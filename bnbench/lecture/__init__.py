@@ -22,6 +22,15 @@ from bnbench.reference.io import atomic_write_json, atomic_write_text
 # study name -> its module
 STUDIES = {"search": "search", "scale": "scale", "batchnorm": "batchnorm", "test-time": "test_time",
            "frameworks": "frameworks"}
+# study name -> the keys its issue fixed: a study whose result lacks one is refused before it is written
+KEYS = {
+    "search": ("budgets", "random_best_val_accuracy", "grid_best_val_accuracy", "seeds"),
+    "scale": ("trials_per_decade_uniform", "trials_per_decade_log", "best_val_accuracy_uniform", "best_val_accuracy_log"),
+    "batchnorm": ("learning_rates", "with_bn_final_val_accuracy", "without_bn_final_val_accuracy",
+                  "with_bn_trainable_decades", "without_bn_trainable_decades"),
+    "test-time": ("bn_momentum", "ewa_test_accuracy", "population_test_accuracy"),
+    "frameworks": ("rows",),
+}
 
 
 def run(name: str, *, seed: int = 0, results: str = "results", show_progress: bool = True) -> Dict[str, object]:
@@ -38,6 +47,9 @@ def run(name: str, *, seed: int = 0, results: str = "results", show_progress: bo
         result = study.compute(results, bar) if name == "frameworks" else study.compute(load_digits("float64"), seed, bar)
     finally:
         bar.close()
+    missing = [key for key in KEYS[name] if key not in result]
+    if missing:
+        raise StudyError(f"study {name}: its result lacks {', '.join(map(repr, missing))}; nothing written")
     result = dict(study=name, seed=seed, seconds=round(time.perf_counter() - started, 1), **result)
     folder = os.path.join(results, "lecture")
     os.makedirs(folder, exist_ok=True)
