@@ -68,7 +68,7 @@ class CaffeAdapter(Adapter):
         net.blobs["data"].data[...] = a
         net.params["product"][0].data[...] = b.T          # InnerProduct stores W transposed
         blas = "reference BLAS" if "/blas" in os.environ.get("LD_LIBRARY_PATH", "") else "OpenBLAS"
-        return f"caffe 1.0 (InnerProduct forward, Debian 11 {blas})", net.forward
+        return f"caffe 1.0 (InnerProduct forward, Debian 11 {blas})", lambda: net.forward()["product"]
 
     @classmethod
     def version(cls) -> str:

@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 import importlib.util
 import os
-from typing import Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -259,9 +259,10 @@ class Adapter(abc.ABC):
         raise Unsupported(f"{cls.name} does not train many models in one vectorised program")
 
     @classmethod
-    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str) -> Tuple[str, Callable[[], None]]:
+    def matmul_step(cls, a: np.ndarray, b: np.ndarray, device: str) -> Tuple[str, Callable[[], Any]]:
         """(library and flags, step): ``step()`` computes a @ b with the framework's own matmul on
-        ``device`` in their dtype, at full precision, and waits for it. For a framework in
+        ``device`` in their dtype, at full precision, waits for it and returns it, in the
+        framework's own type (bnbench.timing.peak checks the first product against NumPy's). For a framework in
         ``peak_devices`` it is the peak; for the others, the ceiling of their own steps that a
         tuning log sets beside it (their step cannot run its matmuls faster than this)."""
         raise Unavailable(f"{cls.name} declares no matmul peak on {device!r}")

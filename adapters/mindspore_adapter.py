@@ -71,9 +71,10 @@ class MindsporeAdapter(Adapter):
         ms = _ms()
         ma, mb = ms.Tensor(a), ms.Tensor(b)
 
-        def step() -> None:
-            ms.ops.matmul(ma, mb)
+        def step():
+            product = ms.ops.matmul(ma, mb)
             ms.runtime.synchronize()
+            return product
 
         return f"mindspore {ms.__version__} (ops.matmul, PyNative)", step
 

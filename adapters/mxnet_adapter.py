@@ -95,9 +95,10 @@ class MxnetAdapter(Adapter):
         ma, weight = mx.nd.array(a, dtype=a.dtype), mx.nd.array(np.ascontiguousarray(b.T), dtype=b.dtype)
         out = mx.nd.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
 
-        def step() -> None:
+        def step():
             mx.nd.FullyConnected(ma, weight, no_bias=True, num_hidden=b.shape[1], flatten=False, out=out)
             out.wait_to_read()      # MXNet's engine is asynchronous
+            return out
 
         return f"mxnet {mx.__version__} (FullyConnected, gluon Dense's operator)", step
 

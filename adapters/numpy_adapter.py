@@ -58,8 +58,8 @@ class NumpyAdapter(Adapter):
             return super().matmul_step(a, b, device)
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
 
-        def step() -> None:
-            np.matmul(a, b, out=out)
+        def step() -> np.ndarray:
+            return np.matmul(a, b, out=out)
 
         return f"numpy {np.__version__}", step
 

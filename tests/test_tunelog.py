@@ -1,7 +1,8 @@
 """Tuning logs (`bnbench tunelog`): alternative forms of a mode, timed against the kept form in
-paired rounds; the verdict computed from the intervals; and the committed logs themselves."""
+paired rounds; the verdict computed from the intervals; each framework's own matmul, checked."""
 import os
 
+import numpy as np
 import pytest
 
 from bnbench.adapters import names
@@ -138,11 +139,28 @@ def test_each_framework_s_own_matmul_runs():
             continue
         if name.startswith("keras-") or name == "paddle":
             continue        # Keras picks its backend per process, paddle runs in its own: the worker test covers them
-        peak = MatmulPeak("cpu", "float32", 64, framework=name)
-        peak.step()
+        peak = MatmulPeak("cpu", "float32", 64, framework=name)      # its first product checked against NumPy's
         assert peak.flops == 2 * 64 ** 3 and peak.library, name
         checked.append(name)
     assert "numpy" in checked
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda a, b: None, "returned no product"),
+    (lambda a, b: np.zeros((a.shape[0], b.shape[1]), a.dtype), "differs from NumPy's by 1 of its greatest value"),
+    (lambda a, b: (a @ b)[:, :-1], "has shape"),
+    (lambda a, b: (a.astype(np.float16) @ b.astype(np.float16)).astype(a.dtype), "differs from NumPy's"),
+])
+def test_a_matmul_that_computes_no_product_is_no_peak(monkeypatch, wrong, message):
+    """The peak is the fastest correct product: a step that computes nothing, the wrong shape or at
+    half precision is refused when the peak is built, naming the library."""
+    from bnbench.adapters.contract import AdapterError
+    from bnbench.timing.peak import MatmulPeak
+
+    numpy_adapter = local_class("numpy")
+    monkeypatch.setattr(numpy_adapter, "matmul_step", classmethod(lambda cls, a, b, device: ("fake", lambda: wrong(a, b))))
+    with pytest.raises(AdapterError, match=f"fake: its matmul.*{message}"):
+        MatmulPeak("cpu", "float32", 256, framework="numpy")
 
 
 @pytest.mark.slow
