@@ -34,7 +34,9 @@ from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
 from bnbench.timing import participant as participants
 from bnbench.timing.flops import step_flops
+from bnbench.timing import stats
 from bnbench.timing.form import Form
+from bnbench.timing.peak import fraction_per_round
 from bnbench.timing.frameworks import get
 from bnbench.timing.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches, unavailable_on
 
@@ -215,12 +217,12 @@ def fraction_of_peak(participant: participants.Participant, device: str, dtype: 
     machines alternate fast and slow phases of seconds, so a step median and a peak measured one
     after the other can fall in different phases."""
     matmul = peak(device, dtype)
-    ratios = []
+    step_s, product_s = [], []
     for _ in range(PEAK_ROUNDS):
-        step = float(np.median(participant.burst(0.25)["steps"]))
-        product = float(np.median(matmul.burst(0.25)["steps"]))
-        ratios.append((participant.flops / step) / (matmul.flops / product))
-    return float(np.median(ratios))
+        step_s.append(float(np.median(participant.burst(0.25)["steps"])))
+        product_s.append(float(np.median(matmul.burst(0.25)["steps"])))
+    # compare's estimator, its interval left out: an asv track value is one number
+    return stats.bootstrap_median(fraction_per_round(participant.flops, step_s, matmul.flops, product_s)).estimate
 
 
 def peak_gflops(device: str, dtype: str) -> float:

@@ -160,3 +160,31 @@ def test_each_timer_skips_the_others_participants_without_starting_them(monkeypa
         with pytest.raises(NotImplementedError, match="runs in a worker process here"):
             bench_train.TrainStep().setup(impl, "cpu", "float32", "tiny")
     assert started == []
+
+
+def test_asv_and_compare_take_one_fraction_of_peak(monkeypatch):
+    """asv's track_fraction_of_peak and compare's rows divide the same way (bnbench.timing.peak.
+    fraction_per_round) and take the same estimator: the median over rounds, paired burst by burst."""
+    import numpy as np
+
+    from bnbench.timing.peak import fraction_per_round
+    sys.path.insert(0, ROOT)
+    try:
+        from benchmarks import common
+    finally:
+        sys.path.remove(ROOT)
+    np.testing.assert_allclose(fraction_per_round(100.0, [1.0, 2.0, np.nan], 1000.0, [1.0, 1.0, 1.0]), [0.1, 0.05, np.nan])
+
+    class Bursts:
+        """A participant whose bursts take the given medians, one per call."""
+        def __init__(self, flops, medians):
+            self.flops, self.medians = flops, iter(medians)
+
+        def burst(self, seconds, **_):
+            return {"steps": [next(self.medians)] * 3}
+
+    steps = [1.0, 2.0, 1.0, 4.0, 1.0, 2.0, 8.0]        # a slow phase hits the step and its product alike
+    products = [0.5, 1.0, 0.5, 2.0, 0.5, 1.0, 4.0]
+    monkeypatch.setattr(common, "peak", lambda device, dtype: Bursts(1000.0, products))
+    assert common.PEAK_ROUNDS == len(steps)
+    assert common.fraction_of_peak(Bursts(100.0, steps), "cpu", "float32") == pytest.approx(0.05)

@@ -14,6 +14,7 @@ import numpy as np
 
 from bnbench.adapters import registry
 from bnbench.adapters.contract import AdapterError
+from bnbench.timing import stats
 
 # n of the product: 2048 on a CPU (about 0.1 s on 2 cores), 8192 on a GPU (smaller products leave an
 # H100's SMs idle: its float32 peak is reached from about n = 4096). The one place this n is written.
@@ -62,6 +63,14 @@ def check_product(product, a: np.ndarray, b: np.ndarray, library: str) -> None:
     if not difference <= PRODUCT_TOLERANCE[str(a.dtype)]:
         raise AdapterError(f"{library}: its matmul product differs from NumPy's by {difference:.3g} of its greatest "
                            f"value (at most {PRODUCT_TOLERANCE[str(a.dtype)]:g} in {a.dtype}); not a peak")
+
+
+def fraction_per_round(flops: float, step_s, peak_flops: float, peak_s) -> np.ndarray:
+    """The one fraction of peak, per round: a step's FLOP/s over the peak's FLOP/s in the same round
+    (NaN where either missed it). ``step_s`` and ``peak_s``: one figure per round each, both raw
+    burst medians (asv's benchmarks) or both over the baseline beside them (compare's rounds).
+    Every fraction of the suite is the median over rounds of these (bnbench.timing.stats)."""
+    return (flops / peak_flops) * stats.round_ratios(peak_s, step_s)
 
 
 def peak_framework(device: str):

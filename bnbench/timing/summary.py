@@ -40,6 +40,7 @@ import numpy as np
 
 from bnbench.timing import machine, quiet, records, stats
 from bnbench.timing.participant import Participant
+from bnbench.timing.peak import fraction_per_round
 
 # A round whose baseline ran this much slower than its fastest tenth of the run is disturbed: within
 # one state the baseline's rounds spread by a few percent, the slow states measured were 1.3-1.6
@@ -89,8 +90,8 @@ def normalised(participant: Participant) -> np.ndarray:
 
 def fractions(participant: Participant, peak: Participant) -> np.ndarray:
     """Per round: the step's FLOP/s over the peak's FLOP/s of the same round, each against the
-    baseline beside it."""
-    return (participant.flops / peak.flops) * stats.round_ratios(normalised(peak), normalised(participant))
+    baseline beside it (bnbench.timing.peak.fraction_per_round)."""
+    return fraction_per_round(participant.flops, normalised(participant), peak.flops, normalised(peak))
 
 
 @dataclasses.dataclass(frozen=True)
