@@ -30,18 +30,32 @@ def write(folder, name, data):
     return path
 
 
-def test_a_comparison_of_the_previous_schema_is_upgraded(tmp_path):
+def test_a_comparison_of_the_first_schema_is_upgraded(tmp_path):
     path = write(tmp_path, "compare/m/cpu-tiny-float32.json", comparison(1))
     data = records.read(path, records.COMPARISON)
-    assert data["schema"] == records.COMPARISON.schema == 2 and data["upgraded_from"] == 1
+    assert data["schema"] == records.COMPARISON.schema == 3 and data["upgraded_from"] == 1
     assert data["floor"] is None and data["ceilings"] == [] and data["process_sets"] == 1
     row = data["rows"][0]
     assert row["variant"] == "xla" and row["latency_s"] is None and row["memory_bytes"] is None and row["converged"] is None
+    assert row["memory_ratio"] is None and data["analytic_memory_bytes"] is None
+
+
+def test_a_comparison_of_the_previous_schema_says_its_cpu_memory_was_one_burst_s(tmp_path):
+    """Schema 2 read a CPU step's memory over one burst alone ('resident' then): upgraded, that
+    is 'resident-burst', and 'resident' means what the model holds since it was built."""
+    data = comparison(2)
+    data["rows"][0].update(memory_bytes=2 ** 20, memory_kind="resident")
+    upgraded = records.read(write(tmp_path, "compare/m/x.json", data), records.COMPARISON)
+    assert upgraded["upgraded_from"] == 2 and upgraded["rows"][0]["memory_kind"] == "resident-burst"
+    sweep = {"schema": 1, "tool": "bnbench scale", "machine_id": "m", "device": "cpu", "dtype": "float32", "axis": "width",
+             "swept": "hidden", "fits": [], "points": [{"size": 32, "rows": [dict(data["rows"][0])]}]}
+    upgraded = records.read(write(tmp_path, "scale/m/cpu-width-float32.json", sweep), records.SWEEP)
+    assert upgraded["points"][0]["rows"][0]["memory_kind"] == "resident-burst"
 
 
 def test_a_comparison_of_a_future_schema_is_refused_naming_the_file(tmp_path):
     path = write(tmp_path, "compare/m/cpu-tiny-float32.json", comparison(records.COMPARISON.schema + 1))
-    with pytest.raises(records.RecordError, match=r"cpu-tiny-float32\.json: 'schema' 3 is newer"):
+    with pytest.raises(records.RecordError, match=rf"cpu-tiny-float32\.json: 'schema' {records.COMPARISON.schema + 1} is newer"):
         records.read(path, records.COMPARISON)
 
 

@@ -16,7 +16,7 @@ from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
 from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
 from bnbench.timing.summary import UNDISTURBED_MARGIN
-from bnbench.timing.units import format_seconds
+from bnbench.timing.units import format_bytes, format_seconds
 
 
 def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:
@@ -95,7 +95,8 @@ def request(frameworks: Optional[str], baseline: str, *, size: str = "medium", d
     if chosen[0] not in items:
         items = [chosen[0]] + items
     return Settings(items=items, size=size, dtype=dtype, device=device, baseline=chosen[0], budget=budget,
-                    threads=threads, seed=seed, left_out=left_out, progress=progress, queued=queued, sets=sets)
+                    threads=threads, seed=seed, left_out=left_out, progress=progress, queued=queued, sets=sets,
+                    memory=True)
 
 
 def summary(result: Dict[str, Any], path: str) -> str:
@@ -128,7 +129,8 @@ def table(result: Dict[str, Any]) -> str:
     unconverged rows under it."""
     device = result.get("device") != "cpu" or result.get("timing", "").startswith("steps queued")
     header = (["framework", "mode", f"ratio to {result['baseline']} [95% CI]", "vs baseline", "vs next faster",
-               "median step"] + (["latency"] if device else []) + ["of peak", "first step", "BLAS loaded", "verified"])
+               "median step"] + (["latency"] if device else []) + ["of peak", "first step", "memory (x minimum)", "BLAS loaded",
+                                                                "verified"])
     lines = []
     for row in result["rows"]:
         if row.get("median_step_s") is None:
@@ -145,10 +147,20 @@ def table(result: Dict[str, Any]) -> str:
             format_seconds(row["median_step_s"])]
             + ([format_seconds(row.get("latency_s"))] if device else [])
             + ["-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
-               format_seconds(row["first_step_s"]), kernel_text(row), "yes"])
+               format_seconds(row["first_step_s"]), memory_text(row), kernel_text(row), "yes"])
     widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
     fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines] + footer(result))
+
+
+def memory_text(row: Dict[str, Any]) -> str:
+    """The memory a row's step holds, and its ratio to the model's analytic minimum
+    ('41.2 MB (3.1x)'; bnbench.timing.flops.memory_ratio); '-' where none was read."""
+    if row.get("memory_bytes") is None:
+        return "-"
+    ratio = row.get("memory_ratio")
+    burst = " in one burst" if row.get("memory_kind") == "resident-burst" else ""
+    return format_bytes(row["memory_bytes"]) + burst + (f" ({ratio:.2g}x)" if ratio is not None else "")
 
 
 def kernel_text(row: Dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
 from bnbench.timing import machine, records, rounds, stats, summary
 from bnbench.timing.form import Form
-from bnbench.timing.flops import step_flops
+from bnbench.timing.flops import analytic_memory, memory_ratio, step_flops
 from bnbench.timing.units import format_seconds
 
 # axis -> (the swept quantity, its log-spaced values: powers of two, the fixed ones)
@@ -60,24 +60,6 @@ def point_spec(axis: str, value: int, dtype: str) -> Tuple[Spec, int]:
     spec = Spec(n_features=width, hidden=(width, width), n_classes=10, dtype="float32" if dtype == "tf32" else dtype,
                 learning_rate=0.01, optimizer="momentum")
     return spec, m
-
-
-def analytic_memory(spec: Spec, m: int) -> Dict[str, int]:
-    """What a step needs at least, in bytes of the spec's dtype: the parameters and running
-    statistics, the optimizer's state, the gradients, and the activations the backward pass keeps
-    (each hidden layer's input, its normalised values and its ReLU's input; the output layer's
-    input and the probabilities). ``minimum``: all of it; ``working``: what a step allocates beyond
-    the state resident between steps (its activations and gradients), the part the CPU's resident
-    reading during a burst sees."""
-    size = np.dtype(spec.np_dtype).itemsize
-    widths = spec.widths
-    trainable = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1)) + 2 * sum(spec.hidden) + spec.n_classes
-    running = 2 * sum(spec.hidden)
-    optimizer = {"sgd": 0, "momentum": 1, "adam": 2}[spec.optimizer] * trainable
-    activations = sum(m * widths[i] + 2 * m * widths[i + 1] for i in range(len(spec.hidden)))
-    activations += m * widths[-2] + m * spec.n_classes
-    return {"minimum": size * (trainable + running + optimizer + trainable + activations),
-            "working": size * (activations + trainable)}
 
 
 def default_items(device: str) -> Tuple[List[Tuple[str, str]], List[Dict[str, str]]]:
@@ -159,9 +141,7 @@ def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, 
                                                "ratio", "ci_low", "ci_high",
                                                "resolved", "latency_s", "memory_bytes", "memory_kind", "verified",
                                                "fraction_of_peak", "busy_after_burst_s", "not_timed")}
-        if row.get("memory_bytes") is not None:
-            reference = memory["minimum"] if row.get("memory_kind") == "device" else memory["working"]
-            entry["memory_ratio"] = row["memory_bytes"] / reference
+        entry["memory_ratio"] = memory_ratio(row.get("memory_bytes"), row.get("memory_kind"), memory)
         rows.append(entry)
     return {"size": value, "m": m, "spec": spec.to_dict(), "flops": float(step_flops(spec, m)), "rows": rows,
             "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],

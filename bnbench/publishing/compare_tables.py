@@ -34,7 +34,7 @@ def verification_section(verification, machine: str) -> List[str]:
 COMPARE_COLUMNS = ["machine", "device", "dtype", "size", "baseline", "created", "rounds", "framework", "mode", "label",
                    "version", "ratio", "ci_low", "ci_high", "resolved", "converged", "median_step_s", "step_ci_low",
                    "step_ci_high", "latency_s", "fraction_of_peak", "fraction_ci_low", "fraction_ci_high", "first_step_s",
-                   "verified", "source"]
+                   "memory_bytes", "memory_kind", "memory_ratio", "verified", "source"]
 
 
 def load_comparisons(results: str) -> Tuple[List[Dict[str, object]], List[str]]:
@@ -82,12 +82,12 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
              + (f" {state}." if state else ""), "",
              "| framework | mode | version | ratio to baseline [95% CI] | vs baseline | vs next faster row | median step [95% CI] | "
              + ("latency (synchronised step) | " if device else "")
-             + "GFLOP/s | fraction of peak [95% CI] | first step (compile) | verified | flags |",
-             "|---|---|---|---|---|---|---|" + ("---|" if device else "") + "---|---|---|---|---|"]
+             + "GFLOP/s | fraction of peak [95% CI] | first step (compile) | memory held (x analytic minimum) | verified | flags |",
+             "|---|---|---|---|---|---|---|" + ("---|" if device else "") + "---|---|---|---|---|---|"]
     for row in run["rows"]:
         if row.get("median_step_s") is None:
             lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | not timed | - | - | - | "
-                         + ("- | " if device else "") + "- | - | - | "
+                         + ("- | " if device else "") + "- | - | - | - | "
                          f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed', '')} | {_flags(row)} |")
             continue
         versus = row.get("versus_next_faster")
@@ -103,7 +103,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
         latency = (f"{format_seconds(row.get('latency_s'))} | " if device else "")
         lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
                      f"{interval(row['ratio'], row['ci_low'], row['ci_high'])}{wide} | {baseline_text} | {versus_text} | {step} | "
-                     f"{latency}{number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {checked} | "
+                     f"{latency}{number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {compare.memory_text(row)} | {checked} | "
                      f"{_flags(row)}{tuning_log_link(results, run['machine_id'], row['framework'])} |")
     unconverged = run.get("unconverged") or []
     if unconverged:

@@ -10,6 +10,10 @@ small beside the matmuls for all but the tiny configuration.
 """
 from __future__ import annotations
 
+from typing import Dict, Optional
+
+import numpy as np
+
 from bnbench.reference.spec import Spec
 
 OPTIMIZER_FLOPS_PER_PARAMETER = {"sgd": 2, "momentum": 5, "adam": 12}
@@ -41,3 +45,30 @@ def step_flops(spec: Spec, m: int) -> int:
 
 def inference_flops(spec: Spec, m: int) -> int:
     return matmul_flops(spec, m, training=False) + elementwise_flops(spec, m, training=False)
+
+
+def analytic_memory(spec: Spec, m: int) -> Dict[str, int]:
+    """What a step needs at least, in bytes of the spec's dtype: the parameters and running
+    statistics, the optimizer's state, the gradients, and the activations the backward pass keeps
+    (each hidden layer's input, its normalised values and its ReLU's input; the output layer's
+    input and the probabilities). ``minimum``: all of it; ``working``: what a step allocates beyond
+    the state resident between steps (its activations and gradients), the part the CPU's resident
+    reading during a burst sees."""
+    size = np.dtype(spec.np_dtype).itemsize
+    widths = spec.widths
+    trainable = sum(widths[i] * widths[i + 1] for i in range(len(widths) - 1)) + 2 * sum(spec.hidden) + spec.n_classes
+    running = 2 * sum(spec.hidden)
+    optimizer = {"sgd": 0, "momentum": 1, "adam": 2}[spec.optimizer] * trainable
+    activations = sum(m * widths[i] + 2 * m * widths[i + 1] for i in range(len(spec.hidden)))
+    activations += m * widths[-2] + m * spec.n_classes
+    return {"minimum": size * (trainable + running + optimizer + trainable + activations),
+            "working": size * (activations + trainable)}
+
+
+def memory_ratio(memory_bytes: Optional[int], kind: Optional[str], analytic: Dict[str, int]) -> Optional[float]:
+    """A step's measured memory over the analytic figure it is comparable with: the whole minimum
+    for what the model holds (``device``, ``resident``), the working part for what one burst alone
+    allocated (``resident-burst``, bnbench.timing.steps.MemoryWatch); None where nothing was read."""
+    if memory_bytes is None or kind not in ("device", "resident", "resident-burst"):
+        return None
+    return memory_bytes / analytic["working" if kind == "resident-burst" else "minimum"]

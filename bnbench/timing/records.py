@@ -57,20 +57,46 @@ def _comparison_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
-def _tuning_log_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
-    """Schema 1: its comparisons are read as comparisons (upgraded the same way); a comparison
-    without a control keeps the legacy margin (bnbench.comparisons.tunelog.margin)."""
+def _burst_memory(rows: List[Any]) -> None:
+    """Before 2026-12-08 a CPU row's memory was what one burst allocated above what was resident
+    before it: kind ``resident`` then is ``resident-burst`` now (bnbench.timing.steps.MemoryWatch)."""
+    for row in rows:
+        if isinstance(row, dict) and row.get("memory_kind") == "resident":
+            row["memory_kind"] = "resident-burst"
+
+
+def _comparison_2_to_3(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 2: no memory against the analytic minimum; its CPU memory, one burst's alone."""
+    data.setdefault("analytic_memory_bytes", None)
+    _burst_memory(data.get("rows", []))
+    for row in data.get("rows", []):
+        if isinstance(row, dict):
+            row.setdefault("memory_ratio", None)
+    return data
+
+
+def _sweep_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 1: its CPU memory, one burst's alone (its ratio taken against the working part)."""
+    for point in data.get("points", []):
+        if isinstance(point, dict):
+            _burst_memory(point.get("rows", []))
+    return data
+
+
+def _tuning_log_comparisons(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schemas 1 and 2: its comparisons are of an older comparison schema, upgraded as every
+    comparison is; one without a control keeps the legacy margin (bnbench.comparisons.tunelog.margin)."""
     data["compare"] = {size: upgraded(COMPARISON, comparison, f"compare[{size!r}]")
                        for size, comparison in (data.get("compare") or {}).items()}
     return data
 
 
-COMPARISON = Kind("bnbench compare", 2, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
-                                         "created": str, "rows": list}, {1: _comparison_1_to_2})
-SWEEP = Kind("bnbench scale", 1, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
-                                  "points": list, "fits": list})
-TUNING_LOG = Kind("bnbench tunelog", 2, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
-                  {1: _tuning_log_1_to_2})
+COMPARISON = Kind("bnbench compare", 3, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
+                                         "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3})
+SWEEP = Kind("bnbench scale", 2, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
+                                  "points": list, "fits": list}, {1: _sweep_1_to_2})
+TUNING_LOG = Kind("bnbench tunelog", 3, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
+                  {1: _tuning_log_comparisons, 2: _tuning_log_comparisons})
 
 
 def upgraded(kind: Kind, data: Any, name: str) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -44,6 +44,7 @@ class _Server:
     def __init__(self) -> None:
         self.adapters: Dict[int, Any] = {}
         self.prepared: Dict[int, Any] = {}     # handle -> what is timed (steps.Prepared or steps.Bare)
+        self.resident_before: Dict[int, Optional[int]] = {}   # handle -> KiB resident before it was built
         self.next_handle = 1
 
     def _new_handle(self, obj: Any) -> int:
@@ -74,9 +75,12 @@ class _Server:
             return {"rows": conventions.measure(registry.local_class(header["framework"]))}, None
         if op == "build":
             adapter_class = registry.local_class(header["framework"])
+            before = steps.resident_kib()
             adapter = adapter_class(Spec.from_dict(header["spec"]), arrays, mode=header["mode"], device=header["device"],
                                     variant=header.get("variant"), precision=header.get("precision"))
-            return {"handle": self._new_handle(adapter)}, None
+            handle = self._new_handle(adapter)
+            self.resident_before[handle] = before
+            return {"handle": handle}, None
         if op == "build_peak":
             peak = MatmulPeak(header["device"], header["dtype"], int(header.get("n") or 0), header.get("framework") or "")
             handle = self._new_handle(peak)
@@ -102,7 +106,8 @@ class _Server:
         if op == "profile":
             return {"profile": adapter.profile(arrays["X"], arrays["y"], int(header["steps"]))}, None
         if op == "prepare_timing":
-            prepared, first, warmup = steps.prepare(adapter, arrays["X"], arrays["y"], int(header["warmup"]))
+            prepared, first, warmup = steps.prepare(adapter, arrays["X"], arrays["y"], int(header["warmup"]),
+                                                    self.resident_before.get(header["handle"]))
             self.prepared[header["handle"]] = prepared
             return {"first_step": first, "warmup_seconds": warmup}, None
         if op == "burst":
@@ -114,6 +119,7 @@ class _Server:
                                memory=bool(header.get("memory", False))), None
         del self.adapters[header["handle"]]      # op == "release"
         self.prepared.pop(header["handle"], None)
+        self.resident_before.pop(header["handle"], None)
         return {}, None
 
 

@@ -35,10 +35,13 @@ clock = time.perf_counter
 class Prepared:
     """An adapter with one batch on its device, ready to be timed."""
 
-    def __init__(self, adapter, X: np.ndarray, y: np.ndarray):
+    def __init__(self, adapter, X: np.ndarray, y: np.ndarray, resident_before: Optional[int] = None):
         self.adapter = adapter
         self.batch = adapter.to_device(X, y)
         self.estimate: Optional[float] = None    # seconds per synchronised step, from the last burst
+        # KiB resident in the process before the adapter was built (``resident_kib``): what the
+        # model holds is counted above it (MemoryWatch)
+        self.resident_before = resident_before
 
     def step(self) -> None:
         self.adapter.train_step_prepared(self.batch)
@@ -60,6 +63,7 @@ class Bare:
     def __init__(self, step: Callable[[], None]):
         self.step = self.queue = step
         self.estimate: Optional[float] = None
+        self.resident_before: Optional[int] = None
 
     def sync(self) -> None:
         pass
@@ -68,11 +72,11 @@ class Bare:
         return None
 
 
-def prepare(adapter, X: np.ndarray, y: np.ndarray, warmup: int):
+def prepare(adapter, X: np.ndarray, y: np.ndarray, warmup: int, resident_before: Optional[int] = None):
     """(Prepared, first step's seconds, warm-up's seconds): the first step pays for compilation and
     tracing, the warm-up for the rest of what a fresh adapter does; both are reported apart from
-    the steady state."""
-    prepared = Prepared(adapter, X, y)
+    the steady state. ``resident_before``: ``resident_kib()`` just before the adapter was built."""
+    prepared = Prepared(adapter, X, y, resident_before)
     start = clock()
     prepared.step()
     first = clock() - start
@@ -136,6 +140,13 @@ def _status_kib(field: str) -> Optional[int]:
     return None
 
 
+def resident_kib() -> Optional[int]:
+    """KiB resident in this process now, freed memory given back first: taken just before an
+    adapter is built, it is what the process held without the model."""
+    return_freed_memory()
+    return _status_kib("VmRSS")
+
+
 def return_freed_memory() -> None:
     """glibc's malloc_trim(0): freed memory given back to the system, so that what is resident
     before a burst is what is live (an allocator told to keep freed memory, as NumPy's kept form's
@@ -160,21 +171,24 @@ def reset_high_water_mark() -> bool:
 
 
 class MemoryWatch:
-    """The memory a burst needs: on a device with its own allocator, the allocator's peak over the
+    """The memory a step holds: on a device with its own allocator, the allocator's peak over the
     burst (the adapter's ``device_memory``: parameters, optimizer state and the step's working memory
-    together); on the CPU, the process's peak resident memory during the burst above what was
-    resident before it (VmHWM after a reset, less VmRSS before: the step's working memory, the
-    parameters and optimizer state being resident already)."""
+    together); on the CPU, the process's peak resident memory during the burst (VmHWM after a reset)
+    above what it held before the model was built (``Prepared.resident_before``): the parameters,
+    the optimizer's state, the framework's caches for the model and the step's working memory
+    (kind ``resident``). Where that is not known, above what was resident before the burst: the
+    step's working memory alone (kind ``resident-burst``)."""
 
     def __init__(self, prepared) -> None:
         self.prepared = prepared
         self.device_before = prepared.device_memory(reset=True)
         self.kind = "device"
         if self.device_before is None:
-            self.kind = "resident"
             return_freed_memory()
             self.reset = reset_high_water_mark()
-            self.rss_before = _status_kib("VmRSS")
+            before = getattr(prepared, "resident_before", None)
+            self.kind = "resident" if before is not None else "resident-burst"
+            self.rss_before = before if before is not None else _status_kib("VmRSS")
 
     def done(self) -> Dict[str, Any]:
         if self.device_before is not None:

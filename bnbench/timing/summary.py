@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from bnbench.timing import machine, quiet, records, stats
+from bnbench.timing.flops import analytic_memory, memory_ratio
 from bnbench.timing.participant import Participant
 from bnbench.timing.peak import fraction_per_round
 
@@ -217,6 +218,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     ratios = {p.label: ratio(p, kept) for p in participants if p.timed}
     timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
     rounds = len(baseline.medians)
+    analytic = analytic_memory(spec, m)
     rows, unconverged = [], []
     for position, participant in enumerate(timed):
         row_ratio = ratios[participant.label]
@@ -251,6 +253,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
             "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
             **({"unplaced": participant.unplaced} if participant.unplaced else {}),
             "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
+            "memory_ratio": memory_ratio(max(memory) if memory else None, participant.memory_kind, analytic),
             "kernels": participant.kernels,
             **_of_own_matmul(participant, ceilings, kept),
             "versus_next_faster": None if versus is None else {
@@ -314,7 +317,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "placement": placement,
         # what the environment forced and the timed processes ran without (bnbench.timing.kernels)
         "kernel_overrides_removed": baseline.kernels.get("removed", {}),
-        "spec": spec.to_dict(), "m": m, "peak": peak_entry, "floor": floor_entry, "rows": rows,
+        "spec": spec.to_dict(), "m": m, "analytic_memory_bytes": analytic, "peak": peak_entry, "floor": floor_entry, "rows": rows,
         "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
         # every participant's figure per round, and the baseline's beside it (its ratio of the round is
         # the one over the other): any other pair can be recomputed from them
