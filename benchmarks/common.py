@@ -33,11 +33,11 @@ from bnbench.adapters import AdapterError, local_class, names
 from bnbench.reference import Spec, initial_parameters
 from bnbench.reference.data import batch_stack, load_digits, minibatches
 from bnbench.timing import participant as participants
-from bnbench.timing.flops import step_flops
 from bnbench.timing import stats
+from bnbench.timing.flops import step_flops
 from bnbench.timing.form import Form
-from bnbench.timing.peak import fraction_per_round
 from bnbench.timing.frameworks import get
+from bnbench.timing.peak import fraction_per_round
 from bnbench.timing.workload import SIZES, VERIFY_STEPS, spec_for, timing_batches, unavailable_on
 
 QUICK_SIZES = ("tiny", "medium")

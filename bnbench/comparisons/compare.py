@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.registry import local_class, names
-from bnbench.timing.kernels import describe as describe_kernels
 from bnbench.timing import records
 from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
+from bnbench.timing.kernels import describe as describe_kernels
 from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
 from bnbench.timing.summary import UNDISTURBED_MARGIN

@@ -24,8 +24,8 @@ from bnbench.comparisons.compare import parse_items, resolve_items
 from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
 from bnbench.timing import machine, records, rounds, stats, summary
-from bnbench.timing.form import Form
 from bnbench.timing.flops import analytic_memory, memory_ratio, step_flops
+from bnbench.timing.form import Form
 from bnbench.timing.units import format_seconds
 
 # axis -> (the swept quantity, its log-spaced values: powers of two, the fixed ones)

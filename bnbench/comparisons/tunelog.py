@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
+from bnbench.comparisons.compare import kernel_text
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.spec import initial_parameters
 from bnbench.timing import records, rounds
@@ -228,8 +229,8 @@ def markdown(log: Dict[str, Any]) -> str:
                 else f" ({LEGACY_MARGIN:g} in a log made before every run had its control)") + ".", "",
              "| form | what it changes | passed | " + " | ".join(f"ratio at {size} [95% CI]" for size in sizes)
              + " | step at " + " | step at ".join(sizes)
-             + (" | fraction of peak at large | of its own matmul at large" if "large" in sizes else "") + " |",
-             "|---|---|---|" + "---|" * (2 * len(sizes) + 2 * ("large" in sizes))]
+             + (" | fraction of peak at large | of its own matmul at large" if "large" in sizes else "") + " | BLAS loaded |",
+             "|---|---|---|" + "---|" * (2 * len(sizes) + 2 * ("large" in sizes) + 1)]
     for entry in log["forms"]:
         rows = {size: _row(log["compare"][size], framework, entry["form"]) for size in sizes}
         passed = all(row is not None and row.get("verified") for row in rows.values())
@@ -239,8 +240,9 @@ def markdown(log: Dict[str, Any]) -> str:
         if "large" in sizes:
             fraction = [_interval(rows["large"], "fraction_of_peak", "fraction_ci_low", "fraction_ci_high", ".2f"),
                         _interval(rows["large"], "of_own_matmul", "of_own_matmul_ci_low", "of_own_matmul_ci_high", ".2f")]
+        blas = kernel_text(rows[sizes[0]]) if rows[sizes[0]] else "-"     # the BLAS its process really ran
         lines.append(f"| `{entry['form']}` | {entry['what']} | {'yes' if passed else '**no**'} | "
-                     + " | ".join(cells + steps + fraction) + " |")
+                     + " | ".join(cells + steps + fraction + [blas]) + " |")
     lines += ["", "Rounds: " + "; ".join(f"{size} {log['compare'][size]['rounds']} in {log['compare'][size]['seconds']:.0f} s "
                                           f"({log['compare'][size]['stopped']})" for size in sizes) + ".", ""]
     if "large" in sizes:

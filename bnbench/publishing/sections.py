@@ -8,8 +8,8 @@ from typing import List
 from bnbench.comparisons import tunelog
 from bnbench.equivalence import conventions
 from bnbench.publishing.figures import interval, number
-from bnbench.timing.form import Form
 from bnbench.reference.io import read_json
+from bnbench.timing.form import Form
 
 LECTURE_TITLES = {"search": "Random against grid search at equal budgets", "scale": "Sampling on the right scale",
                   "batchnorm": "Batch norm on and off (learning rates, input shift, regularisation, hardmax)",

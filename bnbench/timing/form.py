@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
-
 CONTROL = "control"
 
 

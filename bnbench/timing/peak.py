@@ -9,7 +9,6 @@ when a peak is built.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from bnbench.adapters import registry
