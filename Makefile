@@ -76,10 +76,11 @@ $(ENVS)/%/.bnbench-installed: pyproject.toml Makefile scripts/frameworks.mk
 # in-process inside each environment whose declaration asks for it (ENV_TESTS), on that
 # environment's own numpy.
 TEST_WORKERS ?= 2
+# --durations: the slowest tests named at the end of every run (the test loop is held to 12 minutes)
 PYTEST_PARALLEL = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist load)
 test: system-packages $(STAMP) $(ENV_STAMPS)
 	@bash scripts/ensure-postgresql.sh
-	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
+	BNBENCH_FRAMEWORKS=$(TEST_FRAMEWORKS) BNBENCH_REQUIRE_POSTGRES=1 $(VENV)/bin/python -m pytest $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 	@for name in $(ENV_TESTS); do \
 		echo "BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest ... (in its own environment)"; \
 		BNBENCH_FRAMEWORKS=numpy,$$name $(ENVS)/$$name/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS) \
