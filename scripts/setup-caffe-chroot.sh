@@ -46,6 +46,12 @@ if [ ! -e "$ROOT_DIR/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3" ]; 
     chroot "$ROOT_DIR" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libopenblas0-pthread \
         > "$ENVS/caffe-openblas.log" 2>&1 || fail "installing libopenblas0-pthread failed (log: $ENVS/caffe-openblas.log)"
 fi
+# threadpoolctl: the worker names the BLAS and kernel it really loaded (bnbench.timing.kernels)
+if ! chroot "$ROOT_DIR" python3 -c "import threadpoolctl" > /dev/null 2>&1; then
+    step "apt-get install python3-threadpoolctl inside the chroot (which BLAS its worker loaded)"
+    chroot "$ROOT_DIR" /usr/bin/env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-threadpoolctl \
+        > "$ENVS/caffe-threadpoolctl.log" 2>&1 || fail "installing python3-threadpoolctl failed (log: $ENVS/caffe-threadpoolctl.log)"
+fi
 step "wrapper $WRAPPER_DIR/python (runs the chroot's python3 with a copy of bnbench's source)"
 mkdir -p "$ROOT_DIR/opt"
 mkdir -p "$WRAPPER_DIR"
@@ -63,8 +69,16 @@ cp -r "\$SRC/reference" "\$STAGE/bnbench/reference"
 cp -r "\$SRC/adapters" "\$STAGE/bnbench/adapters"
 RUN="/opt/\$(basename "\$STAGE")"
 trap 'rm -rf "\$STAGE"' EXIT
-chroot "\$ROOT_DIR" /usr/bin/env PYTHONPATH="\$RUN" PYTHONDONTWRITEBYTECODE=1 GLOG_minloglevel=2 \
-    BNBENCH_WORKER="\${BNBENCH_WORKER:-}" python3 "\$@"
+COMMAND=(/usr/bin/env PYTHONPATH="\$RUN" PYTHONDONTWRITEBYTECODE=1 GLOG_minloglevel=2 BNBENCH_WORKER="\${BNBENCH_WORKER:-}" python3 "\$@")
+# /proc inside the chroot, mounted in a mount namespace of this process's own (gone with it, never
+# seen outside): the worker reads the memory its step holds and pins its threads through it.
+# Where a namespace cannot be made, the chroot runs without /proc and its rows say so.
+if unshare --mount --propagation private true 2> /dev/null; then
+    unshare --mount --propagation private -- /bin/sh -c 'mount -t proc proc "\$0/proc" 2> /dev/null; exec chroot "\$0" "\$@"' \
+        "\$ROOT_DIR" "\${COMMAND[@]}"
+else
+    chroot "\$ROOT_DIR" "\${COMMAND[@]}"
+fi
 WRAP
 chmod +x "$WRAPPER_DIR/python"
 "$WRAPPER_DIR/python" -c "import caffe, numpy, sys; print('[caffe] ready: python', sys.version.split()[0], 'numpy', numpy.__version__, 'caffe', getattr(caffe, '__version__', '1.0'))"
