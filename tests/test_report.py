@@ -121,6 +121,21 @@ def test_older_result_files_read_through_a_newer_benchmarks_json(tmp_path):
     assert worker["framework"] == "chainer" and worker["group"] == WORKER_GROUP and worker["size"] == "tiny"
 
 
+def test_a_result_file_whose_impl_is_no_label_is_named_and_skipped(tmp_path):
+    """An impl parameter that is not FRAMEWORK:MODE (bnbench.timing.form) makes the file unreadable
+    as this suite's: a ReportError naming why, so the report skips it, never a crash."""
+    from bnbench.publishing.asv_tables import ReportError, read_result_file
+
+    path = tmp_path / "0ld-virtualenv-py3.11-numpy.json"
+    path.write_text(json.dumps({
+        "version": 2, "commit_hash": "0" * 40, "env_name": "virtualenv-py3.11-numpy", "date": 1,
+        "result_columns": ["result", "params"], "params": {"machine": "alpha"}, "env_vars": {"BNBENCH_ENV": "numpy"},
+        "results": {"bench_train.TrainStep.time_train_step": [[0.01], [["'numpy'"], ["'cpu'"], ["'float32'"], ["'tiny'"]]]}}))
+    names = {"bench_train.TrainStep.time_train_step": ["impl", "device", "dtype", "size"]}
+    with pytest.raises(ReportError, match="not an asv result file .FormError: label 'numpy'"):
+        read_result_file(str(path), {}, names)
+
+
 def test_the_report_deletes_only_a_result_file_that_a_newer_one_supersedes(results):
     """A newest run whose benchmarks all failed is the latest record of its environment: kept. An
     all-failed run older than a used run of the same machine and environment group: removed."""

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 
 from bnbench.publishing.figures import STYLES, finish, number, pyplot
 from bnbench.reference.io import read_json
-from bnbench.timing.form import Form, is_label
+from bnbench.timing.form import Form, FormError, is_label
 from bnbench.timing.machine import LEGACY_NOTE, asv_legacy, asv_machine_id
 from bnbench.timing.peak import size_for
 from bnbench.timing.units import format_seconds
@@ -143,7 +143,7 @@ def read_result_file(path: str, units: Dict[str, str], param_names: Optional[Dic
         return rows
     except ReportError:
         raise
-    except (KeyError, TypeError, IndexError, AttributeError) as error:
+    except (KeyError, TypeError, IndexError, AttributeError, FormError) as error:
         raise ReportError(f"not an asv result file ({type(error).__name__}: {error})") from None
 
 
