@@ -139,8 +139,9 @@ def table(result: Dict[str, Any]) -> str:
             continue
         versus = row.get("versus_next_faster")
         wide = "" if row.get("converged") is not False else " *"
+        form = Form.parse(row["label"])
         lines.append([
-            Form.parse(row["label"]).framework, Form.parse(row["label"]).mode_label,
+            form.framework, form.mode_label,
             f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{wide}",
             "baseline" if row["resolved"] is None else ("resolved" if row["resolved"] else "not resolved"),
             "-" if versus is None else f"{versus['ratio']:.3f} ({'resolved' if versus['resolved'] else 'not resolved'})",

@@ -74,10 +74,11 @@ def tuning_logs_section(results: str) -> List[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for log in logs:
         framework, kept = log["framework"], log["kept"]
+        kept_label = str(Form.of(framework, kept))
 
         def fastest(size: str) -> str:
             rows = [row for row in log["compare"].get(size, {}).get("rows", [])
-                    if row.get("ratio") is not None and row["label"] != str(Form.of(framework, kept))]
+                    if row.get("ratio") is not None and row["label"] != kept_label]
             if not rows:
                 return "-"
             best = min(rows, key=lambda row: row["ratio"])
@@ -85,7 +86,7 @@ def tuning_logs_section(results: str) -> List[str]:
 
         verdict = tunelog.verdict(log)
         large = log["compare"].get("large", {})
-        kept_row = next((row for row in large.get("rows", []) if row["label"] == str(Form.of(framework, kept))), {})
+        kept_row = next((row for row in large.get("rows", []) if row["label"] == kept_label), {})
         ceiling = next((c for c in large.get("ceilings", []) if "gflops" in c), {})
         timed = sum(1 for row in log["compare"][log["sizes"][0]]["rows"] if row.get("ratio") is not None) - 1
         link = f"[{framework}]({log['source'][:-len('json')]}md)"

@@ -175,14 +175,12 @@ def worker_kernels(worker) -> Dict[str, Any]:
 
 def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, *, mode: str,
                    device: str, variant: Optional[str] = None, precision: Optional[str] = None, prepare=None):
-    """Build the instance to be used (``prepare(adapter, resident_before)`` runs on it first: its first
-    step, so that compilation is paid and timed there; ``resident_before``: what this process held
-    just before it was built), then check a second instance against the reference on
+    """Build the instance to be used (``prepare(adapter)`` runs on it first: its first step, so that
+    compilation is paid and timed there), then check a second instance against the reference on
     the very spec and batches X, y; (the first instance, what ``prepare`` returned). AdapterError
     with the reason when it fails: an unverified adapter is never used."""
-    before = steps.resident_kib()
     adapter = adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision)
-    prepared = prepare(adapter, before) if prepare is not None else None
+    prepared = prepare(adapter) if prepare is not None else None
     report = check_equivalence(adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision),
                                spec, params, X, y, precision=precision)
     if not report.ok:
@@ -226,10 +224,11 @@ def _start_once(framework: str, form: str, label: str, *, spec, params: Dict[str
             raise AdapterError(problem)
         participant.version = adapter_class.version()
         adapter_class.set_threads(threads)
-        if in_process:
-            warm = lambda adapter, before: steps.prepare(adapter, X[0], y[0], warmup, before)  # noqa: E731
-        else:       # the worker knows what it held before it built the model (bnbench.timing.server)
-            warm = lambda adapter, before: timed_warm_up(adapter, X[0], y[0], warmup)  # noqa: E731
+        if in_process:      # what this process holds without the model: build_verified builds it next
+            before = steps.resident_kib()
+            warm = lambda adapter: steps.prepare(adapter, X[0], y[0], warmup, before)  # noqa: E731
+        else:       # the worker reads what it held before it built the model (bnbench.timing.server)
+            warm = lambda adapter: timed_warm_up(adapter, X[0], y[0], warmup)  # noqa: E731
         try:
             participant.adapter, prepared = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
                                                            variant=variant, precision=precision, prepare=warm)

@@ -235,6 +235,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
             unconverged.append({"label": participant.label, "half_width": row_ratio.relative_half_width,
                                 **own.budget(normalised(participant), row_ratio, seconds)})
         memory = [value for value in participant.memory if value is not None]
+        held = max(memory) if memory else None
         rows.append({
             "framework": participant.framework, "mode": participant.mode, "label": participant.label,
             "variant": participant.variant, "version": participant.version, "verified": True, "flags": participant.flags,
@@ -252,8 +253,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
             "steps_per_burst": float(np.median(participant.steps)),
             "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
             **({"unplaced": participant.unplaced} if participant.unplaced else {}),
-            "memory_bytes": max(memory) if memory else None, "memory_kind": participant.memory_kind,
-            "memory_ratio": memory_ratio(max(memory) if memory else None, participant.memory_kind, analytic),
+            "memory_bytes": held, "memory_kind": participant.memory_kind,
+            "memory_ratio": memory_ratio(held, participant.memory_kind, analytic),
             "kernels": participant.kernels,
             **_of_own_matmul(participant, ceilings, kept),
             "versus_next_faster": None if versus is None else {
