@@ -293,8 +293,8 @@ def _timing_flags(parser, *, budget: float, threads_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from bnbench.timing.rounds import DEFAULT_BUDGET  # numpy and the suite's statistics only: no framework
     from bnbench.timing.sets import DEFAULT_SETS, MAX_SETS
-    from bnbench.tuning.settings import WORKERS_PER_CORE
     from bnbench.timing.workload import SIZE_ORDER
+    from bnbench.tuning.settings import WORKERS_PER_CORE
 
     parser = _Parser(prog="bnbench", description="One batch-normalised network in every framework: checked, then timed.")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")

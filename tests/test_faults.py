@@ -11,7 +11,8 @@ import time
 import pytest
 
 from bnbench import cli
-from bnbench.timing import protocol, rounds, worker as worker_module
+from bnbench.timing import protocol, rounds
+from bnbench.timing import worker as worker_module
 from bnbench.timing.protocol import ProtocolError, WorkerFault, encode_message, read_message
 from bnbench.timing.worker import Placement, WorkerProcess, worker_for
 

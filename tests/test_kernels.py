@@ -8,7 +8,8 @@ import pytest
 
 from bnbench.adapters.contract import AdapterError
 from bnbench.reference import initial_parameters
-from bnbench.timing import kernels, participant as participant_module
+from bnbench.timing import kernels
+from bnbench.timing import participant as participant_module
 from bnbench.timing.flops import step_flops
 from bnbench.timing.worker import Placement, close_workers, worker_for
 from bnbench.timing.workload import batch_size, spec_for, timing_batches

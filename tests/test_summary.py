@@ -1,5 +1,6 @@
 """What a run of rounds publishes (bnbench.timing.summary), on synthetic rounds: the rounds the
 machine ran disturbed are read from the baseline beside every burst and left out, and said so."""
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from bnbench.timing import summary
 from bnbench.timing.participant import Participant
+from bnbench.timing.rows import Row
 
 
 def _participant(label, medians, references):
@@ -108,6 +110,8 @@ def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_an
                          "budget", 1.0, 0.0, peak_problem=None, ceilings=[], placement="workers not pinned to cores",
                          sets=[0] * 10)
     json.dumps(out, allow_nan=False)
+    # the writer writes every field of a row, and nothing else (bnbench.timing.rows)
+    assert all(list(row) == [f.name for f in dataclasses.fields(Row)] for row in out["rows"])
     assert out["undisturbed"]["per_burst"] is True
     rows = {row["label"]: row for row in out["rows"]}
     assert rows["jax:jit"]["ratio"] is None and rows["jax:jit"]["not_timed"].startswith("no round counted: the baseline")
@@ -117,15 +121,18 @@ def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_an
 
 def test_a_fraction_of_peak_above_one_is_an_error_in_the_peak_and_never_published():
     """keras-jax read 1.06 of a peak that an environment's forced Haswell kernel had halved."""
+    from bnbench.timing.rows import Peak, Row
     from bnbench.timing.summary import refuse_fractions_above_one
 
-    rows = [{"label": "keras-jax:compiled", "fraction_of_peak": 1.06, "fraction_ci_low": 1.01, "fraction_ci_high": 1.1},
-            {"label": "numpy:eager", "fraction_of_peak": 0.5, "fraction_ci_low": 0.48, "fraction_ci_high": 0.52},
-            {"label": "mlx:eager", "not_timed": "not installed", "fraction_of_peak": None}]
-    peak = {"gflops": 207.0}
-    refuse_fractions_above_one(rows, peak)
-    assert "keras-jax:compiled 1.06" in peak["error"] and "not the machine's fastest matmul" in peak["error"]
-    assert all(row["fraction_of_peak"] is None for row in rows) and rows[0]["fraction_ci_low"] is None
-    fine = [{"label": "numpy:eager", "fraction_of_peak": 0.5}]
-    refuse_fractions_above_one(fine, peak := {"gflops": 400.0})
-    assert "error" not in peak and fine[0]["fraction_of_peak"] == 0.5
+    def row(label, **fields):
+        return Row(framework=label.split(":")[0], mode=label.split(":")[1], label=label, verified=True, **fields)
+
+    rows = [row("keras-jax:compiled", fraction_of_peak=1.06, fraction_ci_low=1.01, fraction_ci_high=1.1),
+            row("numpy:eager", fraction_of_peak=0.5, fraction_ci_low=0.48, fraction_ci_high=0.52),
+            row("mlx:eager", not_timed="not installed")]
+    rows, peak = refuse_fractions_above_one(rows, Peak(gflops=207.0))
+    assert "keras-jax:compiled 1.06" in peak.error and "not the machine's fastest matmul" in peak.error
+    assert all(r.fraction_of_peak is None and r.fraction_ci_low is None and r.fraction_ci_high is None for r in rows)
+    assert len(rows) == 3 and peak.gflops == 207.0
+    fine, peak = refuse_fractions_above_one([row("numpy:eager", fraction_of_peak=0.5)], Peak(gflops=400.0))
+    assert peak.error is None and fine[0].fraction_of_peak == 0.5

@@ -105,7 +105,7 @@ def summary(result: Dict[str, Any], path: str) -> str:
     how = (f"every interval within +-{100 * result['target_half_width']:.1f}%" if result["stopped"] == "converged"
            else f"{result.get('failure')}; the rounds before it are published" if result.get("failure")
            else "the budget ended first")
-    gflops = "-" if not peak or "gflops" not in peak else f"{peak['gflops']:.4g} GFLOP/s"
+    gflops = "-" if not peak or peak.get("gflops") is None else f"{peak['gflops']:.4g} GFLOP/s"
     return (f"{rounds_text(result)} in {result['seconds']:.0f} s ({result['stopped']}: {how}); {result['size']}, "
             f"{result['dtype']}, {result['device']}, {result['threads']} thread(s); peak {gflops}; "
             f"machine {result['machine_id']}; wrote {path}")
@@ -135,7 +135,7 @@ def table(result: Dict[str, Any]) -> str:
     for row in result["rows"]:
         if row.get("median_step_s") is None:
             lines.append([row["framework"], row["mode"]] + ["-"] * (len(header) - 4) + [kernel_text(row)]
-                         + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed', '')}"[:90]])
+                         + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed') or ''}"[:90]])
             continue
         versus = row.get("versus_next_faster")
         wide = "" if row.get("converged") is not False else " *"

@@ -118,7 +118,7 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
         points.append(_point(value, spec, m, result))
     rounds.close_workers()
     fits = framework_fits(points, settings["seed"])
-    peak = float(np.median([run["peak"]["gflops"] for run in runs if run.get("peak") and "gflops" in run["peak"]] or [np.nan]))
+    peak = float(np.median([run["peak"]["gflops"] for run in runs if (run.get("peak") or {}).get("gflops") is not None] or [np.nan]))
     for entry in fits:
         entry["fraction_of_peak"] = entry["rate_flops"] / (peak * 1e9) if np.isfinite(peak) else None
     info = machine.identify()

@@ -207,7 +207,7 @@ def _cell(row: Optional[Dict[str, Any]]) -> str:
     if row is None:
         return "-"
     if row.get("ratio") is None:
-        return f"not timed: {row.get('not_timed', '')}"
+        return f"not timed: {row.get('not_timed') or ''}"
     resolved = "" if row.get("resolved") is None else (" resolved" if row["resolved"] else " not resolved")
     return f"{_interval(row)}{resolved}"
 
@@ -249,10 +249,10 @@ def markdown(log: Dict[str, Any]) -> str:
         large = log["compare"]["large"]
         peak = large.get("peak") or {}
         for ceiling in large.get("ceilings", []):
-            if "problem" in ceiling:
+            if ceiling.get("problem") is not None:
                 lines += [f"The framework's own matmul was not timed: {ceiling['problem']}.", ""]
                 continue
-            lines += [f"**Ceiling.** The matmul peak is {peak.get('gflops', float('nan')):.0f} GFLOP/s ({peak.get('flags', '-')}). "
+            lines += [f"**Ceiling.** The matmul peak is {peak.get('gflops') or float('nan'):.0f} GFLOP/s ({peak.get('flags') or '-'}). "
                       f"{framework}'s own matmul of the same product ({ceiling['library']}), timed in the kept form's "
                       f"process in the same rounds, reaches {ceiling['gflops']:.0f} GFLOP/s: "
                       f"{_interval(ceiling, 'fraction_of_peak', 'fraction_ci_low', 'fraction_ci_high', '.2f')} of the peak. "

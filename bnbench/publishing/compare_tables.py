@@ -62,8 +62,8 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
     target marked, and on a device with asynchronous dispatch each row's per-step latency beside
     its queued step."""
     peak = run.get("peak") or {}
-    peak_text = (f"matmul peak {peak['gflops']:.4g} GFLOP/s ({peak.get('flags')})" if "gflops" in peak
-                 else f"no matmul peak ({peak.get('problem', 'not measured')})")
+    peak_text = (f"matmul peak {peak['gflops']:.4g} GFLOP/s ({peak.get('flags')})" if peak.get("gflops") is not None
+                 else f"no matmul peak ({peak.get('problem') or 'not measured'})")
     device = run["device"] != "cpu"
     floor = run.get("floor") or {}
     floor_text = (f"Floor: `{floor['label']}` / baseline = {floor['ratio']:.3f} [{floor['ci_low']:.3f}, {floor['ci_high']:.3f}]; "
@@ -88,7 +88,7 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
         if row.get("median_step_s") is None:
             lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | not timed | - | - | - | "
                          + ("- | " if device else "") + "- | - | - | - | "
-                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed', '')} | {_flags(row)} |")
+                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed') or ''} | {_flags(row)} |")
             continue
         versus = row.get("versus_next_faster")
         versus_text = "-" if not versus else (f"{versus['ratio']:.3f} vs {versus['label']} "

@@ -87,7 +87,7 @@ def tuning_logs_section(results: str) -> List[str]:
         verdict = tunelog.verdict(log)
         large = log["compare"].get("large", {})
         kept_row = next((row for row in large.get("rows", []) if row["label"] == kept_label), {})
-        ceiling = next((c for c in large.get("ceilings", []) if "gflops" in c), {})
+        ceiling = next((c for c in large.get("ceilings", []) if c.get("gflops") is not None), {})
         timed = sum(1 for row in log["compare"][log["sizes"][0]]["rows"] if row.get("ratio") is not None) - 1
         link = f"[{framework}]({log['source'][:-len('json')]}md)"
         lines.append(f"| {log['machine_id']} | {link} | `{kept}` | {timed} of {len(log['forms']) - 1} | {fastest('tiny')} | "

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from bnbench.timing import rows
 from bnbench.timing.form import Form, FormError
 
 
@@ -30,6 +31,9 @@ class Kind:
     schema: int                                 # the schema its writer stamps now
     required: Mapping[str, type]                # what every reader may rely on, by type
     upgrades: Mapping[int, Upgrade] = dataclasses.field(default_factory=dict)   # schema n -> n + 1
+    # its typed parts read and written back (bnbench.timing.rows), once upgraded: a field older files
+    # lack reads as its default, so a field added to a part needs no upgrade
+    parts: Optional[Callable[[Dict[str, Any], str], Dict[str, Any]]] = None
 
     def stamp(self) -> Dict[str, Any]:
         """The keys a writer of this kind starts its JSON with."""
@@ -39,7 +43,8 @@ class Kind:
 # --------------------------------------------------------------------------- upgrades
 def _comparison_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
     """Schema 1 (before 2026-11-27): no control, no process sets, no per-round masks, no latency or
-    memory in a row. What it lacks is written as unknown (None, or nothing counted), never guessed."""
+    memory in a row. What it lacks is written as unknown (None, or nothing counted), never guessed;
+    a row's variant is its label's (a row's other fields default in bnbench.timing.rows)."""
     for key, value in (("floor", None), ("ceilings", []), ("unconverged", []), ("process_sets", 1),
                        ("round_sets", []), ("undisturbed_rounds", []), ("round_references", {})):
         data.setdefault(key, value)
@@ -50,10 +55,6 @@ def _comparison_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
             row.setdefault("variant", Form.parse(str(row.get("label"))).variant)
         except FormError:
             row.setdefault("variant", None)
-        for key in ("latency_s", "latency_ci_low", "latency_ci_high", "memory_bytes", "memory_kind",
-                    "busy_after_burst_s", "half_width"):
-            row.setdefault(key, None)
-        row.setdefault("converged", None)       # schema 1 had no target: not known
     return data
 
 
@@ -69,9 +70,6 @@ def _comparison_2_to_3(data: Dict[str, Any]) -> Dict[str, Any]:
     """Schema 2: no memory against the analytic minimum; its CPU memory, one burst's alone."""
     data.setdefault("analytic_memory_bytes", None)
     _burst_memory(data.get("rows", []))
-    for row in data.get("rows", []):
-        if isinstance(row, dict):
-            row.setdefault("memory_ratio", None)
     return data
 
 
@@ -91,12 +89,20 @@ def _tuning_log_comparisons(data: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
+def _tuning_log_parts(data: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """A tuning log's comparisons, each part read as every comparison's is."""
+    compare = data.get("compare") or {}
+    return dict(data, compare={size: rows.parts_of_comparison(comparison, f"{name}: compare[{size!r}]")
+                               if isinstance(comparison, dict) else comparison for size, comparison in compare.items()})
+
+
 COMPARISON = Kind("bnbench compare", 3, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
-                                         "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3})
+                                         "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3},
+                  parts=rows.parts_of_comparison)
 SWEEP = Kind("bnbench scale", 2, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
                                   "points": list, "fits": list}, {1: _sweep_1_to_2})
 TUNING_LOG = Kind("bnbench tunelog", 3, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
-                  {1: _tuning_log_comparisons, 2: _tuning_log_comparisons})
+                  {1: _tuning_log_comparisons, 2: _tuning_log_comparisons}, parts=_tuning_log_parts)
 
 
 def upgraded(kind: Kind, data: Any, name: str) -> Dict[str, Any]:
@@ -127,6 +133,11 @@ def upgraded(kind: Kind, data: Any, name: str) -> Dict[str, Any]:
         if not isinstance(data.get(key), expected):
             raise RecordError(f"{name}: no {key!r} ({expected.__name__})" if key not in data else
                               f"{name}: {key!r} is {type(data[key]).__name__}, not {expected.__name__}")
+    if kind.parts is not None:
+        try:
+            data = kind.parts(data, name)
+        except (rows.PartError, TypeError) as error:
+            raise RecordError(str(error)) from None
     return data
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from bnbench.timing import machine, quiet, records, stats
 from bnbench.timing.flops import analytic_memory, memory_ratio
 from bnbench.timing.participant import Participant
 from bnbench.timing.peak import fraction_per_round
+from bnbench.timing.rows import Ceiling, Floor, Peak, Row, Versus
 
 # A round whose baseline ran this much slower than its fastest tenth of the run is disturbed: within
 # one state the baseline's rounds spread by a few percent, the slow states measured were 1.3-1.6
@@ -200,6 +201,61 @@ def intervals(timed: List[Participant], baseline: Participant, control: Optional
     return out
 
 
+def timed_row(participant: Participant, row_ratio: stats.Interval, own: Kept, faster: Optional[Participant],
+              peak: Optional[Participant], ceilings: Sequence[Participant], spread: Optional[float], *,
+              is_baseline: bool, analytic: Optional[int]) -> Row:
+    """A timed participant's row, over the rounds it counted (``own``); ``faster``: the next faster row."""
+    step = own.interval(participant.medians)
+    latency = own.interval(participant.latencies)
+    fraction = _figure(own.of(peak).interval(fractions(participant, peak)) if peak is not None else None)
+    versus = _figure(own.of(faster).interval(stats.round_ratios(normalised(participant), normalised(faster)))
+                     if faster is not None else None)
+    memory = [value for value in participant.memory if value is not None]
+    held = max(memory) if memory else None
+    return Row(
+        framework=participant.framework, mode=participant.mode, label=participant.label, verified=True,
+        variant=participant.variant, version=participant.version, flags=participant.flags,
+        median_step_s=step.estimate, step_ci_low=step.low, step_ci_high=step.high,
+        latency_s=latency.estimate, latency_ci_low=latency.low, latency_ci_high=latency.high,
+        ratio=row_ratio.estimate, ci_low=row_ratio.low, ci_high=row_ratio.high, rounds_counted=row_ratio.rounds,
+        resolved=None if is_baseline else stats.resolved_beyond(row_ratio, spread),
+        converged=is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH,
+        half_width=0.0 if is_baseline else row_ratio.relative_half_width,
+        **_interval_fields("fraction_of_peak", "fraction_ci", fraction),
+        **_of_own_matmul(participant, ceilings, own),
+        gflops=participant.flops / step.estimate / 1e9,
+        first_step_s=participant.first_step_s, warmup_s=participant.warmup_s,
+        steps_per_burst=float(np.median(participant.steps)),
+        busy_after_burst_s=float(np.median(participant.busy_after)) if participant.busy_after else None,
+        unplaced=participant.unplaced or None,
+        memory_bytes=held, memory_kind=participant.memory_kind,
+        memory_ratio=memory_ratio(held, participant.memory_kind, analytic),
+        kernels=participant.kernels,
+        versus_next_faster=None if versus is None else Versus(
+            label=faster.label, ratio=versus.estimate, ci_low=versus.low, ci_high=versus.high,
+            resolved=stats.resolved_beyond(versus, spread)))
+
+
+def untimed_row(participant: Participant) -> Row:
+    """A participant not timed: who it is and why not, no figure."""
+    return Row(framework=participant.framework, mode=participant.mode, label=participant.label,
+               verified=participant.verified, variant=participant.variant, version=participant.version,
+               flags=participant.flags, not_timed=participant.problem, first_step_s=participant.first_step_s,
+               kernels=participant.kernels)
+
+
+def ceiling_part(ceiling: Participant, kept: Kept, peak: Optional[Participant]) -> Ceiling:
+    """A framework's own matmul: its step and its fraction of the peak, or why it has none."""
+    entry = Ceiling(framework=ceiling.framework, label=ceiling.label, library=ceiling.version, flags=ceiling.flags)
+    if not ceiling.timed:
+        return dataclasses.replace(entry, problem=ceiling.problem)
+    own = kept.of(ceiling)
+    step = own.interval(ceiling.medians)
+    fraction = _figure(own.of(peak).interval(fractions(ceiling, peak)) if peak is not None else None)
+    return dataclasses.replace(entry, median_s=step.estimate, gflops=ceiling.flops / step.estimate / 1e9,
+                               **_interval_fields("fraction_of_peak", "fraction_ci", fraction))
+
+
 def result(settings: Any, participants: List[Participant], control: Optional[Participant], peak: Optional[Participant],
            baseline: Participant, spec, m: int, stopped: str, seconds: float, started: float, *,
            peak_problem: Optional[str], ceilings: Sequence[Participant], placement: str,
@@ -219,82 +275,29 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
     rounds = len(baseline.medians)
     analytic = analytic_memory(spec, m)
-    rows, unconverged = [], []
+    rows: List[Row] = []
+    unconverged = []
     for position, participant in enumerate(timed):
-        row_ratio = ratios[participant.label]
         own = kept.of(participant)
-        step = own.interval(participant.medians)
-        latency = own.interval(participant.latencies)
-        fraction = _figure(own.of(peak).interval(fractions(participant, peak)) if peak is not None else None)
-        faster = timed[position - 1] if position else None
-        versus = _figure(own.of(faster).interval(stats.round_ratios(normalised(participant), normalised(faster)))
-                         if faster is not None else None)
-        is_baseline = participant is baseline
-        converged = is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH
-        if not converged:
-            unconverged.append({"label": participant.label, "half_width": row_ratio.relative_half_width,
-                                **own.budget(normalised(participant), row_ratio, seconds)})
-        memory = [value for value in participant.memory if value is not None]
-        held = max(memory) if memory else None
-        rows.append({
-            "framework": participant.framework, "mode": participant.mode, "label": participant.label,
-            "variant": participant.variant, "version": participant.version, "verified": True, "flags": participant.flags,
-            "median_step_s": step.estimate, "step_ci_low": step.low, "step_ci_high": step.high,
-            "latency_s": latency.estimate, "latency_ci_low": latency.low, "latency_ci_high": latency.high,
-            "ratio": row_ratio.estimate, "ci_low": row_ratio.low, "ci_high": row_ratio.high,
-            "rounds_counted": row_ratio.rounds,
-            "resolved": None if is_baseline else stats.resolved_beyond(row_ratio, spread),
-            "converged": converged, "half_width": 0.0 if is_baseline else row_ratio.relative_half_width,
-            "fraction_of_peak": None if fraction is None else fraction.estimate,
-            "fraction_ci_low": None if fraction is None else fraction.low,
-            "fraction_ci_high": None if fraction is None else fraction.high,
-            "gflops": participant.flops / step.estimate / 1e9,
-            "first_step_s": participant.first_step_s, "warmup_s": participant.warmup_s,
-            "steps_per_burst": float(np.median(participant.steps)),
-            "busy_after_burst_s": float(np.median(participant.busy_after)) if participant.busy_after else None,
-            **({"unplaced": participant.unplaced} if participant.unplaced else {}),
-            "memory_bytes": held, "memory_kind": participant.memory_kind,
-            "memory_ratio": memory_ratio(held, participant.memory_kind, analytic),
-            "kernels": participant.kernels,
-            **_of_own_matmul(participant, ceilings, kept),
-            "versus_next_faster": None if versus is None else {
-                "label": faster.label, "ratio": versus.estimate, "ci_low": versus.low, "ci_high": versus.high,
-                "resolved": stats.resolved_beyond(versus, spread)},
-        })
-    for participant in participants:
-        if not participant.timed:
-            rows.append({"framework": participant.framework, "mode": participant.mode, "label": participant.label,
-                         "variant": participant.variant, "version": participant.version, "verified": participant.verified,
-                         "flags": participant.flags, "median_step_s": None, "latency_s": None, "ratio": None,
-                         "ci_low": None, "ci_high": None, "resolved": None, "fraction_of_peak": None,
-                         "not_timed": participant.problem, "first_step_s": participant.first_step_s,
-                         "kernels": participant.kernels})
-    peak_entry = None if peak_problem is None else {"problem": peak_problem}
+        row = timed_row(participant, ratios[participant.label], own, timed[position - 1] if position else None, peak,
+                        ceilings, spread, is_baseline=participant is baseline, analytic=analytic)
+        if not row.converged:
+            unconverged.append({"label": participant.label, "half_width": row.half_width,
+                                **own.budget(normalised(participant), ratios[participant.label], seconds)})
+        rows.append(row)
+    rows += [untimed_row(participant) for participant in participants if not participant.timed]
+    peak_entry = None if peak_problem is None else Peak(problem=peak_problem)
     if peak is not None:
         peak_step = kept.of(peak).interval(peak.medians)
-        peak_entry = {"library": peak.version, "flags": peak.flags, "flops": peak.flops, "median_s": peak_step.estimate,
-                      "gflops": peak.flops / peak_step.estimate / 1e9, "kernels": peak.kernels}
-    refuse_fractions_above_one(rows, peak_entry)
-    ceiling_rows = []
-    for ceiling in ceilings:
-        row = {"framework": ceiling.framework, "label": ceiling.label, "library": ceiling.version, "flags": ceiling.flags}
-        if not ceiling.timed:
-            row["problem"] = ceiling.problem
-        else:
-            own = kept.of(ceiling)
-            step = own.interval(ceiling.medians)
-            fraction = _figure(own.of(peak).interval(fractions(ceiling, peak)) if peak is not None else None)
-            row.update({"median_s": step.estimate, "gflops": ceiling.flops / step.estimate / 1e9,
-                        "fraction_of_peak": None if fraction is None else fraction.estimate,
-                        "fraction_ci_low": None if fraction is None else fraction.low,
-                        "fraction_ci_high": None if fraction is None else fraction.high})
-        ceiling_rows.append(row)
+        peak_entry = Peak(library=peak.version, flags=peak.flags, flops=peak.flops, median_s=peak_step.estimate,
+                          gflops=peak.flops / peak_step.estimate / 1e9, kernels=peak.kernels)
+    rows, peak_entry = refuse_fractions_above_one(rows, peak_entry)
+    ceiling_parts = [ceiling_part(ceiling, kept, peak) for ceiling in ceilings]
     info = machine.identify()
     floor_entry = None
     if control is not None:
-        floor_entry = ({"label": control.label, "problem": control.problem} if floor is None else
-                       {"label": control.label, "ratio": floor.estimate, "ci_low": floor.low, "ci_high": floor.high,
-                        "spread": spread})
+        floor_entry = (Floor(label=control.label, problem=control.problem) if floor is None else
+                       Floor(label=control.label, ratio=floor.estimate, ci_low=floor.low, ci_high=floor.high, spread=spread))
     queued = settings.queues
     every = ([*timed] + ([peak] if peak is not None else []) + ([control] if control is not None and control.timed else [])
              + [c for c in ceilings if c.timed])
@@ -318,8 +321,10 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "placement": placement,
         # what the environment forced and the timed processes ran without (bnbench.timing.kernels)
         "kernel_overrides_removed": baseline.kernels.get("removed", {}),
-        "spec": spec.to_dict(), "m": m, "analytic_memory_bytes": analytic, "peak": peak_entry, "floor": floor_entry, "rows": rows,
-        "unconverged": unconverged, "ceilings": ceiling_rows, "left_out": settings.left_out,
+        "spec": spec.to_dict(), "m": m, "analytic_memory_bytes": analytic,
+        "peak": None if peak_entry is None else peak_entry.to_json(),
+        "floor": None if floor_entry is None else floor_entry.to_json(), "rows": [row.to_json() for row in rows],
+        "unconverged": unconverged, "ceilings": [part.to_json() for part in ceiling_parts], "left_out": settings.left_out,
         # every participant's figure per round, and the baseline's beside it (its ratio of the round is
         # the one over the other): any other pair can be recomputed from them
         "round_medians": {p.label: p.medians for p in every},
@@ -329,29 +334,28 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     }
 
 
-def refuse_fractions_above_one(rows: List[Dict[str, Any]], peak_entry: Optional[Dict[str, Any]]) -> None:
+def refuse_fractions_above_one(rows: Sequence[Row], peak: Optional[Peak]) -> Tuple[List[Row], Optional[Peak]]:
     """A step faster than the matmul peak: the peak is not the machine's fastest kernel (an
     environment forced a slower one, or a framework's matmul beats the peak's library). That is an
     error in the peak, said in its entry; no fraction of peak of the run is published."""
-    above = [row for row in rows if (row.get("fraction_of_peak") or 0.0) > 1.0]
-    if not above or peak_entry is None:
-        return
-    peak_entry["error"] = ("a fraction of peak above 1 (" + ", ".join(f"{row['label']} {row['fraction_of_peak']:.2f}"
-                                                                      for row in above)
-                           + "): the peak is not the machine's fastest matmul; no fraction of peak is published")
-    for row in rows:
-        for key in ("fraction_of_peak", "fraction_ci_low", "fraction_ci_high"):
-            if key in row:
-                row[key] = None
+    above = [row for row in rows if (row.fraction_of_peak or 0.0) > 1.0]
+    if not above or peak is None:
+        return list(rows), peak
+    error = ("a fraction of peak above 1 (" + ", ".join(f"{row.label} {row.fraction_of_peak:.2f}" for row in above)
+             + "): the peak is not the machine's fastest matmul; no fraction of peak is published")
+    return ([dataclasses.replace(row, **_interval_fields("fraction_of_peak", "fraction_ci", None)) for row in rows],
+            dataclasses.replace(peak, error=error))
 
 
-def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], kept: Kept) -> Dict[str, Any]:
+def _interval_fields(estimate: str, prefix: str, interval: Optional[stats.Interval]) -> Dict[str, Optional[float]]:
+    """An interval's three fields of a part (``fraction_of_peak``, ``fraction_ci_low``, ``fraction_ci_high``)."""
+    return {estimate: None if interval is None else interval.estimate, f"{prefix}_low": None if interval is None else interval.low,
+            f"{prefix}_high": None if interval is None else interval.high}
+
+
+def _of_own_matmul(participant: Participant, ceilings: Sequence[Participant], own: Kept) -> Dict[str, Any]:
     """The step's FLOP/s over its framework's own matmul's, per round: how near the step comes to
     what the framework's kernels allow (1: every step FLOP at the own matmul's rate)."""
     ceiling = next((c for c in ceilings if c.framework == participant.framework and c.timed), None)
-    if ceiling is None:
-        return {}
-    fraction = _figure(kept.of(participant).of(ceiling).interval(fractions(participant, ceiling)))
-    if fraction is None:
-        return {}
-    return {"of_own_matmul": fraction.estimate, "of_own_matmul_ci_low": fraction.low, "of_own_matmul_ci_high": fraction.high}
+    fraction = None if ceiling is None else _figure(own.of(ceiling).interval(fractions(participant, ceiling)))
+    return _interval_fields("of_own_matmul", "of_own_matmul_ci", fraction)

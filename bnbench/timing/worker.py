@@ -31,9 +31,7 @@ from bnbench.adapters.contract import Adapter, Gradients
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: F401
 from bnbench.reference.io import private_directory
 from bnbench.timing.kernels import without_overrides
-from bnbench.timing.protocol import (PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes,  # noqa: F401
-                                     read_message)
-
+from bnbench.timing.protocol import PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes, read_message  # noqa: F401
 
 # Every call to a worker has a deadline. Starting, building, verifying, profiling: generous (a
 # framework's first import and compilation took up to a few minutes here), and configurable
