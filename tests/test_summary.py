@@ -119,6 +119,31 @@ def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_an
     assert rows["mxnet:hybrid"]["versus_next_faster"]["label"] == "numpy:eager"
 
 
+def test_a_row_says_how_far_apart_its_process_sets_stand():
+    """Two sets of workers whose row ran 2.0 and 2.4 times the baseline: the row says they stand 20%
+    apart (the baseline, against itself, none)."""
+    from bnbench.timing.rounds import Settings
+    from bnbench.timing.workload import spec_for
+
+    rng = np.random.default_rng(7)
+    fast = 5e-3 * np.exp(rng.normal(0, 0.01, 16))
+    sets = [0] * 8 + [1] * 8
+    row = np.where(np.asarray(sets) == 0, 2.0, 2.4) * fast * np.exp(rng.normal(0, 0.01, 16))
+
+    def participant(label, medians):
+        framework, mode = label.split(":")
+        return Participant(framework, mode, label, medians=list(medians), references=list(fast),
+                           latencies=list(medians), steps=[3] * 16, busy_after=[0.0] * 16, flops=1e9)
+
+    baseline, apart = participant("numpy:eager", fast), participant("mxnet:hybrid", row)
+    out = summary.result(Settings(items=[("numpy", "eager"), ("mxnet", "hybrid")], control=False), [baseline, apart],
+                         None, None, baseline, spec_for("tiny", "float32"), 64, "budget", 1.0, 0.0, peak_problem=None,
+                         ceilings=[], placement="workers not pinned to cores", sets=sets)
+    rows = {row["label"]: row for row in out["rows"]}
+    assert rows["mxnet:hybrid"]["sets_apart"] == pytest.approx(0.2, abs=0.02)
+    assert rows["numpy:eager"]["sets_apart"] is None
+
+
 def test_a_fraction_of_peak_above_one_is_an_error_in_the_peak_and_never_published():
     """keras-jax read 1.06 of a peak that an environment's forced Haswell kernel had halved."""
     from bnbench.timing.rows import Peak, Row

@@ -87,6 +87,7 @@ class Row(Part):
     resolved: Optional[bool] = None              # apart from 1 beyond the floor's spread; None for the baseline
     converged: Optional[bool] = None             # its interval within the target half-width
     half_width: Optional[float] = None
+    sets_apart: Optional[float] = None           # how far its process sets' medians stand apart, where they disagree
     fraction_of_peak: Optional[float] = None
     fraction_ci_low: Optional[float] = None
     fraction_ci_high: Optional[float] = None

@@ -221,6 +221,7 @@ def timed_row(participant: Participant, row_ratio: stats.Interval, own: Kept, fa
         resolved=None if is_baseline else stats.resolved_beyond(row_ratio, spread),
         converged=is_baseline or row_ratio.relative_half_width <= stats.TARGET_HALF_WIDTH,
         half_width=0.0 if is_baseline else row_ratio.relative_half_width,
+        sets_apart=None if is_baseline else own.sets_apart(normalised(participant)),
         **_interval_fields("fraction_of_peak", "fraction_ci", fraction),
         **_of_own_matmul(participant, ceilings, own),
         gflops=participant.flops / step.estimate / 1e9,
