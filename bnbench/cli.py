@@ -164,6 +164,7 @@ def _earlier(path: str):
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare
+    from bnbench.timing.rounds import RoundsError
     from bnbench.reference.io import atomic_write_json
 
     _output_file(args.json)
@@ -172,7 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                    budget=args.budget, threads=args.threads, seed=args.seed, progress=not args.quiet,
                                    queued=True if args.queued else None, sets=args.sets)
         result = compare.run(settings)
-    except compare.CompareError as error:
+    except (compare.CompareError, RoundsError) as error:
         raise CliError(str(error)) from None
     compare.against_earlier(result, _earlier(args.json))     # the run this one replaces, if any
     atomic_write_json(args.json, result)
@@ -186,6 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_tunelog(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare, tunelog
+    from bnbench.timing.rounds import RoundsError
 
     _results_folder(args.results)
     if len(_framework_list([args.framework])) != 1:
@@ -196,7 +198,7 @@ def cmd_tunelog(args: argparse.Namespace) -> int:
     try:
         log = tunelog.run(args.framework, sizes=sizes, dtype=args.dtype, device=args.device, budget=args.budget,
                           threads=args.threads, seed=args.seed, progress=not args.quiet)
-    except (tunelog.TunelogError, compare.CompareError) as error:
+    except (tunelog.TunelogError, compare.CompareError, RoundsError) as error:
         raise CliError(str(error)) from None
     paths = tunelog.write(log, args.results)
     if not args.quiet:
@@ -206,13 +208,14 @@ def cmd_tunelog(args: argparse.Namespace) -> int:
 
 def cmd_scale(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare, scale
+    from bnbench.timing.rounds import RoundsError
 
     _results_folder(args.results)
     try:
         sweep = scale.run(scale.request(args.axis, args.frameworks, device=args.device, dtype=args.dtype,
                                         budget=args.budget, threads=args.threads, seed=args.seed, points=args.points,
                                         progress=not args.quiet))
-    except (scale.ScaleError, compare.CompareError) as error:
+    except (scale.ScaleError, compare.CompareError, RoundsError) as error:
         raise CliError(str(error)) from None
     path = scale.write(sweep, args.results)
     if not args.quiet:

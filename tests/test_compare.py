@@ -102,7 +102,7 @@ def test_a_budget_that_never_ends_is_refused_by_the_rounds_too():
     from bnbench.timing import rounds
 
     for budget in (float("nan"), float("inf"), 0.0):
-        with pytest.raises(rounds.CompareError, match="--budget"):
+        with pytest.raises(rounds.RoundsError, match="--budget"):
             rounds.run(rounds.Settings(items=[("numpy", "eager")], size="tiny", budget=budget, progress=False))
 
 

@@ -13,10 +13,14 @@ from bnbench.adapters.registry import local_class, names
 from bnbench.timing import records
 from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
 from bnbench.timing.kernels import describe as describe_kernels
-from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, CompareError, Settings, run  # noqa: F401 (the command's entry points)
+from bnbench.timing.rounds import DEFAULT_BUDGET, MAX_BUDGET_S, Settings, run  # noqa: F401 (the command's entry points)
 from bnbench.timing.sets import DEFAULT_SETS
 from bnbench.timing.summary import UNDISTURBED_MARGIN
 from bnbench.timing.units import format_bytes, format_seconds
+
+
+class CompareError(ValueError):
+    """``bnbench compare``'s participants or flags refused; the message names the flag and value."""
 
 
 def parse_items(text: Optional[str], flag: str = "--frameworks") -> List[Tuple[str, Optional[str]]]:

@@ -59,8 +59,8 @@ CHECK_EVERY = 5
 BUILDS_AT_ONCE = 4
 
 
-class CompareError(ValueError):
-    """Bad participants, baseline or settings; the message names the flag and value."""
+class RoundsError(ValueError):
+    """A run of rounds refused: its baseline, size, sets or budget; the message names the flag and value."""
 
 
 @dataclasses.dataclass
@@ -315,7 +315,7 @@ def _start_team(settings: Settings, index: int, cores: Sequence[int]) -> Tuple[_
     if baseline is None:
         why = next((p.problem for p in participants if p.label == settings.baseline_label), "not among the participants")
         _stop(participants + ([control] if control is not None else []), settings.keep_workers)
-        raise CompareError(f"--baseline {settings.baseline_label}: cannot be timed here ({why})")
+        raise RoundsError(f"--baseline {settings.baseline_label}: cannot be timed here ({why})")
     timed_control = control if control is not None and control.timed else None
     timed_peak = peak if peak is not None and peak.timed else None
     ceilings = _start_ceilings(participants, settings) if settings.ceilings else []
@@ -377,11 +377,11 @@ def _rounds(teams: List[_Team], counts: List[int], settings: Settings, share: fl
 def run(settings: Settings) -> Dict[str, Any]:
     problem = unavailable_on(settings.size, settings.device)
     if problem and settings.spec is None:
-        raise CompareError(f"--size {settings.size}: {problem}")
+        raise RoundsError(f"--size {settings.size}: {problem}")
     if not 1 <= settings.sets <= sets.MAX_SETS:
-        raise CompareError(f"--sets {settings.sets!r} must be from 1 to {sets.MAX_SETS}")
+        raise RoundsError(f"--sets {settings.sets!r} must be from 1 to {sets.MAX_SETS}")
     if not 0 < settings.budget <= MAX_BUDGET_S:
-        raise CompareError(f"--budget {settings.budget!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
+        raise RoundsError(f"--budget {settings.budget!r} must be more than 0 and at most {MAX_BUDGET_S:g} seconds")
     started = time.time()
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     rotating = settings.rotate and schedule.core_sets(0, 1, cores, settings.threads) is not None
@@ -393,7 +393,7 @@ def run(settings: Settings) -> Dict[str, Any]:
         last = index == settings.sets - 1
         try:
             team, spec, m = _start_team(settings, index, cores)
-        except CompareError as error:
+        except RoundsError as error:
             if not sum(counts):
                 raise
             # a later set whose baseline cannot be started: the sets done so far are published
@@ -412,7 +412,7 @@ def run(settings: Settings) -> Dict[str, Any]:
             if not counts[-1]:       # a set without a round has nothing to join
                 teams, counts = teams[:-1], counts[:-1]
             if not sum(counts):
-                raise CompareError(f"--baseline {settings.baseline_label}: {error}; no round was completed, "
+                raise RoundsError(f"--baseline {settings.baseline_label}: {error}; no round was completed, "
                                    "nothing was timed") from None
         finally:
             _stop(team.everyone, settings.keep_workers and last and failure is None)
