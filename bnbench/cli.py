@@ -164,8 +164,8 @@ def _earlier(path: str):
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from bnbench.comparisons import compare
-    from bnbench.timing.rounds import RoundsError
     from bnbench.reference.io import atomic_write_json
+    from bnbench.timing.rounds import RoundsError
 
     _output_file(args.json)
     try:

@@ -10,12 +10,12 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOTTOM = ("bnbench.reference", "bnbench.adapters")
-SHARED = ("bnbench.progress",)      # a small utility every tool may use
+SHARED = ("bnbench.progress", "bnbench.tables")      # small utilities every tool may use
 # folder -> (its import name, the suite's packages it may import besides its own)
 LAYERS = {
     "reference": ("bnbench.reference", ()),
     "adapters": ("bnbench.adapters", ("bnbench.reference",)),
-    "bnbench/equivalence": ("bnbench.equivalence", BOTTOM),
+    "bnbench/equivalence": ("bnbench.equivalence", BOTTOM + ("bnbench.tables",)),
     "bnbench/timing": ("bnbench.timing", BOTTOM + SHARED + ("bnbench.equivalence",)),
     "bnbench/comparisons": ("bnbench.comparisons", BOTTOM + SHARED + ("bnbench.equivalence", "bnbench.timing",
                                                                       "bnbench.publishing.figures")),
@@ -25,7 +25,7 @@ LAYERS = {
     "bnbench/tuning": ("bnbench.tuning", BOTTOM + SHARED + ("bnbench.equivalence", "bnbench.timing", "bnbench.publishing")),
     "bnbench/lecture": ("bnbench.lecture", BOTTOM + SHARED + ("bnbench.equivalence", "bnbench.timing", "bnbench.tuning",
                                                               "bnbench.publishing")),
-    "bnbench/catalogue": ("bnbench.catalogue", BOTTOM + ("bnbench.publishing.glance",)),
+    "bnbench/catalogue": ("bnbench.catalogue", BOTTOM + ("bnbench.tables", "bnbench.publishing.glance")),
 }
 MAX_LINES = 450
 

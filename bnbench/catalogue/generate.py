@@ -25,6 +25,7 @@ import re
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from bnbench import tables
 from bnbench.adapters.allocator import allocator_variables
 from bnbench.adapters.declaration import Declaration
 from bnbench.adapters.registry import local_class, names
@@ -149,15 +150,15 @@ def render_extras(adapters: Sequence[Declaration]) -> str:
 
 
 def render_table(adapters: Sequence[Declaration]) -> str:
-    rows = ["| framework | modes (best first) | devices | requirements | environment | timed by | what the adapter is |",
-            "|---|---|---|---|---|---|---|"]
+    rows = []
     for a in adapters:
         modes = [a.best_mode] + [m for m in a.modes if m != a.best_mode] if a.best_mode else list(a.modes)
         where = "main (`.venv`)" if a.environment is None else f"own: `.envs/{a.environment}`, Python {a.python}"
         needs = a.setup_script or ", ".join(f"`{r}`" for r in a.requirements + a.install_then)
         timed = "asv" if a.timed_by == "asv" else "its worker (asv cannot build it)"
-        rows.append(f"| {a.name} | {', '.join(modes)} | {', '.join(a.devices)} | {needs} | {where} | {timed} | {a.description} |")
-    return "\n".join(rows)
+        rows.append([a.name, ", ".join(modes), ", ".join(a.devices), needs, where, timed, a.description])
+    return "\n".join(tables.markdown(["framework", "modes (best first)", "devices", "requirements", "environment", "timed by",
+                                      "what the adapter is"], rows))
 
 
 def render_framework_list(adapters: Sequence[Declaration]) -> str:

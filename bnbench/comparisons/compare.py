@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bnbench import tables
 from bnbench.adapters.registry import local_class, names
 from bnbench.timing import records
 from bnbench.timing.form import Form, FormError, parse_item, split_mode_form
@@ -153,9 +154,7 @@ def table(result: Dict[str, Any]) -> str:
             + ([format_seconds(row.get("latency_s"))] if device else [])
             + ["-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
                format_seconds(row["first_step_s"]), memory_text(row), kernel_text(row), "yes"])
-    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines] + footer(result))
+    return "\n".join([tables.text(header, lines)] + footer(result))
 
 
 def memory_text(row: Dict[str, Any]) -> str:

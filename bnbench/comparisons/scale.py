@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.adapters.registry import local_class, names
 from bnbench.comparisons import fit as fitting
 from bnbench.comparisons.compare import parse_items, resolve_items
@@ -245,9 +246,7 @@ def table(sweep: Dict[str, Any]) -> str:
              f"{entry['rate_flops'] / 1e9:.3g} [{entry['rate_low'] / 1e9:.3g}, {entry['rate_high'] / 1e9:.3g}]",
              "-" if entry.get("fraction_of_peak") is None else f"{entry['fraction_of_peak']:.2f}",
              f"{entry['worst_fit_error']:.1%}", ", ".join(map(str, entry["breaks"])) or "-"] for entry in sweep["fits"]]
-    widths = [max(len(str(line[i])) for line in [header] + rows) for i in range(len(header))]
-    fmt = lambda line: "  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip()  # noqa: E731
-    lines += [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows] + [""]
+    lines += [tables.text(header, rows), ""]
     resolved, unresolved = resolved_crossovers(sweep)
     lines.append(f"Crossovers resolved on both sides: {len(resolved) or 'none'}")
     for crossing in resolved:

@@ -20,6 +20,7 @@ import os
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from bnbench import tables
 from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
 from bnbench.comparisons.compare import kernel_text
@@ -226,11 +227,11 @@ def markdown(log: Dict[str, Any]) -> str:
              + "; ".join(f"{margin(log['compare'][size]):.3f} at {size}" for size in sizes)
              + (" (the spread of the run's own A/A control)" if all((log['compare'][size].get('floor') or {}).get('spread')
                                                                     is not None for size in sizes)
-                else f" ({LEGACY_MARGIN:g} in a log made before every run had its control)") + ".", "",
-             "| form | what it changes | passed | " + " | ".join(f"ratio at {size} [95% CI]" for size in sizes)
-             + " | step at " + " | step at ".join(sizes)
-             + (" | fraction of peak at large | of its own matmul at large" if "large" in sizes else "") + " | BLAS loaded |",
-             "|---|---|---|" + "---|" * (2 * len(sizes) + 2 * ("large" in sizes) + 1)]
+                else f" ({LEGACY_MARGIN:g} in a log made before every run had its control)") + ".", ""]
+    header = (["form", "what it changes", "passed"] + [f"ratio at {size} [95% CI]" for size in sizes]
+              + [f"step at {size}" for size in sizes]
+              + (["fraction of peak at large", "of its own matmul at large"] if "large" in sizes else []) + ["BLAS loaded"])
+    forms = []
     for entry in log["forms"]:
         rows = {size: _row(log["compare"][size], framework, entry["form"]) for size in sizes}
         passed = all(row is not None and row.get("verified") for row in rows.values())
@@ -241,8 +242,8 @@ def markdown(log: Dict[str, Any]) -> str:
             fraction = [_interval(rows["large"], "fraction_of_peak", "fraction_ci_low", "fraction_ci_high", ".2f"),
                         _interval(rows["large"], "of_own_matmul", "of_own_matmul_ci_low", "of_own_matmul_ci_high", ".2f")]
         blas = kernel_text(rows[sizes[0]]) if rows[sizes[0]] else "-"     # the BLAS its process really ran
-        lines.append(f"| `{entry['form']}` | {entry['what']} | {'yes' if passed else '**no**'} | "
-                     + " | ".join(cells + steps + fraction + [blas]) + " |")
+        forms.append([f"`{entry['form']}`", entry["what"], "yes" if passed else "**no**", *cells, *steps, *fraction, blas])
+    lines += tables.markdown(header, forms)
     lines += ["", "Rounds: " + "; ".join(f"{size} {log['compare'][size]['rounds']} in {log['compare'][size]['seconds']:.0f} s "
                                           f"({log['compare'][size]['stopped']})" for size in sizes) + ".", ""]
     if "large" in sizes:
@@ -288,15 +289,13 @@ def profile_markdown(log: Dict[str, Any]) -> List[str]:
              f"{step:.1f} ms as timed alone and {profiled:.1f} ms under the profiler. Matrix products "
              f"{share(profile['products_ms'])}, the framework's other kernels {share(profile['other_kernels_ms'])}, "
              f"outside every kernel (the framework's dispatch, the adapter's Python and anything it computes outside the "
-             f"framework) {share(profile['outside_kernels_ms'])}.{ideal}", "",
-             "| kernel (self time) | kind | calls per step | ms per step | share of the profiled step |",
-             "|---|---|---|---|---|"]
-    for kernel in profile["kernels"]:
-        name = kernel["kernel"].replace("|", "\\|")
-        lines.append(f"| `{name}` | {kernel['kind']} | {kernel['calls']:g} | {kernel['ms']:.2f} | {kernel['ms'] / profiled:.0%} |")
+             f"framework) {share(profile['outside_kernels_ms'])}.{ideal}", ""]
+    kernels = [[f"`{kernel['kernel']}`", kernel["kind"], f"{kernel['calls']:g}", f"{kernel['ms']:.2f}",
+                f"{kernel['ms'] / profiled:.0%}"] for kernel in profile["kernels"]]
     if profile.get("kernels_left_out"):
-        lines.append(f"| {profile['kernels_left_out']} more kernels | | | | |")
-    return lines + [""]
+        kernels.append([f"{profile['kernels_left_out']} more kernels", "", "", "", ""])
+    return lines + tables.markdown(["kernel (self time)", "kind", "calls per step", "ms per step",
+                                    "share of the profiled step"], kernels) + [""]
 
 
 def render_all(results: str, logs: Optional[List[Dict[str, Any]]] = None) -> List[str]:

@@ -33,6 +33,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bnbench import tables
+
 M = 4          # a small batch makes m / (m - 1) = 4/3 easy to tell from 1
 FEATURES = 3
 
@@ -153,10 +155,7 @@ def measure(adapter_class) -> List[Dict[str, object]]:
 
 
 def markdown(rows: List[Dict[str, object]]) -> str:
-    lines = ["| " + " | ".join(HEADINGS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "-")) for c in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(tables.markdown([HEADINGS[c] for c in COLUMNS], [[r.get(c, "-") for c in COLUMNS] for r in rows])) + "\n"
 
 
 def to_csv(rows: List[Dict[str, object]]) -> str:

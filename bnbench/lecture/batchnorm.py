@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.lecture.common import figure, header, make_spec, pct, save_figure, summary_stats, train
 from bnbench.reference import ReferenceModel, initial_parameters
 from bnbench.reference.data import Dataset
@@ -158,13 +159,12 @@ def markdown(result, plots) -> str:
     lines = header(result, "Batch norm on and off")
     lines += [f"**The measurement.** The network {result['hidden']} with and without batch norm (`batch_norm: false`: "
               f"Z = A W + b, then ReLU; same initial draws), plain SGD, batch 64, {result['epochs']} epochs, "
-              f"{len(result['seeds'])} seeds, learning rates over 5 decades.", "",
-              "| learning rate | with batch norm: validation accuracy | epochs to 95% | without: validation accuracy | epochs to 95% |",
-              "|---|---|---|---|---|"]
-    for i, lr in enumerate(result["learning_rates"]):
-        lines.append(f"| {lr:.3g} | {pct(result['with_bn_final_val_accuracy'][i])} | "
-                     f"{result['with_bn_epochs_to_95'][i] or '-'} | {pct(result['without_bn_final_val_accuracy'][i])} | "
-                     f"{result['without_bn_epochs_to_95'][i] or '-'} |")
+              f"{len(result['seeds'])} seeds, learning rates over 5 decades.", ""]
+    lines += tables.markdown(
+        ["learning rate", "with batch norm: validation accuracy", "epochs to 95%", "without: validation accuracy", "epochs to 95%"],
+        [[f"{lr:.3g}", pct(result["with_bn_final_val_accuracy"][i]), result["with_bn_epochs_to_95"][i] or "-",
+          pct(result["without_bn_final_val_accuracy"][i]), result["without_bn_epochs_to_95"][i] or "-"]
+         for i, lr in enumerate(result["learning_rates"])])
     lines += ["", f"Learning rates that train ({result['trains_means']}): "
               f"{result['with_bn_trainable_decades']:.1f} decades with batch norm, "
               f"{result['without_bn_trainable_decades']:.1f} without.", ""]
@@ -177,10 +177,11 @@ def markdown(result, plots) -> str:
               f"{final('without_bn', 'log_variance_ratio')} without.", ""]
     gap = result["train_test_gap"]
     lines += [f"**Regularisation** (training − test accuracy after {result['gap_epochs']} epochs, learning rate "
-              f"{result['gap_learning_rate']}):", "", "| batch size | with batch norm | without |", "|---|---|---|"]
-    for i, size in enumerate(result["batch_sizes"]):
-        lines.append(f"| {size} | {100 * gap['with_bn'][i]['mean']:.2f} ± {100 * gap['with_bn'][i]['std']:.2f} | "
-                     f"{100 * gap['without_bn'][i]['mean']:.2f} ± {100 * gap['without_bn'][i]['std']:.2f} |")
+              f"{result['gap_learning_rate']}):", ""]
+    lines += tables.markdown(["batch size", "with batch norm", "without"], [
+        [size, f"{100 * gap['with_bn'][i]['mean']:.2f} ± {100 * gap['with_bn'][i]['std']:.2f}",
+         f"{100 * gap['without_bn'][i]['mean']:.2f} ± {100 * gap['without_bn'][i]['std']:.2f}"]
+        for i, size in enumerate(result["batch_sizes"])])
     lines += ["", f"**Softmax and hardmax.** The class with the largest probability is the class with the largest "
               f"logit (softmax is monotone): the argmax of the probabilities and of the logits agree on "
               f"{100 * result['hardmax_agreement']:.1f}% of the test examples, over every model of the gap sweep. "

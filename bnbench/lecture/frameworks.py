@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from bnbench import tables
 from bnbench.adapters import registry
 from bnbench.adapters.contract import Adapter
 from bnbench.lecture.common import figure, header, save_figure
@@ -202,13 +203,14 @@ def plot(result, folder) -> List[str]:
 
 def markdown(result, plots) -> str:
     lines = header(result, "Choosing a framework")
-    lines += ["| framework | adapter lines | API calls | speed (× NumPy) | licence | maintainer | status |",
-              "|---|---|---|---|---|---|---|"]
+    rows = []
     for row in result["rows"]:
         shared = f" (module shared with {', '.join(row['adapter_shared_with'])})" if row["adapter_shared_with"] else ""
-        lines.append(f"| {row['framework']} | {row['adapter_lines'] if row['adapter_lines'] is not None else '-'}{shared} | "
-                     f"{row['api_calls'] if row['api_calls'] is not None else '-'} | {row['speed_interval'] or '-'} | "
-                     f"{row['licence'] or '-'} | {row['maintainer'] or '-'} | {row['status'] or '-'} |")
+        rows.append([row["framework"], f"{row['adapter_lines'] if row['adapter_lines'] is not None else '-'}{shared}",
+                     row["api_calls"], row["speed_interval"] or "-", row["licence"] or "-", row["maintainer"] or "-",
+                     row["status"] or "-"])
+    lines += tables.markdown(["framework", "adapter lines", "API calls", "speed (× NumPy)", "licence", "maintainer", "status"],
+                             rows)
     lines += ["", f"Speed: {result['speed_means']} (from `{result['speed_source']}`). API calls: "
               f"{result['api_calls_means']}. Lines: {result['adapter_lines_means']}. Licence and maintainer: the "
               "installed package's metadata, read in the framework's own environment. Status: the adapter's "

@@ -6,6 +6,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.lecture.common import figure, header, log_uniform, make_spec, pct, save_figure, train
 from bnbench.reference.data import Dataset
 
@@ -78,16 +79,14 @@ def plot(result, folder) -> List[str]:
 def markdown(result, plots) -> str:
     lines = header(result, "Sampling on the right scale")
     lines += [f"**The measurement.** {result['trials']} draws per scale and field, {len(result['seeds'])} seeds; each trial "
-              f"trains {result['epochs']} epochs.", "",
-              "| field | decade | uniform: trials | log scale: trials |", "|---|---|---|---|"]
-    for field in ("learning_rate", "beta1"):
+              f"trains {result['epochs']} epochs.", ""]
+    lines += tables.markdown(["field", "decade", "uniform: trials", "log scale: trials"], [
+        [field, f"{decade[0]:g} to {decade[1]:g}", f"{u:.1f}", f"{g:.1f}"] for field in ("learning_rate", "beta1")
         for decade, u, g in zip(result["decades"][field], result["trials_per_decade_uniform"][field],
-                                result["trials_per_decade_log"][field]):
-            lines.append(f"| {field} | {decade[0]:g} to {decade[1]:g} | {u:.1f} | {g:.1f} |")
-    lines += ["", "| field | best validation accuracy, uniform | best validation accuracy, log scale |", "|---|---|---|"]
-    for field in ("learning_rate", "beta1"):
-        lines.append(f"| {field} | {pct(result['best_val_accuracy_uniform'][field])} | "
-                     f"{pct(result['best_val_accuracy_log'][field])} |")
+                                result["trials_per_decade_log"][field])])
+    lines += [""] + tables.markdown(["field", "best validation accuracy, uniform", "best validation accuracy, log scale"], [
+        [field, pct(result["best_val_accuracy_uniform"][field]), pct(result["best_val_accuracy_log"][field])]
+        for field in ("learning_rate", "beta1")])
     top = result["trials_per_decade_uniform"]["learning_rate"][-1] / result["trials"]
     low_beta = result["trials_per_decade_uniform"]["beta1"][0] / result["trials"]
     gains = {field: result["best_val_accuracy_log"][field] - result["best_val_accuracy_uniform"][field]

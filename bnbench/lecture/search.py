@@ -7,6 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.lecture.common import figure, header, log_uniform, make_spec, save_figure, train
 from bnbench.reference.data import Dataset
 
@@ -72,13 +73,14 @@ def markdown(result, plots) -> str:
               f"(log scale, {result['ranges']['learning_rate'][0]:g} to {result['ranges']['learning_rate'][1]:g}) and "
               f"bn_epsilon (log scale, {result['ranges']['bn_epsilon'][0]:g} to {result['ranges']['bn_epsilon'][1]:g}); "
               f"a k x k grid against k² random draws; each trial trains {result['epochs']} epochs of SGD; "
-              f"{len(result['seeds'])} seeds.", "",
-              "| budget | random: best validation accuracy | grid: best validation accuracy | learning rates tried (random / grid) |",
-              "|---|---|---|---|"]
+              f"{len(result['seeds'])} seeds.", ""]
+    rows = []
     for i, budget in enumerate(result["budgets"]):
         r, g = np.array(result["random_best_val_accuracy_by_seed"][i]), np.array(result["grid_best_val_accuracy_by_seed"][i])
-        lines.append(f"| {budget} | {100 * r.mean():.2f}% ± {100 * r.std():.2f} | {100 * g.mean():.2f}% ± {100 * g.std():.2f} | "
-                     f"{result['random_distinct_learning_rates'][i]} / {result['grid_distinct_learning_rates'][i]} |")
+        rows.append([budget, f"{100 * r.mean():.2f}% ± {100 * r.std():.2f}", f"{100 * g.mean():.2f}% ± {100 * g.std():.2f}",
+                     f"{result['random_distinct_learning_rates'][i]} / {result['grid_distinct_learning_rates'][i]}"])
+    lines += tables.markdown(["budget", "random: best validation accuracy", "grid: best validation accuracy",
+                              "learning rates tried (random / grid)"], rows)
     diff = np.array(result["random_best_val_accuracy"]) - np.array(result["grid_best_val_accuracy"])
     verdict = ("random search is ahead at every budget" if np.all(diff > 0) else
                "random search is not ahead at every budget" if np.any(diff > 0) else "the grid is ahead or level at every budget")

@@ -6,6 +6,7 @@ from typing import Dict, List
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.lecture.common import figure, header, make_spec, pct, save_figure, train
 from bnbench.reference import ReferenceModel
 from bnbench.reference.data import Dataset
@@ -88,15 +89,13 @@ def markdown(result, plots) -> str:
     lines += [f"**The measurement.** Train with bn_momentum from {result['bn_momentum'][0]} to {result['bn_momentum'][-1]} "
               f"for {' and '.join(map(str, result['training_epochs']))} epoch(s) ({result['steps_per_epoch']} steps each), "
               f"{len(result['seeds'])} seeds; then classify the test set with the running averages, and with the exact "
-              "mean and variance of every layer over the whole training set (the population).", "",
-              "| epochs | bn_momentum | test accuracy, running averages | test accuracy, population | mean error | variance error |",
-              "|---|---|---|---|---|---|"]
-    for length in result["training_epochs"]:
-        key = str(length)
-        for i, momentum in enumerate(result["bn_momentum"]):
-            lines.append(f"| {length} | {momentum} | {pct(result['ewa_test_accuracy'][key][i])} | "
-                         f"{pct(result['population_test_accuracy'][key][i])} | {result['running_mean_error'][key][i]:.3f} | "
-                         f"{result['running_var_relative_error'][key][i]:.3f} |")
+              "mean and variance of every layer over the whole training set (the population).", ""]
+    rows = [[length, momentum, pct(result["ewa_test_accuracy"][str(length)][i]),
+             pct(result["population_test_accuracy"][str(length)][i]), f"{result['running_mean_error'][str(length)][i]:.3f}",
+             f"{result['running_var_relative_error'][str(length)][i]:.3f}"]
+            for length in result["training_epochs"] for i, momentum in enumerate(result["bn_momentum"])]
+    lines += tables.markdown(["epochs", "bn_momentum", "test accuracy, running averages", "test accuracy, population",
+                              "mean error", "variance error"], rows)
     lines += ["", f"Errors: {result['errors_mean']}.", "",
               "**What it shows.** An average with weight beta on the old value remembers about 1 / (1 - beta) steps: "
               "with bn_momentum 0.999 it has seen too few batches after a short training and still leans on its "

@@ -17,6 +17,7 @@ import math
 import os
 from typing import Dict, List, Optional, Tuple
 
+from bnbench import tables
 from bnbench.publishing.figures import STYLES, finish, number, pyplot
 from bnbench.reference.io import read_json
 from bnbench.timing.form import Form, FormError, is_label
@@ -264,10 +265,8 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
             subset = steps[(steps.dtype == dtype) & (steps["size"] == size)]
             lines += [f"### {machine}: {dtype}, `{size}` (m={SIZES_M.get(size, '?')})", "",
                       "Each row is its own asv process and run (named in *run*); rows are not paired in time, so no "
-                      "ratio is taken between them: the paired comparisons above rank frameworks.", "",
-                      "| framework | mode | device | version | step (median, IQR) | run | GFLOP/s | "
-                      "of peak | first step | peak memory | verified |",
-                      "|---|---|---|---|---|---|---|---|---|---|---|"]
+                      "ratio is taken between them: the paired comparisons above rank frameworks.", ""]
+            cells = []
             for _, row in subset.sort_values(["value", "framework", "mode", "device"], kind="mergesort").iterrows():
                 key = (row.framework, row["mode"], row.device, dtype, size)
                 gflops = _pick(data, "track_gflops", *key)
@@ -290,12 +289,13 @@ def machine_tables(frame, machine: str, verification) -> Tuple[List[str], List[D
                 }
                 table_rows.append(entry)
                 memory_text = "-" if entry["peak_memory_mb"] is None else f"{entry['peak_memory_mb']:.0f} MB"
-                lines.append(f"| {row.framework} | {row['mode']} | {row.device} | {version} | {format_seconds(row.value)}{spread} | "
-                             f"{entry['run']} | {number(entry['gflops'])}{_other_run(gflops, row)} | "
-                             f"{number(entry['fraction_of_peak'], 2)}{_other_run(peak, row)} | "
-                             f"{format_seconds(entry['first_step'])}{_other_run(first, row)} | {memory_text}{_other_run(memory, row)} | "
-                             f"{entry['verified']} |")
-            lines.append("")
+                cells.append([row.framework, row["mode"], row.device, version, f"{format_seconds(row.value)}{spread}",
+                              entry["run"], f"{number(entry['gflops'])}{_other_run(gflops, row)}",
+                              f"{number(entry['fraction_of_peak'], 2)}{_other_run(peak, row)}",
+                              f"{format_seconds(entry['first_step'])}{_other_run(first, row)}",
+                              f"{memory_text}{_other_run(memory, row)}", entry["verified"]])
+            lines += tables.markdown(["framework", "mode", "device", "version", "step (median, IQR)", "run", "GFLOP/s",
+                                      "of peak", "first step", "peak memory", "verified"], cells) + [""]
     return lines, table_rows
 
 

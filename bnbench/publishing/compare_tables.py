@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Tuple
 
+from bnbench import tables
 from bnbench.comparisons import compare, tunelog
 from bnbench.publishing.asv_tables import SIZES_M, load_verification
 from bnbench.publishing.figures import finish, interval, number, pyplot, styles_for
@@ -17,17 +18,18 @@ from bnbench.timing.workload import SIZE_ORDER
 def verification_section(verification, machine: str) -> List[str]:
     if not verification:
         return [f"No `bnbench verify` record for machine `{machine}`.", ""]
-    lines = [f"### Equivalence on `{machine}` (`bnbench verify` in each asv environment)", "",
-             "| environment | framework | mode | device | dtype | status | checks | worst grad error | worst parameter error |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    header = ["environment", "framework", "mode", "device", "dtype", "status", "checks", "worst grad error",
+              "worst parameter error"]
+    rows = []
     for (group, framework, mode, device, dtype), row in sorted(verification.items()):
         worst = row.get("worst") or {}
         checks = f"{row.get('passed', 0)}/{row.get('checked', 0)}"
         if row.get("unsupported"):
             checks += f" (+{len(row['unsupported'])} unsupported)"
-        lines.append(f"| {group} | {framework} | {mode} | {device} | {dtype} | {row.get('status')} | {checks} | "
-                     f"{number(worst.get('grad'), 2)} | {number(worst.get('param'), 2)} |")
-    return lines + [""]
+        rows.append([group, framework, mode, device, dtype, row.get("status"), checks, number(worst.get("grad"), 2),
+                     number(worst.get("param"), 2)])
+    return [f"### Equivalence on `{machine}` (`bnbench verify` in each asv environment)", "",
+            *tables.markdown(header, rows), ""]
 
 
 # --------------------------------------------------------------------------- paired comparisons
@@ -79,16 +81,16 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
              f"Baseline `{run['baseline']}`; {compare.rounds_text(run)} in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
              f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}"
-             + (f" {state}." if state else ""), "",
-             "| framework | mode | version | ratio to baseline [95% CI] | vs baseline | vs next faster row | median step [95% CI] | "
-             + ("latency (synchronised step) | " if device else "")
-             + "GFLOP/s | fraction of peak [95% CI] | first step (compile) | memory held (x analytic minimum) | verified | flags |",
-             "|---|---|---|---|---|---|---|" + ("---|" if device else "") + "---|---|---|---|---|---|"]
+             + (f" {state}." if state else ""), ""]
+    header = (["framework", "mode", "version", "ratio to baseline [95% CI]", "vs baseline", "vs next faster row",
+               "median step [95% CI]"] + (["latency (synchronised step)"] if device else [])
+              + ["GFLOP/s", "fraction of peak [95% CI]", "first step (compile)", "memory held (x analytic minimum)", "verified",
+                 "flags"])
+    cells = []
     for row in run["rows"]:
         if row.get("median_step_s") is None:
-            lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | not timed | - | - | - | "
-                         + ("- | " if device else "") + "- | - | - | - | "
-                         f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed') or ''} | {_flags(row)} |")
+            cells.append([row["framework"], row["mode"], row.get("version") or "-", "not timed"] + ["-"] * (len(header) - 6)
+                         + [f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed') or ''}", _flags(row)])
             continue
         versus = row.get("versus_next_faster")
         versus_text = "-" if not versus else (f"{versus['ratio']:.3f} vs {versus['label']} "
@@ -100,11 +102,13 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
         step = f"{format_seconds(row['median_step_s'])} [{format_seconds(row['step_ci_low'])}, {format_seconds(row['step_ci_high'])}]"
         fraction = interval(row.get("fraction_of_peak"), row.get("fraction_ci_low"), row.get("fraction_ci_high"), ".2g")
         wide = "" if row.get("converged") is not False else " (wide: ±{:.1f}%)".format(100 * row.get("half_width", 0))
-        latency = (f"{format_seconds(row.get('latency_s'))} | " if device else "")
-        lines.append(f"| {row['framework']} | {row['mode']} | {row.get('version') or '-'} | "
-                     f"{interval(row['ratio'], row['ci_low'], row['ci_high'])}{wide} | {baseline_text} | {versus_text} | {step} | "
-                     f"{latency}{number(row.get('gflops'))} | {fraction} | {format_seconds(row.get('first_step_s'))} | {compare.memory_text(row)} | {checked} | "
-                     f"{_flags(row)}{tuning_log_link(results, run['machine_id'], row['framework'])} |")
+        latency = [format_seconds(row.get("latency_s"))] if device else []
+        cells.append([row["framework"], row["mode"], row.get("version") or "-",
+                      f"{interval(row['ratio'], row['ci_low'], row['ci_high'])}{wide}", baseline_text, versus_text, step,
+                      *latency, number(row.get("gflops")), fraction, format_seconds(row.get("first_step_s")),
+                      compare.memory_text(row), checked,
+                      _flags(row) + tuning_log_link(results, run["machine_id"], row["framework"])])
+    lines += tables.markdown(header, cells)
     unconverged = run.get("unconverged") or []
     if unconverged:
         lines += ["", "Rows whose interval was still wider than the target when the budget ended: "

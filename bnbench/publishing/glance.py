@@ -8,6 +8,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
+from bnbench import tables
 from bnbench.comparisons import compare
 from bnbench.publishing.compare_tables import load_comparisons
 
@@ -37,7 +38,7 @@ def table(run: Dict[str, object]) -> List[str]:
     gpu = device != "cpu"
     head = f"{device.upper() if gpu else 'CPU'}: {_machine_words(run['machine'], device)}, `{size}` (m={run['m']}), vs {run['baseline']}"
     columns = ["ratio [95% CI]"] + (["latency, synchronised step", "fraction of float32 peak"] if gpu else [])
-    lines = [f"| {head} | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines = []
     for row in run["rows"]:
         if row.get("ratio") is None:
             continue
@@ -47,7 +48,7 @@ def table(run: Dict[str, object]) -> List[str]:
             latency = row.get("latency_s")
             cells += [f"{latency * 1e3:.2f} ms" if latency else "-",
                       "-" if row.get("fraction_of_peak") is None else f"{row['fraction_of_peak']:.2f}"]
-        lines.append(f"| {row['framework']} ({row['mode']}) | " + " | ".join(cells) + " |")
+        lines.append([f"{row['framework']} ({row['mode']})", *cells])
     floor = run.get("floor") or {}
     note = (f"{compare.rounds_text(run)}; floor (the baseline against its own control) "
             f"{floor['ratio']:.3f} [{floor['ci_low']:.3f}, {floor['ci_high']:.3f}]: a row is resolved beyond "
@@ -55,7 +56,7 @@ def table(run: Dict[str, object]) -> List[str]:
             else f"{compare.rounds_text(run)}; no control in this run: a row is resolved when its interval excludes 1")
     if (run.get("undisturbed") or {}).get("whole_run_slower"):
         note += f"; **{compare.state_line(run)}**"
-    return lines + ["", f"({run['created'][:10]}, machine `{run['machine_id']}`; {note}.)", ""]
+    return tables.markdown([head, *columns], lines) + ["", f"({run['created'][:10]}, machine `{run['machine_id']}`; {note}.)", ""]
 
 
 def glance(results: str) -> str:

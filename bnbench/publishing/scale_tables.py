@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Tuple
 
+from bnbench import tables
 from bnbench.comparisons.scale import resolved_crossovers
 from bnbench.publishing.figures import finish, pyplot, styles_for
 from bnbench.timing import records
@@ -81,20 +82,20 @@ def sweep_section(sweep: Dict[str, object], plot: str) -> List[str]:
              f"Each point: paired rounds of every framework (budget {sweep['budget_per_point']:.0f} s), each verified "
              f"against the reference on that point's spec first; the fit is {sweep['fit_model']}. A point whose fitted "
              f"time is more than {sweep['break_threshold']:.0%} from its measured one breaks the model and is named. "
-             f"Matmul peak in the same rounds: {sweep['peak_gflops']:.4g} GFLOP/s. (`{sweep['source']}`)", "",
-             "| framework | t0 [95% CI] | R, GFLOP/s [95% CI] | R / peak | worst fit error | breaks at | "
-             "memory / the model's (smallest to largest point) |",
-             "|---|---|---|---|---|---|---|"]
+             f"Matmul peak in the same rounds: {sweep['peak_gflops']:.4g} GFLOP/s. (`{sweep['source']}`)", ""]
+    header = ["framework", "t0 [95% CI]", "R, GFLOP/s [95% CI]", "R / peak", "worst fit error", "breaks at",
+              "memory / the model's (smallest to largest point)"]
+    rows = []
     series = _series(sweep)
     for entry in sweep["fits"]:
         ratios = [row.get("memory_ratio") for row in series.get(entry["label"], []) if row.get("memory_ratio") is not None]
         memory = f"{ratios[0]:.2f} to {ratios[-1]:.2f}" if ratios else "-"
-        lines.append(f"| {entry['label']} | {format_seconds(entry['t0_s'])} [{format_seconds(entry['t0_low'])}, "
-                     f"{format_seconds(entry['t0_high'])}] | {entry['rate_flops'] / 1e9:.3g} [{entry['rate_low'] / 1e9:.3g}, "
-                     f"{entry['rate_high'] / 1e9:.3g}] | "
-                     f"{'-' if entry.get('fraction_of_peak') is None else format(entry['fraction_of_peak'], '.2f')} | "
-                     f"{entry['worst_fit_error']:.1%} | {', '.join(map(str, entry['breaks'])) or '-'} | {memory} |")
-    lines.append("")
+        rows.append([entry["label"], f"{format_seconds(entry['t0_s'])} [{format_seconds(entry['t0_low'])}, "
+                     f"{format_seconds(entry['t0_high'])}]", f"{entry['rate_flops'] / 1e9:.3g} [{entry['rate_low'] / 1e9:.3g}, "
+                     f"{entry['rate_high'] / 1e9:.3g}]",
+                     "-" if entry.get("fraction_of_peak") is None else format(entry["fraction_of_peak"], ".2f"),
+                     f"{entry['worst_fit_error']:.1%}", ", ".join(map(str, entry["breaks"])) or "-", memory])
+    lines += tables.markdown(header, rows) + [""]
     resolved, unresolved = resolved_crossovers(sweep)
     if resolved:
         lines += ["Crossovers (the faster of two changes between two points, the paired ratio resolved beyond that "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import List
 
+from bnbench import tables
 from bnbench.comparisons import tunelog
 from bnbench.equivalence import conventions
 from bnbench.publishing.figures import interval, number
@@ -49,12 +50,10 @@ def frameworks_section(results: str) -> List[str]:
     data = read_json(os.path.join(results, "frameworks.json"))
     if not data:
         return []
-    lines = ["## Frameworks on this machine (`bnbench frameworks`)", "",
-             "| framework | available | version | modes | runs in | why not |", "|---|---|---|---|---|---|"]
-    for row in data:
-        lines.append(f"| {row.get('name')} | {'yes' if row.get('available') else 'no'} | {row.get('version') or '-'} | "
-                     f"{', '.join(row.get('modes') or []) or '-'} | {row.get('runs_in') or '-'} | {row.get('reason') or ''} |")
-    return lines + [""]
+    rows = [[row.get("name"), "yes" if row.get("available") else "no", row.get("version") or "-",
+             ", ".join(row.get("modes") or []) or "-", row.get("runs_in") or "-", row.get("reason") or ""] for row in data]
+    return ["## Frameworks on this machine (`bnbench frameworks`)", "",
+            *tables.markdown(["framework", "available", "version", "modes", "runs in", "why not"], rows), ""]
 
 
 def tuning_logs_section(results: str) -> List[str]:
@@ -68,10 +67,10 @@ def tuning_logs_section(results: str) -> List[str]:
     lines = ["## Tuning logs (`bnbench tunelog`)", "",
              "Each framework's forms (its other modes, its own alternatives, the allocator's) timed against the form "
              "the tables use, in paired rounds at tiny and large; each form checked against the reference first. "
-             "A ratio below 1 is faster than the kept form.", "",
-             "| machine | framework | kept form | forms timed | fastest other at tiny | fastest other at large | "
-             "fraction of peak at large | own matmul / peak | of own matmul | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "A ratio below 1 is faster than the kept form.", ""]
+    header = ["machine", "framework", "kept form", "forms timed", "fastest other at tiny", "fastest other at large",
+              "fraction of peak at large", "own matmul / peak", "of own matmul", "verdict"]
+    rows = []
     for log in logs:
         framework, kept = log["framework"], log["kept"]
         kept_label = str(Form.of(framework, kept))
@@ -90,8 +89,8 @@ def tuning_logs_section(results: str) -> List[str]:
         ceiling = next((c for c in large.get("ceilings", []) if c.get("gflops") is not None), {})
         timed = sum(1 for row in log["compare"][log["sizes"][0]]["rows"] if row.get("ratio") is not None) - 1
         link = f"[{framework}]({log['source'][:-len('json')]}md)"
-        lines.append(f"| {log['machine_id']} | {link} | `{kept}` | {timed} of {len(log['forms']) - 1} | {fastest('tiny')} | "
-                     f"{fastest('large')} | {number(kept_row.get('fraction_of_peak'), 2)} | "
-                     f"{number(ceiling.get('fraction_of_peak'), 2)} | {number(kept_row.get('of_own_matmul'), 2)} | "
-                     f"{'kept' if verdict['kept_stands'] else 'adopt ' + ', '.join(verdict['adopt'])} |")
-    return lines + [""]
+        rows.append([log["machine_id"], link, f"`{kept}`", f"{timed} of {len(log['forms']) - 1}", fastest("tiny"),
+                     fastest("large"), number(kept_row.get("fraction_of_peak"), 2), number(ceiling.get("fraction_of_peak"), 2),
+                     number(kept_row.get("of_own_matmul"), 2),
+                     "kept" if verdict["kept_stands"] else "adopt " + ", ".join(verdict["adopt"])])
+    return lines + tables.markdown(header, rows) + [""]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Type
 
+from bnbench import tables
 from bnbench.adapters.contract import Adapter
 from bnbench.adapters.registry import ADAPTERS, UnknownFramework, local_class, names  # noqa: F401
 from bnbench.timing.worker import remote_class
@@ -68,6 +69,4 @@ def table(rows: List[Dict[str, object]]) -> str:
         notes = ([row["reason"]] if row["reason"] else []) + [f"{device}: {problem}" for device, problem in status.items() if problem]
         lines.append([row["name"], "yes" if row["available"] else "no", row["version"] or "-",
                       ", ".join(row["modes"]), ", ".join(devices), "; ".join(notes)])
-    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines])
+    return tables.text(header, lines)

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Dict
 
+from bnbench import tables
 from bnbench.publishing.figures import finish, pyplot
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.tuning.settings import Settings
@@ -87,13 +88,14 @@ def markdown(summary: Dict[str, object], settings: Settings) -> str:
              f"{settings.framework}, {settings.style}, {settings.strategy}; {summary['n_trials_complete']} of "
              f"{summary['n_trials_requested']} trials complete; {settings.epochs} epochs each on digits "
              f"(train 1150, selection on validation 288, test 359 used once).", "",
-             "| | |", "|---|---|"]
-    lines += [f"| best {k} | {fmt(v)} |" for k, v in best.items()]
+             ]
+    facts = [[f"best {k}", fmt(v)] for k, v in best.items()]
     for key, label in (("val_accuracy", "validation accuracy (best trial)"), ("test_accuracy", "test accuracy (once, at the end)"),
                        ("retrained_val_accuracy", "validation accuracy of the retrained best"),
                        ("trials_per_second", "trials per second (this run)")):
         value = summary.get(key)
-        lines.append(f"| {label} | {'-' if value is None else fmt(value)} |")
+        facts.append([label, "-" if value is None else fmt(value)])
+    lines += tables.markdown(["", ""], facts)
     speed = summary.get("throughput") or {}
     if speed:
         lines += ["", f"Models trained per second on {speed['device']} ({speed['models_per_program']} models in one "

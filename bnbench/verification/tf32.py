@@ -18,6 +18,7 @@ from typing import Dict
 
 import numpy as np
 
+from bnbench import tables
 from bnbench.adapters.registry import local_class
 from bnbench.equivalence.tolerances import tolerance
 from bnbench.equivalence.trace import check_equivalence
@@ -70,9 +71,8 @@ def measure() -> Dict[str, Dict[str, float]]:
 def main() -> int:
     worst = measure()
     groups = sorted({group for errors in worst.values() for group in errors})
-    print("case".ljust(40) + "".join(group.rjust(12) for group in groups))
-    for label, errors in worst.items():
-        print(label[:40].ljust(40) + "".join(f"{errors.get(group, 0.0):12.2e}" for group in groups))
+    print(tables.text(["case", *groups], [[label[:40], *(f"{errors.get(group, 0.0):.2e}" for group in groups)]
+                                          for label, errors in worst.items()]))
     largest = max(errors["unwidened"] for errors in worst.values())
     passed = all(errors["passed"] for errors in worst.values())
     print(f"largest error of a tensor the ReLU kinks do not move: {largest:.2e}; tf32's tolerance {tolerance('tf32'):.0e}; "

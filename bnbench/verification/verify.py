@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from bnbench import progress
+from bnbench import progress, tables
 from bnbench.equivalence.tolerances import KINK_BAND, KINK_MARGIN, KINK_MAX_TOLERANCE, KINK_MAX_TOLERANCES, TOLERANCES
 from bnbench.equivalence.trace import check_equivalence
 from bnbench.reference.battery import battery
@@ -182,9 +182,7 @@ def table(rows: List[Row]) -> str:
         note = row.reason if row.status in ("unavailable", "unsupported") else ("; ".join(row.failures)[:160] if row.failures else "")
         lines.append([row.framework, row.mode, row.device, row.dtype, row.status, checks if row.status != "unavailable" else "-",
                       *errors, f"{row.seconds:.1f}" if row.status != "unavailable" else "-", note or ""])
-    widths = [max(len(str(line[i])) for line in [header] + lines) for i in range(len(header) - 1)]
-    fmt = lambda line: "  ".join([str(c).ljust(w) for c, w in zip(line[:-1], widths)] + [str(line[-1])]).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths] + ["----"])] + [fmt(line) for line in lines])
+    return tables.text(header, lines)
 
 
 def default_path(machine: str, results: str = "results") -> str:
