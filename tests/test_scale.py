@@ -121,6 +121,35 @@ def test_the_fit_counts_only_the_bursts_whose_own_baseline_ran_undisturbed():
                           "a:eager", point["round_medians"]["a:eager"])
     both = stats.paired_ratio(scale.counted(point, "a:eager", point["round_medians"]["a:eager"]), other)
     assert both.rounds == int((~point["slow"] & ~point["slow"][::-1]).sum())
+    # a run that says which rounds counted for a participant is read, not judged again
+    said = [i % 3 != 0 for i in range(30)]
+    values = scale.counted(dict(point, round_counted={"a:eager": said}), "a:eager", point["round_medians"]["a:eager"])
+    assert np.array_equal(~np.isnan(values), said)
+
+
+def test_a_run_says_which_rounds_counted_for_each_participant_and_a_sweep_reads_it():
+    """The rounds a row's figures took (the baseline beside 4 of its 12 bursts ran 1.6 times
+    slower) are written with the run and are the rounds a sweep's fit counts."""
+    from bnbench.timing import summary
+    from bnbench.timing.participant import Participant
+    from bnbench.timing.rounds import Settings
+    from bnbench.timing.workload import spec_for
+
+    fast = 5e-3 * np.exp(np.random.default_rng(3).normal(0, 0.01, 12))
+    beside = fast * np.where(np.arange(12) < 4, 1.6, 1.0)
+
+    def participant(label, medians, references):
+        framework, mode = label.split(":")
+        return Participant(framework, mode, label, medians=list(medians), references=list(references),
+                           latencies=list(medians), steps=[3] * 12, busy_after=[0.0] * 12, flops=1e9)
+
+    baseline, row = participant("numpy:eager", fast, fast), participant("mxnet:hybrid", 2 * beside, beside)
+    out = summary.result(Settings(items=[("numpy", "eager"), ("mxnet", "hybrid")], control=False), [baseline, row], None,
+                         None, baseline, spec_for("tiny", "float32"), 64, "budget", 1.0, 0.0, peak_problem=None,
+                         ceilings=[], placement="workers not pinned to cores", sets=[0] * 12)
+    values = scale.counted(out, "mxnet:hybrid", out["round_medians"]["mxnet:hybrid"])
+    assert np.array_equal(np.isnan(values), np.arange(12) < 4)
+    assert {r["label"]: r for r in out["rows"]}["mxnet:hybrid"]["rounds_counted"] == 8
 
 
 class _Allocates:

@@ -148,6 +148,7 @@ def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, 
             "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],
             "seconds": result["seconds"], "round_medians": result["round_medians"],
             "round_references": result.get("round_references"), "undisturbed_rounds": result.get("undisturbed_rounds"),
+            "round_counted": result.get("round_counted"),
             "undisturbed": result.get("undisturbed")}
 
 
@@ -186,13 +187,18 @@ def _crossovers(points: List[Dict[str, Any]], runs: List[Dict[str, Any]], fits: 
 
 
 def counted(point: Dict[str, Any], label: str, values) -> np.ndarray:
-    """A point's figures for ``label`` per round, NaN in the rounds that do not count for it: those
-    the machine ran disturbed in, and, where the point's run applied the per-burst rule
-    (bnbench.timing.summary: ``undisturbed.per_burst``), those where the baseline beside its own
-    burst ran slower than the run's limit. NaN rather than dropped, so that two participants' rounds
-    stay aligned and a pair counts only the rounds both count (a sweep written before the rounds
-    said which keeps every round)."""
+    """A point's figures for ``label`` per round, NaN in the rounds that do not count for it, as its
+    run said (``round_counted``, bnbench.timing.summary.Kept.of). NaN rather than dropped, so that
+    two participants' rounds stay aligned and a pair counts only the rounds both count.
+
+    A sweep written before its runs said so (before 2026-12-08) counts as they counted: not the
+    rounds the machine ran disturbed in, nor, where the run applied the per-burst rule
+    (``undisturbed.per_burst``), those where the baseline beside its own burst ran slower than the
+    run's limit; one written before the rounds said which keeps every round."""
     values = np.asarray(values, dtype=np.float64)
+    said = (point.get("round_counted") or {}).get(label)
+    if said is not None and len(said) == values.size:
+        return np.where(np.asarray(said, dtype=bool), values, np.nan)
     mask = np.ones(values.size, dtype=bool)
     kept = point.get("undisturbed_rounds")
     if kept is not None and len(kept) == values.size:

@@ -331,6 +331,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "round_medians": {p.label: p.medians for p in every},
         "round_references": {p.label: p.references for p in every},
         "undisturbed_rounds": [bool(k) for k in kept.mask],
+        # per participant, the rounds its figures count (Kept.of): the one rule, written once
+        "round_counted": {p.label: [bool(k) for k in kept.of(p).mask] for p in every},
         "round_sets": [int(s) for s in sets],
     }
 
