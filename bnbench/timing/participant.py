@@ -29,6 +29,7 @@ from bnbench.timing import steps
 from bnbench.timing.form import split_mode_form
 from bnbench.timing.kernels import loaded_blas
 from bnbench.timing.peak import MatmulPeak, peak_framework
+from bnbench.timing.runner import InProcess, InWorker
 from bnbench.timing.worker import Placement, WorkerError, WorkerFault, burst_deadline, remote_class, worker_for
 
 WARMUP_STEPS = 3
@@ -54,9 +55,7 @@ class Participant:
     label: str                       # framework:mode[+alternative], with #2, #3 for repeats (the A/A check)
     variant: Optional[str] = None    # an alternative form of the mode (None: the kept form)
     adapter: Any = None              # the timed adapter: a worker proxy, or the adapter itself (in_process)
-    prepared: Any = None             # in this process: the steps.Prepared of the timed adapter
-    worker: Any = None               # a bare timed step in a worker (the peak, an own matmul)
-    handle: Optional[int] = None
+    runner: Any = None               # where its steps run (bnbench.timing.runner): InProcess or InWorker
     version: Optional[str] = None
     verified: bool = False
     first_step_s: Optional[float] = None
@@ -84,8 +83,19 @@ class Participant:
 
     @property
     def worker_client(self):
-        """The worker its steps run in (its remote adapter's, or the peak's own); None in this process."""
-        return getattr(self.adapter, "worker", None) if self.adapter is not None else self.worker
+        """The worker its steps run in; None in this process (or not started)."""
+        return None if self.runner is None else self.runner.worker
+
+    @property
+    def prepared(self):
+        """Its steps.Prepared (or steps.Bare) where it runs in this process; None otherwise."""
+        return self.runner.prepared if isinstance(self.runner, InProcess) else None
+
+    def release(self) -> None:
+        """Let go of its adapter and what its steps run on (its worker stays for the others)."""
+        if self.runner is not None:
+            self.runner.release()
+        self.adapter = self.runner = None
 
     @property
     def process_id(self) -> Optional[int]:
@@ -114,16 +124,11 @@ class Participant:
         a worker past it is killed and WorkerFault raised. A participant's first burst of each kind
         gets the calls' generous deadline: it may compile (torch.compile's queued form did, for
         more than 20 s on a loaded machine)."""
-        if self.prepared is not None:
-            return steps.burst(self.prepared, seconds, min_steps=min_steps, how=how, memory=memory)
+        if self.runner is None:
+            raise AdapterError(f"{self.label} has nothing to run: {self.problem or 'released'}")
         deadline = burst_deadline(seconds, min_steps, self.expected_step_s()) if how in self.burst_kinds else None
         self.burst_kinds.add(how)
-        if self.adapter is not None:
-            return self.adapter.burst(seconds, min_steps=min_steps, how=how, memory=memory, deadline_s=deadline)
-        reply, _ = self.worker.call("burst", handle=self.handle, seconds=seconds, min_steps=min_steps, max_steps=10000,
-                                    how=how, memory=memory, deadline_s=deadline)
-        reply.pop("ok", None)
-        return reply
+        return self.runner.burst(seconds, how=how, min_steps=min_steps, memory=memory, deadline_s=deadline)
 
 
 def form_flags(adapter, form: str) -> str:
@@ -235,18 +240,20 @@ def _start_once(framework: str, form: str, label: str, *, spec, params: Dict[str
         finally:       # what the process loaded (its framework's BLAS is loaded by now), passed or not
             participant.kernels = kernels_of(adapter_class, in_process)
         if in_process:
-            participant.prepared, participant.first_step_s, participant.warmup_s = prepared
+            ready, participant.first_step_s, participant.warmup_s = prepared
+            participant.runner = InProcess(ready)
         else:
             participant.first_step_s, participant.warmup_s = prepared
+            participant.runner = participant.adapter.runner()
         participant.verified = True
     except WorkerFault as error:    # its worker died, hung or broke the protocol
-        participant.adapter = participant.prepared = None
+        participant.release()
         participant.problem = f"failed: {getattr(error, 'reason', None) or (str(error).splitlines() or [''])[0]}"
     except (AdapterError, WorkerError) as error:
-        participant.adapter = participant.prepared = None
+        participant.release()
         participant.problem = (str(error).splitlines() or [""])[0]
     except Exception as error:      # a framework that crashes is a row that says so, not a crashed run
-        participant.adapter = participant.prepared = None
+        participant.release()
         participant.problem = f"failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
     return participant
 
@@ -268,7 +275,7 @@ def start_peak(device: str, dtype: str, threads: int, *, worker=None, framework:
             worker.call("set_threads", framework=peak_framework(device).name, n_threads=threads)
         reply, _ = worker.call("build_peak", device=device, dtype=dtype, framework=framework)
         kernels = worker_kernels(worker)
-        return Participant(framework or PEAK, mode, label, worker=worker, handle=reply["handle"], version=reply["library"],
+        return Participant(framework or PEAK, mode, label, runner=InWorker(worker, reply["handle"]), version=reply["library"],
                            verified=True, flops=float(reply["flops"]), flags=f"{reply['n']}^3 matmul, {reply['library']}",
                            kernels=kernels)
     except (WorkerError, AdapterError, ValueError) as error:    # no peak: the rows say so, the run goes on
@@ -278,7 +285,5 @@ def start_peak(device: str, dtype: str, threads: int, *, worker=None, framework:
 def start_in_process_peak(device: str, dtype: str) -> Participant:
     """The matmul peak in this process (the asv benchmarks, which time in their own process)."""
     peak = MatmulPeak(device, dtype)
-    participant = Participant(PEAK, "matmul", PEAK, verified=True, flops=peak.flops, version=peak.library,
-                              flags=f"{peak.n}^3 matmul, {peak.library}")
-    participant.prepared = steps.Bare(peak.step)
-    return participant
+    return Participant(PEAK, "matmul", PEAK, verified=True, flops=peak.flops, version=peak.library,
+                       flags=f"{peak.n}^3 matmul, {peak.library}", runner=InProcess(steps.Bare(peak.step)))

@@ -180,11 +180,11 @@ def _start_ceilings(participants: List[Participant], settings: Settings) -> List
     """One own-matmul participant per framework, in the worker of its first timed kept form."""
     ceilings: List[Participant] = []
     for participant in participants:
-        if participant.variant is not None or participant.adapter is None:
+        if participant.variant is not None or participant.worker_client is None:
             continue
         if any(ceiling.framework == participant.framework for ceiling in ceilings):
             continue
-        ceilings.append(start_peak(settings.device, settings.spec_dtype, settings.threads, worker=participant.adapter.worker,
+        ceilings.append(start_peak(settings.device, settings.spec_dtype, settings.threads, worker=participant.worker_client,
                                    framework=participant.framework, label=f"{participant.framework}:own-matmul"))
     return ceilings
 
@@ -194,7 +194,7 @@ def _measure(participant: Participant, settings: Settings) -> Tuple[float, float
     """One burst of ``participant``: (its median step, its latency, its steps). On a device with
     asynchronous dispatch, its steps queued and synchronised once, then a latency burst (on the
     CPU the two are one measurement)."""
-    queued = settings.queues and participant.adapter is not None
+    queued = settings.queues and participant.adapter is not None     # the peak's bare steps: per step
     reply = participant.burst(settings.burst_seconds, how="queued" if queued else "per_step")
     if queued:
         latency = participant.burst(settings.burst_seconds, how="per_step")
@@ -443,7 +443,6 @@ def _read_memory(team: _Team, settings: Settings) -> None:
 
 def _stop(participants: Sequence[Participant], keep_workers: bool = False) -> None:
     for participant in participants:
-        participant.adapter = None
-        participant.prepared = None
+        participant.release()
     if not keep_workers:
         close_workers()

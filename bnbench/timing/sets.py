@@ -66,14 +66,14 @@ def _joined(pieces: Sequence[Optional[Participant]], rounds: Sequence[int]) -> P
             where = f"process set {index + 1} of {len(pieces)}: " if len(pieces) > 1 else ""
             problem = "not started" if piece is None else piece.problem
             base = piece if piece is not None else first
-            return dataclasses.replace(base, adapter=None, prepared=None, worker=None, problem=f"{where}{problem}",
+            return dataclasses.replace(base, adapter=None, runner=None, problem=f"{where}{problem}",
                                        **_empty_rounds())
     for piece, count in zip(pieces, rounds):
         if len(piece.medians) != count:
             raise ValueError(f"{piece.label}: {len(piece.medians)} rounds in a set of {count}")
     joined: Dict[str, list] = {field: [value for piece in pieces for value in getattr(piece, field)]
                                for field in _empty_rounds()}
-    return dataclasses.replace(first, adapter=None, prepared=None, worker=None, **joined,
+    return dataclasses.replace(first, adapter=None, runner=None, **joined,
                                unplaced=next((p.unplaced for p in pieces if p.unplaced), None),
                                memory_kind=next((p.memory_kind for p in pieces if p.memory_kind), None))
 

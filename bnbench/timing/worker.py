@@ -32,6 +32,7 @@ from bnbench.adapters.placement import Placement, environment_placement, environ
 from bnbench.reference.io import private_directory
 from bnbench.timing.kernels import without_overrides
 from bnbench.timing.protocol import PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes, read_message  # noqa: F401
+from bnbench.timing.runner import InWorker
 
 # Every call to a worker has a deadline. Starting, building, verifying, profiling: generous (a
 # framework's first import and compilation took up to a few minutes here), and configurable
@@ -423,13 +424,15 @@ def remote_class(local: Type, placement: Placement) -> Type:
             reply, _ = self._remote.call("profile", {"X": X, "y": y}, handle=self._handle, steps=steps)
             return reply["profile"]
 
+        def runner(self) -> InWorker:
+            """Its timed steps, prepared in the worker (``prepare_timing``), for the rounds to burst."""
+            return InWorker(self._remote, self._handle, owner=self)
+
         def burst(self, seconds: float, *, min_steps: int = 1, max_steps: int = 10000, how: str = "per_step",
                   memory: bool = False, deadline_s: Optional[float] = None) -> Dict[str, Any]:
             """One burst on the prepared batch, timed in the worker (bnbench.timing.steps.burst)."""
-            reply, _ = self._remote.call("burst", handle=self._handle, seconds=seconds, min_steps=min_steps,
-                                         max_steps=max_steps, how=how, memory=memory, deadline_s=deadline_s)
-            reply.pop("ok", None)
-            return reply
+            return self.runner().burst(seconds, how=how, min_steps=min_steps, memory=memory, deadline_s=deadline_s,
+                                       max_steps=max_steps)
 
         def __del__(self) -> None:
             # Never talk to the worker from here (a collection can run in the middle of a call):
