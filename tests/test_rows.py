@@ -67,3 +67,29 @@ def test_every_reader_of_a_comparison_finds_every_field(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(records.RecordError, match=r"run.json: rows\[0\]: no 'verified'"):
         records.read(str(path), records.COMPARISON)
+
+
+def test_a_sweep_s_points_and_fits_are_read_through_their_parts(tmp_path):
+    from bnbench.timing.rows import Fit, Point
+
+    point = Point(size=64, flops=1e9, rows=[_row(ratio=1.2)], floor=Floor(label="numpy:eager#control", ratio=1.0),
+                  round_medians={"jax:jit": [1e-3, 2e-3]})
+    assert Point.from_json(json.loads(json.dumps(point.to_json())), "p") == point
+    data = {"schema": 2, "tool": "bnbench scale", "machine_id": "m", "device": "cpu", "dtype": "float32", "axis": "batch",
+            "swept": "m", "points": [{"size": 64, "flops": 1e9, "rows": [{"framework": "jax", "mode": "jit", "label": "jax:jit",
+                                                                          "verified": True}]}],
+            "fits": [{"label": "jax:jit", "t0_s": 1e-4, "rate_flops": 5e10}]}
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(data))
+    sweep = records.read(str(path), records.SWEEP)
+    assert set(sweep["points"][0]["rows"][0]) == {field.name for field in dataclasses.fields(Row)}
+    assert sweep["fits"][0] == Fit(label="jax:jit", t0_s=1e-4, rate_flops=5e10).to_json()
+    del data["fits"][0]["rate_flops"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(records.RecordError, match=r"sweep.json: fits\[0\]: no 'rate_flops'"):
+        records.read(str(path), records.SWEEP)
+    data["fits"] = []
+    del data["points"][0]["rows"][0]["label"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(records.RecordError, match=r"sweep.json: points\[0\]\.rows\[0\]: no 'label'"):
+        records.read(str(path), records.SWEEP)

@@ -25,8 +25,9 @@ from bnbench.comparisons.compare import parse_items, resolve_items
 from bnbench.reference.io import atomic_write_json
 from bnbench.reference.spec import Spec
 from bnbench.timing import machine, records, rounds, stats, summary
-from bnbench.timing.flops import analytic_memory, memory_ratio, step_flops
+from bnbench.timing.flops import analytic_memory, step_flops
 from bnbench.timing.form import Form
+from bnbench.timing.rows import Fit, Floor, Point, Row
 from bnbench.timing.units import format_seconds
 
 # axis -> (the swept quantity, its log-spaced values: powers of two, the fixed ones)
@@ -135,21 +136,14 @@ def run(settings: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _point(value: int, spec: Spec, m: int, result: Dict[str, Any]) -> Dict[str, Any]:
-    memory = analytic_memory(spec, m)
-    rows = []
-    for row in result["rows"]:
-        entry = {key: row.get(key) for key in ("framework", "mode", "label", "median_step_s", "step_ci_low", "step_ci_high",
-                                               "ratio", "ci_low", "ci_high",
-                                               "resolved", "latency_s", "memory_bytes", "memory_kind", "verified",
-                                               "fraction_of_peak", "busy_after_burst_s", "not_timed")}
-        entry["memory_ratio"] = memory_ratio(row.get("memory_bytes"), row.get("memory_kind"), memory)
-        rows.append(entry)
-    return {"size": value, "m": m, "spec": spec.to_dict(), "flops": float(step_flops(spec, m)), "rows": rows,
-            "analytic_memory_bytes": memory, "floor": result.get("floor"), "rounds": result["rounds"],
-            "seconds": result["seconds"], "round_medians": result["round_medians"],
-            "round_references": result.get("round_references"), "undisturbed_rounds": result.get("undisturbed_rounds"),
-            "round_counted": result.get("round_counted"),
-            "undisturbed": result.get("undisturbed")}
+    # its rows as the run wrote them (their memory against this point's spec and m: the analytic minimum's)
+    return Point(size=value, m=m, spec=spec.to_dict(), flops=float(step_flops(spec, m)),
+                 rows=[Row.from_json(row, f"point {value}: row") for row in result["rows"]],
+                 analytic_memory_bytes=analytic_memory(spec, m),
+                 floor=None if result.get("floor") is None else Floor.from_json(result["floor"], f"point {value}: floor"),
+                 rounds=result["rounds"], seconds=result["seconds"], round_medians=result["round_medians"],
+                 round_references=result.get("round_references"), undisturbed_rounds=result.get("undisturbed_rounds"),
+                 round_counted=result.get("round_counted"), undisturbed=result.get("undisturbed")).to_json()
 
 
 def framework_fits(points: List[Dict[str, Any]], seed: int) -> List[Dict[str, Any]]:
@@ -164,10 +158,10 @@ def framework_fits(points: List[Dict[str, Any]], seed: int) -> List[Dict[str, An
             continue        # no round counted at a point: that point's row says so (bnbench.timing.summary.counted)
         result = fitting.fit([point["flops"] for point in points], series, seed=seed)
         form = Form.parse(label)
-        out.append({"framework": form.framework, "mode": form.mode_label, "label": label, "t0_s": result.t0, "t0_low": result.t0_low,
-                    "t0_high": result.t0_high, "rate_flops": result.rate, "rate_low": result.rate_low,
-                    "rate_high": result.rate_high, "worst_fit_error": result.worst_error,
-                    "fit_errors": result.errors, "breaks": [points[i]["size"] for i in result.breaks]})
+        out.append(Fit(framework=form.framework, mode=form.mode_label, label=label, t0_s=result.t0, t0_low=result.t0_low,
+                       t0_high=result.t0_high, rate_flops=result.rate, rate_low=result.rate_low,
+                       rate_high=result.rate_high, worst_fit_error=result.worst_error,
+                       fit_errors=list(result.errors), breaks=[points[i]["size"] for i in result.breaks]).to_json())
     return out
 
 

@@ -100,7 +100,7 @@ COMPARISON = Kind("bnbench compare", 3, {"machine_id": str, "device": str, "dtyp
                                          "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3},
                   parts=rows.parts_of_comparison)
 SWEEP = Kind("bnbench scale", 2, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
-                                  "points": list, "fits": list}, {1: _sweep_1_to_2})
+                                  "points": list, "fits": list}, {1: _sweep_1_to_2}, parts=rows.parts_of_sweep)
 TUNING_LOG = Kind("bnbench tunelog", 3, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
                   {1: _tuning_log_comparisons, 2: _tuning_log_comparisons}, parts=_tuning_log_parts)
 

@@ -1,7 +1,7 @@
-"""A comparison's parts, typed: a row, its standing against the next faster row, the floor, the
-peak and a ceiling (a framework's own matmul). Each is written by its ``to_json`` and read by its
-``from_json``; bnbench.timing.summary makes them, bnbench.timing.records reads every comparison's
-through them.
+"""The parts of the suite's results, typed: a comparison's row, its standing against the next
+faster row, the floor, the peak and a ceiling (a framework's own matmul); a sweep's point and fit.
+Each is written by its ``to_json`` and read by its ``from_json``; bnbench.timing.summary and
+bnbench.comparisons.scale make them, bnbench.timing.records reads every file's through them.
 
 A field is added to its dataclass with a default: files written before it read it as that default
 (unknown: None), never guessed, so a new field touches its dataclass, its writer and its test.
@@ -9,7 +9,7 @@ A change of meaning is an upgrade in bnbench.timing.records."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T", bound="Part")
 
@@ -23,7 +23,7 @@ class Part:
     """What every part shares: its JSON, written and read in one place."""
 
     required: ClassVar[Tuple[str, ...]] = ()       # keys a file must hold; every other field has a default
-    nested: ClassVar[Mapping[str, Type["Part"]]] = {}   # fields that hold a part of their own
+    nested: ClassVar[Mapping[str, Type["Part"]]] = {}   # fields that hold a part (or a list of parts) of their own
 
     def to_json(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -41,8 +41,11 @@ class Part:
         names = {field.name for field in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in names}
         for key, part in cls.nested.items():
-            if values.get(key) is not None:
-                values[key] = part.from_json(values[key], f"{name}.{key}")
+            value = values.get(key)
+            if isinstance(value, list):
+                values[key] = [part.from_json(item, f"{name}.{key}[{i}]") for i, item in enumerate(value)]
+            elif value is not None:
+                values[key] = part.from_json(value, f"{name}.{key}")
         return cls(**values)
 
 
@@ -156,6 +159,54 @@ class Ceiling(Part):
     fraction_ci_low: Optional[float] = None
     fraction_ci_high: Optional[float] = None
     problem: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit(Part):
+    """A framework's step time along a sweep: t0 + FLOPs / R, each with its interval."""
+
+    required: ClassVar[Tuple[str, ...]] = ("label", "t0_s", "rate_flops")
+    label: str
+    t0_s: float
+    rate_flops: float
+    framework: str = ""
+    mode: str = ""
+    t0_low: Optional[float] = None
+    t0_high: Optional[float] = None
+    rate_low: Optional[float] = None
+    rate_high: Optional[float] = None
+    worst_fit_error: Optional[float] = None
+    fit_errors: List[float] = dataclasses.field(default_factory=list)
+    breaks: List[int] = dataclasses.field(default_factory=list)      # the points the model misses
+    fraction_of_peak: Optional[float] = None     # R over the matmul peak of the sweep's rounds
+
+
+@dataclasses.dataclass(frozen=True)
+class Point(Part):
+    """One point of a sweep: its spec, its comparison's rows and the rounds they were taken over."""
+
+    required: ClassVar[Tuple[str, ...]] = ("size", "flops", "rows")
+    nested: ClassVar[Mapping[str, Type[Part]]] = {"rows": Row, "floor": Floor}
+    size: int
+    flops: float
+    rows: List[Row]
+    m: Optional[int] = None
+    spec: Optional[Dict[str, Any]] = None
+    analytic_memory_bytes: Optional[int] = None
+    floor: Optional[Floor] = None
+    rounds: Optional[int] = None
+    seconds: Optional[float] = None
+    round_medians: Dict[str, List[float]] = dataclasses.field(default_factory=dict)
+    round_references: Optional[Dict[str, List[float]]] = None
+    undisturbed_rounds: Optional[List[bool]] = None
+    round_counted: Optional[Dict[str, List[bool]]] = None
+    undisturbed: Optional[Dict[str, Any]] = None
+
+
+def parts_of_sweep(data: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """A sweep's points and fits, each read through its dataclass and written back."""
+    return dict(data, points=[Point.from_json(p, f"{name}: points[{i}]").to_json() for i, p in enumerate(data.get("points") or [])],
+                fits=[Fit.from_json(f, f"{name}: fits[{i}]").to_json() for i, f in enumerate(data.get("fits") or [])])
 
 
 def parts_of_comparison(data: Dict[str, Any], name: str) -> Dict[str, Any]:
