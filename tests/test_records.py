@@ -33,7 +33,7 @@ def write(folder, name, data):
 def test_a_comparison_of_the_first_schema_is_upgraded(tmp_path):
     path = write(tmp_path, "compare/m/cpu-tiny-float32.json", comparison(1))
     data = records.read(path, records.COMPARISON)
-    assert data["schema"] == records.COMPARISON.schema == 3 and data["upgraded_from"] == 1
+    assert data["schema"] == records.COMPARISON.schema == 4 and data["upgraded_from"] == 1
     assert data["floor"] is None and data["ceilings"] == [] and data["process_sets"] == 1
     row = data["rows"][0]
     assert row["variant"] == "xla" and row["latency_s"] is None and row["memory_bytes"] is None and row["converged"] is None
@@ -48,9 +48,22 @@ def test_a_comparison_of_the_previous_schema_says_its_cpu_memory_was_one_burst_s
     upgraded = records.read(write(tmp_path, "compare/m/x.json", data), records.COMPARISON)
     assert upgraded["upgraded_from"] == 2 and upgraded["rows"][0]["memory_kind"] == "resident-burst"
     sweep = {"schema": 1, "tool": "bnbench scale", "machine_id": "m", "device": "cpu", "dtype": "float32", "axis": "width",
-             "swept": "hidden", "fits": [], "points": [{"size": 32, "rows": [dict(data["rows"][0])]}]}
+             "swept": "hidden", "fits": [], "points": [{"size": 32, "flops": 1e9, "rows": [dict(data["rows"][0])]}]}
     upgraded = records.read(write(tmp_path, "scale/m/cpu-width-float32.json", sweep), records.SWEEP)
     assert upgraded["points"][0]["rows"][0]["memory_kind"] == "resident-burst"
+
+
+def test_a_comparison_of_schema_3_has_its_resolved_rows_as_verdicts(tmp_path):
+    """Schema 3 said resolved or not; schema 4 gives a verdict. A resolved row is faster or slower
+    by its ratio; one not resolved is undecided, saying that equivalence was not tested then."""
+    data = comparison(3)
+    data["rows"][0]["versus_next_faster"] = {"label": "numpy:reference", "ratio": 1.01, "ci_low": 0.98, "ci_high": 1.04,
+                                             "resolved": False}
+    row = records.read(write(tmp_path, "compare/m/x.json", data), records.COMPARISON)["rows"][0]
+    assert "versus_next_faster" not in row
+    assert row["vs_baseline"] == {"verdict": "faster", "ratio": 0.5, "ci_low": 0.45, "ci_high": 0.55, "epsilon": None,
+                                  "label": "numpy:reference", "reason": None}
+    assert row["vs_next_faster"]["verdict"] == "undecided" and "equivalence not tested" in row["vs_next_faster"]["reason"]
 
 
 def test_a_comparison_of_a_future_schema_is_refused_naming_the_file(tmp_path):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bnbench.timing import records
-from bnbench.timing.rows import Ceiling, Floor, PartError, Peak, Row, Versus
+from bnbench.timing.rows import Ceiling, Floor, PartError, Peak, Row, Verdict
 
 
 def _row(**fields):
@@ -15,10 +15,10 @@ def _row(**fields):
 
 def test_a_row_round_trips_through_its_json():
     row = _row(median_step_s=2e-3, ratio=0.5, ci_low=0.45, ci_high=0.55, rounds_counted=12, kernels={"numpy": "Haswell"},
-               versus_next_faster=Versus(label="numpy:eager", ratio=1.2, ci_low=1.1, ci_high=1.3, resolved=True))
+               vs_next_faster=Verdict(verdict="slower", label="numpy:eager", ratio=1.2, ci_low=1.1, ci_high=1.3, epsilon=0.02))
     text = json.dumps(row.to_json(), allow_nan=False)
     back = Row.from_json(json.loads(text), "x")
-    assert back == row and isinstance(back.versus_next_faster, Versus) and back.timed
+    assert back == row and isinstance(back.vs_next_faster, Verdict) and back.timed
     assert not _row(not_timed="not installed").timed
 
 
@@ -33,7 +33,7 @@ def test_a_field_a_file_lacks_reads_as_its_default_and_a_dropped_one_is_left_out
     (Row, {"framework": "jax", "mode": "jit", "verified": True}, "label"),
     (Floor, {"ratio": 1.0}, "label"),
     (Ceiling, {"framework": "jax"}, "label"),
-    (Versus, {"label": "numpy:eager"}, "ratio"),
+    (Verdict, {"label": "numpy:eager"}, "verdict"),
 ])
 def test_a_part_without_a_required_key_is_refused_naming_where_and_the_key(part, data, key):
     with pytest.raises(PartError, match=f"^here: no '{key}'$"):
@@ -43,8 +43,8 @@ def test_a_part_without_a_required_key_is_refused_naming_where_and_the_key(part,
 
 
 def test_a_nested_part_is_refused_with_its_path():
-    with pytest.raises(PartError, match=r"r\.json: rows\[0\]\.versus_next_faster: no 'ratio'"):
-        records.rows.parts_of_comparison({"rows": [dict(_row().to_json(), versus_next_faster={"label": "x"})]}, "r.json")
+    with pytest.raises(PartError, match=r"r\.json: rows\[0\]\.vs_next_faster: no 'verdict'"):
+        records.rows.parts_of_comparison({"rows": [dict(_row().to_json(), vs_next_faster={"label": "x"})]}, "r.json")
 
 
 def test_every_reader_of_a_comparison_finds_every_field(tmp_path):

@@ -116,7 +116,8 @@ def test_a_row_whose_every_burst_ran_beside_a_disturbed_baseline_is_not_timed_an
     rows = {row["label"]: row for row in out["rows"]}
     assert rows["jax:jit"]["ratio"] is None and rows["jax:jit"]["not_timed"].startswith("no round counted: the baseline")
     assert rows["mxnet:hybrid"]["ratio"] == pytest.approx(2.1) and rows["mxnet:hybrid"]["rounds_counted"] == 10
-    assert rows["mxnet:hybrid"]["versus_next_faster"]["label"] == "numpy:eager"
+    assert rows["mxnet:hybrid"]["vs_next_faster"]["label"] == "numpy:eager"
+    assert rows["mxnet:hybrid"]["vs_baseline"]["verdict"] == "slower" and rows["numpy:eager"]["vs_baseline"] is None
 
 
 def test_a_row_says_how_far_apart_its_process_sets_stand():

@@ -142,14 +142,14 @@ def table(result: Dict[str, Any]) -> str:
             lines.append([row["framework"], row["mode"]] + ["-"] * (len(header) - 4) + [kernel_text(row)]
                          + [f"{'no' if not row['verified'] else 'yes'}: {row.get('not_timed') or ''}"[:90]])
             continue
-        versus = row.get("versus_next_faster")
+        versus = row.get("vs_next_faster")
         wide = "" if row.get("converged") is not False else " *"
         form = Form.parse(row["label"])
         lines.append([
             form.framework, form.mode_label,
             f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]{wide}",
-            "baseline" if row["resolved"] is None else ("resolved" if row["resolved"] else "not resolved"),
-            "-" if versus is None else f"{versus['ratio']:.3f} ({'resolved' if versus['resolved'] else 'not resolved'})",
+            verdict_text(row.get("vs_baseline"), "+-") if row.get("vs_baseline") else "baseline",
+            "-" if versus is None else f"{number_text(versus.get('ratio'))} ({verdict_text(versus, '+-')})",
             format_seconds(row["median_step_s"])]
             + ([format_seconds(row.get("latency_s"))] if device else [])
             + ["-" if row["fraction_of_peak"] is None else f"{row['fraction_of_peak']:.2f}",
@@ -184,10 +184,32 @@ def kernels_line(result: Dict[str, Any]) -> str:
     return "; ".join(part for part in (line, f"peak: {error}" if error else "") if part)
 
 
+def verdict_text(verdict: Optional[Dict[str, Any]], plus_minus: str = "±") -> str:
+    """A verdict in a table's cell: faster, slower, equivalent (within ±ε), undecided."""
+    if not verdict:
+        return "-"
+    if verdict["verdict"] == "equivalent" and verdict.get("epsilon") is not None:
+        return f"equivalent {plus_minus}{100 * verdict['epsilon']:.1f}%"
+    return str(verdict["verdict"])
+
+
+def number_text(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def epsilon_line(result: Dict[str, Any]) -> str:
+    """How the verdicts were reached, under the table."""
+    if result.get("epsilon") is None:
+        return ""
+    return (f"verdicts: faster or slower where the interval lies wholly outside 1 +- {result.get('floor_spread') or 0:.3f} "
+            f"(the floor's spread); equivalent where it lies within 1 +- {result['epsilon']:.3f} (two one-sided tests); "
+            "undecided otherwise")
+
+
 def footer(result: Dict[str, Any]) -> List[str]:
-    """The lines under a comparison's table: its noise floor, the kernels, and the rows whose
-    interval is still wider than the target, with the budget that would have converged them."""
-    lines = [floor_line(result), state_line(result), kernels_line(result)]
+    """The lines under a comparison's table: its noise floor, the verdicts' rule, the kernels, and the
+    rows whose interval is still wider than the target, with the budget that would have converged them."""
+    lines = [floor_line(result), epsilon_line(result), state_line(result), kernels_line(result)]
     wide = result.get("unconverged") or []
     if wide:
         target = 100 * result.get("target_half_width", 0.025)

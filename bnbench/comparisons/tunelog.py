@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from bnbench import tables
 from bnbench.adapters.contract import AdapterError
 from bnbench.adapters.registry import local_class
-from bnbench.comparisons.compare import kernel_text
+from bnbench.comparisons.compare import kernel_text, verdict_text
 from bnbench.reference.io import atomic_write_json, atomic_write_text
 from bnbench.reference.spec import initial_parameters
 from bnbench.timing import records, rounds
@@ -209,8 +209,8 @@ def _cell(row: Optional[Dict[str, Any]]) -> str:
         return "-"
     if row.get("ratio") is None:
         return f"not timed: {row.get('not_timed') or ''}"
-    resolved = "" if row.get("resolved") is None else (" resolved" if row["resolved"] else " not resolved")
-    return f"{_interval(row)}{resolved}"
+    verdict = row.get("vs_baseline")
+    return f"{_interval(row)} {verdict_text(verdict)}" if verdict else _interval(row)
 
 
 def markdown(log: Dict[str, Any]) -> str:

@@ -81,6 +81,8 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
              f"Baseline `{run['baseline']}`; {compare.rounds_text(run)} in {run['seconds']:.0f} s, stopped: {run['stopped']} "
              f"(target ±{100 * run.get('target_half_width', 0.025):.1f}%); {run.get('threads', '?')} thread(s) each; "
              f"{peak_text}; timing: {timing}; run of {run['created']} (`{run['source']}`). {floor_text}"
+             + (f" A row is equivalent where its interval lies within 1 ± {run['epsilon']:.3f} (two one-sided tests); "
+                "undecided where it is neither resolved nor equivalent." if run.get("epsilon") is not None else "")
              + (f" {state}." if state else ""), ""]
     header = (["framework", "mode", "version", "ratio to baseline [95% CI]", "vs baseline", "vs next faster row",
                "median step [95% CI]"] + (["latency (synchronised step)"] if device else [])
@@ -92,10 +94,10 @@ def comparison_table(run: Dict[str, object], verification, results: str = "resul
             cells.append([row["framework"], row["mode"], row.get("version") or "-", "not timed"] + ["-"] * (len(header) - 6)
                          + [f"{'**no**' if not row.get('verified') else 'yes'}: {row.get('not_timed') or ''}", _flags(row)])
             continue
-        versus = row.get("versus_next_faster")
-        versus_text = "-" if not versus else (f"{versus['ratio']:.3f} vs {versus['label']} "
-                                              f"({'resolved' if versus['resolved'] else 'not resolved'})")
-        baseline_text = "baseline" if row.get("resolved") is None else ("resolved" if row["resolved"] else "not resolved")
+        versus = row.get("vs_next_faster")
+        versus_text = "-" if not versus else (f"{compare.number_text(versus.get('ratio'))} vs {versus['label']} "
+                                              f"({compare.verdict_text(versus)})")
+        baseline_text = compare.verdict_text(row["vs_baseline"]) if row.get("vs_baseline") else "baseline"
         record = verification.get((row["framework"], row["mode"], run["device"], run["dtype"]))
         checked = "yes, on the timed spec and batches" + (f"; `bnbench verify` {record['status']} "
                                                           f"({record.get('passed')}/{record.get('checked')})" if record else "")

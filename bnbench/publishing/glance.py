@@ -37,13 +37,14 @@ def table(run: Dict[str, object]) -> List[str]:
     device, size = run["device"], run["size"]
     gpu = device != "cpu"
     head = f"{device.upper() if gpu else 'CPU'}: {_machine_words(run['machine'], device)}, `{size}` (m={run['m']}), vs {run['baseline']}"
-    columns = ["ratio [95% CI]"] + (["latency, synchronised step", "fraction of float32 peak"] if gpu else [])
+    columns = ["ratio [95% CI]", "vs next faster"] + (["latency, synchronised step", "fraction of float32 peak"] if gpu else [])
     lines = []
     for row in run["rows"]:
         if row.get("ratio") is None:
             continue
         wide = "" if row.get("converged") is not False else " (wide)"
-        cells = [f"{row['ratio']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{wide}"]
+        cells = [f"{row['ratio']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{wide}",
+                 compare.verdict_text(row.get("vs_next_faster"))]
         if gpu:
             latency = row.get("latency_s")
             cells += [f"{latency * 1e3:.2f} ms" if latency else "-",
@@ -68,9 +69,9 @@ def glance(results: str) -> str:
             blocks += table(run)
     if not blocks:
         return "No comparison committed yet (`make bench`)."
-    return "\n".join(["Step time relative to a baseline, median over paired rounds with its 95% interval (lower is "
-                      "faster); float32, every framework in its best mode, each verified against the reference before "
-                      "it was timed. (wide): its interval was still wider than ±2.5% when the rounds ended.", ""]
+    return "\n".join(["Step time over the baseline's, median of paired rounds with its 95% interval (lower is "
+                      "faster); float32, each framework's best mode, verified first. (wide): wider than ±2.5% at the "
+                      "end. vs next faster: the verdict against the row above.", ""]
                      + blocks).rstrip()
 
 

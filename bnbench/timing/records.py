@@ -73,6 +73,30 @@ def _comparison_2_to_3(data: Dict[str, Any]) -> Dict[str, Any]:
     return data
 
 
+def _old_verdict(resolved: Any, ratio: Any, low: Any, high: Any, label: Any) -> Dict[str, Any]:
+    """A verdict from before verdicts: resolved beyond the floor (faster or slower by its ratio), or
+    undecided, equivalence never tested (no epsilon)."""
+    decided = ("faster" if (ratio or 1.0) < 1.0 else "slower") if resolved else "undecided"
+    return {"verdict": decided, "ratio": ratio, "ci_low": low, "ci_high": high, "epsilon": None, "label": label,
+            "reason": None if resolved else "made before verdicts: not resolved, equivalence not tested"}
+
+
+def _comparison_3_to_4(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Schema 3: a row said whether it was resolved (against the baseline, and in
+    ``versus_next_faster``); now each has a verdict (bnbench.timing.verdicts)."""
+    for row in data.get("rows", []):
+        if not isinstance(row, dict):
+            continue
+        versus = row.pop("versus_next_faster", None)
+        if isinstance(versus, dict):
+            row["vs_next_faster"] = _old_verdict(versus.get("resolved"), versus.get("ratio"), versus.get("ci_low"),
+                                                 versus.get("ci_high"), versus.get("label"))
+        if row.get("ratio") is not None and row.get("resolved") is not None:
+            row["vs_baseline"] = _old_verdict(row["resolved"], row["ratio"], row.get("ci_low"), row.get("ci_high"),
+                                              data.get("baseline"))
+    return data
+
+
 def _sweep_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
     """Schema 1: its CPU memory, one burst's alone (its ratio taken against the working part)."""
     for point in data.get("points", []):
@@ -82,7 +106,7 @@ def _sweep_1_to_2(data: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _tuning_log_comparisons(data: Dict[str, Any]) -> Dict[str, Any]:
-    """Schemas 1 and 2: its comparisons are of an older comparison schema, upgraded as every
+    """Schemas 1 to 3: its comparisons are of an older comparison schema, upgraded as every
     comparison is; one without a control keeps the legacy margin (bnbench.comparisons.tunelog.margin)."""
     data["compare"] = {size: upgraded(COMPARISON, comparison, f"compare[{size!r}]")
                        for size, comparison in (data.get("compare") or {}).items()}
@@ -96,13 +120,14 @@ def _tuning_log_parts(data: Dict[str, Any], name: str) -> Dict[str, Any]:
                                if isinstance(comparison, dict) else comparison for size, comparison in compare.items()})
 
 
-COMPARISON = Kind("bnbench compare", 3, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
-                                         "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3},
+COMPARISON = Kind("bnbench compare", 4, {"machine_id": str, "device": str, "dtype": str, "size": str, "baseline": str,
+                                         "created": str, "rows": list}, {1: _comparison_1_to_2, 2: _comparison_2_to_3, 3: _comparison_3_to_4},
                   parts=rows.parts_of_comparison)
 SWEEP = Kind("bnbench scale", 2, {"machine_id": str, "device": str, "dtype": str, "axis": str, "swept": str,
                                   "points": list, "fits": list}, {1: _sweep_1_to_2}, parts=rows.parts_of_sweep)
-TUNING_LOG = Kind("bnbench tunelog", 3, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
-                  {1: _tuning_log_comparisons, 2: _tuning_log_comparisons}, parts=_tuning_log_parts)
+TUNING_LOG = Kind("bnbench tunelog", 4, {"framework": str, "kept": str, "compare": dict, "forms": list, "sizes": list},
+                  {1: _tuning_log_comparisons, 2: _tuning_log_comparisons, 3: _tuning_log_comparisons},
+                  parts=_tuning_log_parts)
 
 
 def upgraded(kind: Kind, data: Any, name: str) -> Dict[str, Any]:

@@ -50,15 +50,18 @@ class Part:
 
 
 @dataclasses.dataclass(frozen=True)
-class Versus(Part):
-    """A row's step against the next faster row's, round by round, over the rounds both counted."""
+class Verdict(Part):
+    """A row against another (the baseline, the next faster row): their paired ratio over the rounds
+    both counted and what it decides (bnbench.timing.verdicts)."""
 
-    required: ClassVar[Tuple[str, ...]] = ("label", "ratio")
-    label: str
-    ratio: float
+    required: ClassVar[Tuple[str, ...]] = ("verdict",)
+    verdict: str                                 # faster, slower, equivalent or undecided
+    ratio: Optional[float] = None
     ci_low: Optional[float] = None
     ci_high: Optional[float] = None
-    resolved: Optional[bool] = None              # whether it stands apart beyond the floor's spread
+    epsilon: Optional[float] = None              # the equivalence margin it was tested against
+    label: Optional[str] = None                  # the row it is against
+    reason: Optional[str] = None                 # why undecided
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Row(Part):
     (``not_timed`` says why, every figure None)."""
 
     required: ClassVar[Tuple[str, ...]] = ("framework", "mode", "label", "verified")
-    nested: ClassVar[Mapping[str, Type[Part]]] = {"versus_next_faster": Versus}
+    nested: ClassVar[Mapping[str, Type[Part]]] = {"vs_baseline": Verdict, "vs_next_faster": Verdict}
     framework: str
     mode: str
     label: str                                   # its Form (bnbench.timing.form)
@@ -107,7 +110,8 @@ class Row(Part):
     memory_kind: Optional[str] = None            # bnbench.timing.steps.MemoryWatch
     memory_ratio: Optional[float] = None         # over the analytic minimum (bnbench.timing.flops)
     kernels: Optional[Dict[str, Any]] = None     # the BLAS kernels that ran (bnbench.timing.kernels)
-    versus_next_faster: Optional[Versus] = None
+    vs_baseline: Optional[Verdict] = None        # None for the baseline itself
+    vs_next_faster: Optional[Verdict] = None     # None for the fastest row
     not_timed: Optional[str] = None
 
     @property

@@ -38,11 +38,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from bnbench.timing import machine, quiet, records, stats
+from bnbench.timing import machine, quiet, records, stats, verdicts
 from bnbench.timing.flops import analytic_memory, memory_ratio
 from bnbench.timing.participant import Participant
 from bnbench.timing.peak import fraction_per_round
-from bnbench.timing.rows import Ceiling, Floor, Peak, Row, Versus
+from bnbench.timing.rows import Ceiling, Floor, Peak, Row, Verdict
 
 # A round whose baseline ran this much slower than its fastest tenth of the run is disturbed: within
 # one state the baseline's rounds spread by a few percent, the slow states measured were 1.3-1.6
@@ -201,10 +201,19 @@ def intervals(timed: List[Participant], baseline: Participant, control: Optional
     return out
 
 
+def verdict_of(interval: Optional[stats.Interval], spread: float, eps: float, label: str) -> Verdict:
+    """A row against the row ``label``, from their paired ratio's ``interval`` (bnbench.timing.verdicts)."""
+    decided, reason = verdicts.decide(interval, spread, eps)
+    return Verdict(verdict=decided, ratio=None if interval is None else interval.estimate,
+                   ci_low=None if interval is None else interval.low, ci_high=None if interval is None else interval.high,
+                   epsilon=eps, label=label, reason=reason)
+
+
 def timed_row(participant: Participant, row_ratio: stats.Interval, own: Kept, faster: Optional[Participant],
-              peak: Optional[Participant], ceilings: Sequence[Participant], spread: Optional[float], *,
-              is_baseline: bool, analytic: Optional[int]) -> Row:
-    """A timed participant's row, over the rounds it counted (``own``); ``faster``: the next faster row."""
+              peak: Optional[Participant], ceilings: Sequence[Participant], spread: float, eps: float, *,
+              baseline: str, is_baseline: bool, analytic: Optional[int]) -> Row:
+    """A timed participant's row, over the rounds it counted (``own``); ``faster``: the next faster
+    row; ``eps``: the run's equivalence margin."""
     step = own.interval(participant.medians)
     latency = own.interval(participant.latencies)
     fraction = _figure(own.of(peak).interval(fractions(participant, peak)) if peak is not None else None)
@@ -232,9 +241,8 @@ def timed_row(participant: Participant, row_ratio: stats.Interval, own: Kept, fa
         memory_bytes=held, memory_kind=participant.memory_kind,
         memory_ratio=memory_ratio(held, participant.memory_kind, analytic),
         kernels=participant.kernels,
-        versus_next_faster=None if versus is None else Versus(
-            label=faster.label, ratio=versus.estimate, ci_low=versus.low, ci_high=versus.high,
-            resolved=stats.resolved_beyond(versus, spread)))
+        vs_baseline=None if is_baseline else verdict_of(row_ratio, spread, eps, baseline),
+        vs_next_faster=None if faster is None else verdict_of(versus, spread, eps, faster.label))
 
 
 def untimed_row(participant: Participant) -> Row:
@@ -272,6 +280,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         peak, peak_problem = None, peak.problem
     floor = ratio(control, kept) if control is not None and control.timed and control.medians else None
     spread = stats.floor_spread(floor)
+    eps = verdicts.epsilon(spread)
     ratios = {p.label: ratio(p, kept) for p in participants if p.timed}
     timed = sorted([p for p in participants if p.timed], key=lambda p: (ratios[p.label].estimate, p.label))
     rounds = len(baseline.medians)
@@ -281,7 +290,8 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
     for position, participant in enumerate(timed):
         own = kept.of(participant)
         row = timed_row(participant, ratios[participant.label], own, timed[position - 1] if position else None, peak,
-                        ceilings, spread, is_baseline=participant is baseline, analytic=analytic)
+                        ceilings, spread, eps, baseline=baseline.label, is_baseline=participant is baseline,
+                        analytic=analytic)
         if not row.converged:
             unconverged.append({"label": participant.label, "half_width": row.half_width,
                                 **own.budget(normalised(participant), ratios[participant.label], seconds)})
@@ -310,6 +320,7 @@ def result(settings: Any, participants: List[Participant], control: Optional[Par
         "process_sets": int(len(set(int(s) for s in sets))) if len(sets) else 1,
         "budget": settings.budget, "stopped": stopped,
         "target_half_width": stats.TARGET_HALF_WIDTH, "confidence": stats.CONFIDENCE,
+        "epsilon": eps, "floor_spread": spread,
         "burst_seconds": settings.burst_seconds, "settle_seconds": settings.settle_seconds, "threads": settings.threads,
         "quiet": {"window_s": settings.settle_seconds, "busy_cores": quiet.BUSY_CORES, "max_wait_s": quiet.MAX_WAIT_S},
         "python": sys.version.split()[0],
