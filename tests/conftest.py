@@ -40,6 +40,14 @@ def pytest_configure(config):
         os.environ.setdefault(name, value)
 
 
+def pytest_sessionfinish(session):
+    """The workers this pytest process started, closed before it reports its end rather than left
+    to atexit: a CI run (2026-12-08) left 10 workers' folders in /tmp, their pytest-xdist process
+    ended before its atexit hooks had closed them."""
+    from bnbench.timing.worker import close_workers
+    close_workers()
+
+
 def pytest_unconfigure(config):
     cache = getattr(config, "bnbench_jax_cache", None)
     if cache:

@@ -5,6 +5,7 @@ name the failed row and why."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -166,6 +167,33 @@ def test_a_worker_never_imports_from_the_caller_s_directory(tmp_path, monkeypatc
     assert worker.call("hello")[0]["protocol"] == protocol.PROTOCOL
     assert not marker.exists()
     worker.close()
+
+
+def test_a_worker_whose_caller_is_killed_exits_and_removes_its_folder(tmp_path):
+    """A caller killed before it could close its workers (pytest-xdist ends its workers so when
+    their teardown runs long): the worker reads the end of its stream, exits and takes its folder
+    and log with it."""
+    script = ("import os, sys\n"
+              "from bnbench.timing.worker import Placement, worker_for\n"
+              "worker = worker_for(Placement(python=sys.executable, where='an orphan'))\n"
+              "print(worker.folder, worker.process.pid, flush=True)\n"
+              "os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    folder, pid = done.stdout.split()
+    deadline = time.monotonic() + 30
+    while (os.path.exists(folder) or _alive(int(pid))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(folder) and not _alive(int(pid))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:           # a zombie has exited
+        return handle.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_a_closed_worker_leaves_no_log_or_folder_behind():

@@ -16,6 +16,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
 import numpy as np
 
 PROTOCOL = 3
+# the folder a worker runs in, made by its caller, removed by the caller or, when the caller is gone, by the worker
+WORKER_FOLDER_PREFIX = "bnbench-worker-"
 MAGIC = b"BNB3"
 MAX_HEADER_BYTES = 64 << 20
 MAX_PAYLOAD_BYTES = 1 << 40

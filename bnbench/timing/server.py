@@ -9,6 +9,7 @@ The code here must stay importable by the oldest interpreter a worker runs under
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -19,7 +20,7 @@ from bnbench.equivalence import conventions
 from bnbench.reference.spec import Spec
 from bnbench.timing import kernels, steps
 from bnbench.timing.peak import MatmulPeak
-from bnbench.timing.protocol import PROTOCOL, WorkerError, error_classes, read_message, write_message
+from bnbench.timing.protocol import PROTOCOL, WORKER_FOLDER_PREFIX, WorkerError, error_classes, read_message, write_message
 
 ADAPTER_OPS = ("train_step", "gradients", "predict_proba", "state", "prepare_timing", "burst", "profile", "release")
 
@@ -123,6 +124,13 @@ class _Server:
         return {}, None
 
 
+def remove_own_folder() -> None:
+    """The folder bnbench.timing.worker made for this worker (its working directory, holding its log)."""
+    folder = os.getcwd()
+    if os.path.basename(folder).startswith(WORKER_FOLDER_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def serve(fd_in: int, fd_out: int) -> int:
     # The protocol's pipes are this process's alone: a compiler or helper a framework starts must
     # not hold them open after this process is gone.
@@ -135,7 +143,8 @@ def serve(fd_in: int, fd_out: int) -> int:
     while True:
         try:
             header, arrays = read_message(protocol_in)
-        except EOFError:
+        except EOFError:        # the caller is gone without a word (killed): nobody else removes our folder
+            remove_own_folder()
             return 0
         op = header.get("op")
         if op == "exit":

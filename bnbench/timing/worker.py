@@ -31,7 +31,16 @@ from bnbench.adapters.contract import Adapter, Gradients
 from bnbench.adapters.placement import Placement, environment_placement, environments_dir  # noqa: F401
 from bnbench.reference.io import private_directory
 from bnbench.timing.kernels import without_overrides
-from bnbench.timing.protocol import PROTOCOL, ProtocolError, WorkerError, WorkerFault, encode_message, error_classes, read_message  # noqa: F401
+from bnbench.timing.protocol import (  # noqa: F401
+    PROTOCOL,
+    WORKER_FOLDER_PREFIX,
+    ProtocolError,
+    WorkerError,
+    WorkerFault,
+    encode_message,
+    error_classes,
+    read_message,
+)
 from bnbench.timing.runner import InWorker
 
 # Every call to a worker has a deadline. Starting, building, verifying, profiling: generous (a
@@ -96,7 +105,7 @@ class WorkerProcess:
         self.fault: Optional[str] = None
         self.lock = threading.Lock()
         self.pending_release: List[int] = []     # handles of adapters garbage-collected since the last call
-        self.folder = tempfile.mkdtemp(prefix="bnbench-worker-")
+        self.folder = tempfile.mkdtemp(prefix=WORKER_FOLDER_PREFIX)
         self.log_path = os.path.join(self.folder, "worker.log")
         env = dict(os.environ)
         # a timed process runs the machine's own kernels: the environment's overrides are removed
