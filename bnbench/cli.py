@@ -180,7 +180,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.quiet and (result.get("undisturbed") or {}).get("whole_run_slower"):
         print(f"bnbench compare: {compare.state_line(result)}", file=sys.stderr)
     if not args.quiet:
-        print(compare.table(result))
+        print(compare.verdict_table(result) + "\n\n" + compare.table(result))
         print("\n" + compare.summary(result, args.json))
     return 1 if compare.failed(result) else 0
 

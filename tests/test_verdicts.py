@@ -40,3 +40,26 @@ def test_epsilon_is_the_floor_s_spread_within_bounds_unless_asked_for():
     with pytest.raises(ValueError, match="epsilon 0 must be above 0"):
         verdicts.epsilon(0.02, asked=0)
     assert verdicts.decide(None, 0.02, 0.02) == (verdicts.UNDECIDED, "no round counted on both sides")
+
+
+def test_the_short_table_ranks_rows_with_their_verdicts():
+    from bnbench.comparisons.compare import verdict_table
+    from bnbench.timing.rows import Row, Verdict
+
+    def row(label, ratio, **fields):
+        framework, mode = label.split(":")
+        return Row(framework=framework, mode=mode, label=label, verified=True, ratio=ratio, ci_low=ratio * 0.99,
+                   ci_high=ratio * 1.01, rounds_counted=12, **fields).to_json()
+
+    result = {"baseline": "numpy:eager", "rows": [
+        row("jax:jit", 0.5, vs_baseline=Verdict("faster", epsilon=0.02).to_json()),
+        row("numpy:eager", 1.0, vs_next_faster=Verdict("slower").to_json()),
+        row("torch:eager", 1.01, vs_baseline=Verdict("equivalent", epsilon=0.02).to_json(),
+            vs_next_faster=Verdict("undecided").to_json()),
+        Row(framework="mlx", mode="eager", label="mlx:eager", verified=False, not_timed="not installed").to_json()]}
+    lines = verdict_table(result).splitlines()
+    assert lines[0].split()[:4] == ["rank", "framework", "mode", "ratio"]
+    assert lines[2].split() == ["1", "jax", "jit", "0.500", "[0.495,", "0.505]", "12", "faster", "-"]
+    assert lines[3].split()[-2:] == ["baseline", "slower"]
+    assert lines[4].split()[-3:] == ["equivalent", "+-2.0%", "undecided"]
+    assert lines[5] == "not timed: mlx:eager"

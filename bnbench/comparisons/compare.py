@@ -285,17 +285,34 @@ def state_line(result: Dict[str, Any]) -> str:
             + (f"; {slower:.2f} times its step in the rounds kept" if slower else "") + ")")
 
 
+def verdict_table(result: Dict[str, Any]) -> str:
+    """The short table: each timed row by rank, its ratio and its verdicts; the rows not timed under it."""
+    timed = [row for row in result["rows"] if row.get("ratio") is not None]
+    rows = [[rank, row["framework"], Form.parse(row["label"]).mode_label,
+             f"{row['ratio']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]", row.get("rounds_counted"),
+             verdict_text(row.get("vs_baseline"), "+-") if row.get("vs_baseline") else "baseline",
+             verdict_text(row.get("vs_next_faster"), "+-")] for rank, row in enumerate(timed, 1)]
+    untimed = [row["label"] for row in result["rows"] if row.get("ratio") is None]
+    return "\n".join([tables.text(["rank", "framework", "mode", f"ratio to {result['baseline']}", "rounds", "vs baseline",
+                                   "vs next faster"], rows)] + ([f"not timed: {', '.join(untimed)}"] if untimed else []))
+
+
 def main(paths: List[str]) -> int:
     """``python -m bnbench.comparisons.compare RESULT.json ...`` (the end of ``make bench``): each
-    run's rows whose interval was still wider than the target, with the budget that would converge them."""
+    run's verdicts, then its rows whose interval was still wider than the target, with the budget
+    that would converge them."""
     for path in paths:
         try:
             result = records.read(path, records.COMPARISON)
         except records.RecordError as error:
             print(error)
             continue
+        decided = [row for row in result["rows"] if (row.get("vs_next_faster") or {}).get("verdict") not in (None, "undecided")]
+        pairs = sum(1 for row in result["rows"] if row.get("vs_next_faster"))
+        print(f"\n{result['size']}, {result['dtype']}, {result['device']} ({rounds_text(result)}; {len(decided)} of {pairs} "
+              f"neighbour pairs decided):\n{verdict_table(result)}")
         wide = result.get("unconverged") or []
-        print(f"{result['size']}: " + ("every interval within the target" if not wide else "; ".join(footer(result)[1:]))
+        print(("every interval within the target" if not wide else "; ".join(footer(result)[1:]))
               + f" ({floor_line(result)})")
     return 0
 
