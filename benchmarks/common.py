@@ -259,7 +259,7 @@ def prepare_digits(impl: str, device: str, dtype: str):
         data = load_digits(dtype)
         X, y = batch_stack(data.train, DIGITS_BATCH, VERIFY_STEPS, seed=0)
         try:
-            adapter, _ = participants.build_verified(adapter_class, spec, initial_parameters(spec), X, y, mode=mode,
+            adapter, _, _ = participants.build_verified(adapter_class, spec, initial_parameters(spec), X, y, mode=mode,
                                                      device=device)
         except AdapterError as error:
             raise NotImplementedError(str(error).splitlines()[0]) from None

@@ -42,6 +42,8 @@ def test_aa_check_numpy_against_itself(tmp_path):
         assert row["ci_low"] <= row["ratio"] <= row["ci_high"]
         # the memory its step holds, above what its worker held before the model was built
         assert row["memory_kind"] == "resident" and row["memory_bytes"] > 0 and row["memory_ratio"] > 0
+        # what it trained to in its check, against the reference, in float32 epsilons
+        assert row["fingerprint"]["loss"] >= 0 and "param/W_out" in row["fingerprint"]
     # the control: the baseline again, in a worker of its own, the same rounds: the run's noise floor
     floor = result["floor"]
     assert floor["label"] == "numpy:eager#control" and floor["ci_low"] <= floor["ratio"] <= floor["ci_high"]

@@ -60,12 +60,13 @@ def test_remote_errors_come_back_as_the_suites_errors():
         worker.call("no-such-operation", handle=1)
     warm = adapter.prepare_timing(X[0], y[0], warmup=1)          # the timing path: steps timed in the worker
     assert warm["first_step"] > 0 and warm["warmup_seconds"] > 0
-    burst = adapter.burst(0.0, min_steps=3, max_steps=3)
+    runner = adapter.runner()           # its timed steps in the worker, as the rounds burst them
+    burst = runner.burst(0.0, how="per_step", min_steps=3, memory=False, deadline_s=None, max_steps=3)
     assert len(burst["steps"]) == 3 and all(t > 0 for t in burst["steps"])
-    queued = adapter.burst(0.0, min_steps=4, max_steps=4, how="queued")
+    queued = runner.burst(0.0, how="queued", min_steps=4, memory=False, deadline_s=None, max_steps=4)
     assert queued["count"] == 4 and queued["queued"] > 0
     with pytest.raises(WorkerError, match="burst how='sideways'"):
-        adapter.burst(0.0, how="sideways")
+        runner.burst(0.0, how="sideways", min_steps=1, memory=False, deadline_s=None)
 
 
 def test_a_proxy_shares_its_framework_s_declaration_object():

@@ -252,6 +252,16 @@ class EquivalenceReport:
             worst[c.group] = max(worst.get(c.group, 0.0), c.error)
         return worst
 
+    def fingerprint(self) -> Dict[str, float]:
+        """The numbers a framework trains to, against the reference: after the last training step,
+        the loss's and every parameter's and running statistic's norm-wise relative distance from the
+        reference, in units of the dtype's machine epsilon (3 significant digits). Two releases of a
+        framework that train alike have one fingerprint, to within the tolerance."""
+        last = max((c.step for c in self.comparisons), default=0)
+        epsilon = 2.0 ** -10 if self.dtype == "tf32" else float(np.finfo(np.dtype(self.dtype)).eps)
+        return {c.key: float(f"{c.error / epsilon:.3g}") for c in self.comparisons
+                if c.step == last and (c.key == "loss" or c.key.startswith("param/"))}
+
     def message(self, limit: int = 6) -> str:
         failures = sorted(self.failures, key=lambda c: (c.step, c.key))
         if not failures:

@@ -76,6 +76,8 @@ class Participant:
     kernels: Dict[str, Any] = dataclasses.field(default_factory=dict)
     burst_kinds: set = dataclasses.field(default_factory=set)    # the kinds of burst it has run (per_step, queued)
     busy_after: List[float] = dataclasses.field(default_factory=list)  # seconds the workers stayed busy after a burst
+    # what it trains to against the reference (bnbench.equivalence.tolerances.EquivalenceReport.fingerprint)
+    fingerprint: Optional[Dict[str, float]] = None
 
     @property
     def timed(self) -> bool:
@@ -182,15 +184,16 @@ def build_verified(adapter_class, spec, params: Dict[str, np.ndarray], X: np.nda
                    device: str, variant: Optional[str] = None, precision: Optional[str] = None, prepare=None):
     """Build the instance to be used (``prepare(adapter)`` runs on it first: its first step, so that
     compilation is paid and timed there), then check a second instance against the reference on
-    the very spec and batches X, y; (the first instance, what ``prepare`` returned). AdapterError
-    with the reason when it fails: an unverified adapter is never used."""
+    the very spec and batches X, y; (the first instance, what ``prepare`` returned, the check's
+    numerics fingerprint). AdapterError with the reason when it fails: an unverified adapter is
+    never used."""
     adapter = adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision)
     prepared = prepare(adapter) if prepare is not None else None
     report = check_equivalence(adapter_class(spec, params, mode=mode, device=device, variant=variant, precision=precision),
                                spec, params, X, y, precision=precision)
     if not report.ok:
         raise AdapterError("not verified against the reference, not timed: " + report.message(limit=2))
-    return adapter, prepared
+    return adapter, prepared, report.fingerprint()
 
 
 def start(framework: str, form: str, label: str, *, spec, params: Dict[str, np.ndarray], X: np.ndarray, y: np.ndarray,
@@ -235,7 +238,7 @@ def _start_once(framework: str, form: str, label: str, *, spec, params: Dict[str
         else:       # the worker reads what it held before it built the model (bnbench.timing.server)
             warm = lambda adapter: timed_warm_up(adapter, X[0], y[0], warmup)  # noqa: E731
         try:
-            participant.adapter, prepared = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
+            participant.adapter, prepared, participant.fingerprint = build_verified(adapter_class, spec, params, X, y, mode=mode, device=device,
                                                            variant=variant, precision=precision, prepare=warm)
         finally:       # what the process loaded (its framework's BLAS is loaded by now), passed or not
             participant.kernels = kernels_of(adapter_class, in_process)

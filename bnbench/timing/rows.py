@@ -110,6 +110,7 @@ class Row(Part):
     memory_kind: Optional[str] = None            # bnbench.timing.steps.MemoryWatch
     memory_ratio: Optional[float] = None         # over the analytic minimum (bnbench.timing.flops)
     kernels: Optional[Dict[str, Any]] = None     # the BLAS kernels that ran (bnbench.timing.kernels)
+    fingerprint: Optional[Dict[str, float]] = None   # distance from the reference after training, in epsilons
     vs_baseline: Optional[Verdict] = None        # None for the baseline itself
     vs_next_faster: Optional[Verdict] = None     # None for the fastest row
     not_timed: Optional[str] = None

@@ -240,7 +240,7 @@ def timed_row(participant: Participant, row_ratio: stats.Interval, own: Kept, fa
         unplaced=participant.unplaced or None,
         memory_bytes=held, memory_kind=participant.memory_kind,
         memory_ratio=memory_ratio(held, participant.memory_kind, analytic),
-        kernels=participant.kernels,
+        kernels=participant.kernels, fingerprint=participant.fingerprint,
         vs_baseline=None if is_baseline else verdict_of(row_ratio, spread, eps, baseline),
         vs_next_faster=None if faster is None else verdict_of(versus, spread, eps, faster.label))
 

@@ -437,12 +437,6 @@ def remote_class(local: Type, placement: Placement) -> Type:
             """Its timed steps, prepared in the worker (``prepare_timing``), for the rounds to burst."""
             return InWorker(self._remote, self._handle, owner=self)
 
-        def burst(self, seconds: float, *, min_steps: int = 1, max_steps: int = 10000, how: str = "per_step",
-                  memory: bool = False, deadline_s: Optional[float] = None) -> Dict[str, Any]:
-            """One burst on the prepared batch, timed in the worker (bnbench.timing.steps.burst)."""
-            return self.runner().burst(seconds, how=how, min_steps=min_steps, memory=memory, deadline_s=deadline_s,
-                                       max_steps=max_steps)
-
         def __del__(self) -> None:
             # Never talk to the worker from here (a collection can run in the middle of a call):
             # the release travels with the next call.
